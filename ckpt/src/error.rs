@@ -1,0 +1,99 @@
+//! Errors of the checkpoint crate: each names the file and, where it applies, the key.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong reading, converting or writing weights.
+#[derive(Debug, thiserror::Error)]
+pub enum CkptError {
+    /// The file could not be opened or read.
+    #[error("{path}: cannot read weight file: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The bytes are not a safetensors file.
+    #[error("{path}: not a valid safetensors file ({msg}); expected a .safetensors weight file")]
+    Format {
+        /// The file.
+        path: PathBuf,
+        /// What the parser said.
+        msg: String,
+    },
+    /// A tensor has a dtype we cannot read as floats.
+    #[error("{path}: key '{key}' has dtype {dtype}; only F32, F16, BF16 and F64 weights can be loaded")]
+    Dtype {
+        /// The file.
+        path: PathBuf,
+        /// The tensor name.
+        key: String,
+        /// Its dtype.
+        dtype: String,
+    },
+    /// The key set matches no known layout.
+    #[error(
+        "{path}: unknown weight layout ({detail}); expected OpenAI/open_clip CLIP keys \
+         (visual.conv1.weight, token_embedding.weight, …) or Hugging Face CLIPModel keys \
+         (text_model.…, vision_model.…)"
+    )]
+    UnknownLayout {
+        /// The file.
+        path: PathBuf,
+        /// What was found.
+        detail: String,
+    },
+    /// A key the model needs is absent.
+    #[error("{path}: missing key '{key}' (expected shape {expected:?}); {hint}")]
+    Missing {
+        /// The file.
+        path: PathBuf,
+        /// The tensor name.
+        key: String,
+        /// The shape the model wants.
+        expected: Vec<usize>,
+        /// What to do.
+        hint: String,
+    },
+    /// Keys the model does not have.
+    #[error("{path}: unexpected key(s) {keys:?}; the file holds tensors this model does not have")]
+    Unexpected {
+        /// The file.
+        path: PathBuf,
+        /// The names.
+        keys: Vec<String>,
+    },
+    /// A tensor has the wrong shape.
+    #[error("{path}: key '{key}' has shape {found:?} but the model expects {expected:?}{hint}")]
+    Shape {
+        /// The file.
+        path: PathBuf,
+        /// The tensor name.
+        key: String,
+        /// Shape in the file.
+        found: Vec<usize>,
+        /// Shape the model wants.
+        expected: Vec<usize>,
+        /// Extra advice (e.g. which preset the file is).
+        hint: String,
+    },
+    /// The file's sizes fit none of the presets.
+    #[error("{path}: the weights fit no preset: {detail}")]
+    NoPreset {
+        /// The file.
+        path: PathBuf,
+        /// The inferred sizes.
+        detail: String,
+    },
+    /// Writing failed (nothing is left at the destination).
+    #[error("{path}: cannot write: {msg}")]
+    Write {
+        /// The destination.
+        path: PathBuf,
+        /// What failed.
+        msg: String,
+    },
+}
+
+/// Result alias.
+pub type Result<T> = std::result::Result<T, CkptError>;

@@ -1,0 +1,24 @@
+//! `gadms-ckpt`: safetensors weights for gadms.
+//!
+//! - [`tensors`]: a host name → f32 array map; reading (F32/F16/BF16/F64, upcast to f32) and
+//!   atomic writing (temp file + rename, `{"format": "pt"}` metadata);
+//! - [`bridge`]: copying between dfdx modules and that map, strictly checked;
+//! - [`layout`]: OpenAI/open_clip and Hugging Face `CLIPModel` key layouts;
+//! - [`resize`]: the ViT position-grid resize (14×14 → 24×8, as IRRA);
+//! - [`clip_io`]: whole-model load / save / export and preset inference.
+
+pub mod bridge;
+pub mod clip_io;
+pub mod error;
+pub mod layout;
+pub mod resize;
+pub mod tensors;
+
+pub use bridge::{map_to_module, module_to_map};
+pub use clip_io::{
+    ExportReport, LoadReport, Weights, export_hf, export_open_clip, infer_preset, load_clip,
+    read_weights, save_clip,
+};
+pub use error::{CkptError, Result};
+pub use layout::Layout;
+pub use tensors::{Array, TensorMap};

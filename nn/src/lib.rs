@@ -1,0 +1,24 @@
+//! `gadms-nn`: the GA-DMS model on dfdx 0.13 — CLIP vision and text towers with
+//! compile-time-checked sizes (later: the MTP decoder, GASS and the losses).
+//!
+//! Every module is generic over the element type `E` and the dfdx device `D`, so the same
+//! code runs on the CPU and, with dfdx's `cuda` feature, on a GPU. Batch is a run-time `usize`;
+//! widths, depths, head counts and token counts are const generics checked when the type is
+//! used (a mis-wired model fails to compile).
+
+pub mod attention;
+pub mod block;
+pub mod clip;
+pub mod layers;
+pub mod text;
+pub mod vision;
+
+pub use attention::{Attention, Probs};
+pub use block::{ResBlock, Transformer};
+pub use clip::{
+    Clip, ClipInference, ClipSpec, HasClipSpec, PRESETS, TINY_SPEC, TextSpec, Tiny, TinyText,
+    TinyVision, VITB16_SPEC, ViTB16, ViTB16Text, ViTB16Vision, VisionSpec, spec_of,
+};
+pub use layers::{Float, LayerNorm, Mlp, quick_gelu};
+pub use text::{TextInput, TextTower, eos_index, eos_token};
+pub use vision::{VisionTower, cls_token};
