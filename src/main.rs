@@ -1,1 +1,38 @@
-fn main() {}
+//! `gadms` — GA-DMS text-based person retrieval: pretrain, embed, export, inspect, bench.
+
+use argh::FromArgs;
+use gadms::cmd;
+
+/// GA-DMS text-based person retrieval in Rust (CLIP on dfdx).
+#[derive(FromArgs)]
+struct Cli {
+    #[argh(subcommand)]
+    command: Command,
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand)]
+enum Command {
+    Pretrain(gadms::pretrain::PretrainArgs),
+    Embed(cmd::embed::EmbedArgs),
+    Tokenize(cmd::tokenize::TokenizeArgs),
+    Export(cmd::export::ExportArgs),
+    Inspect(cmd::inspect::InspectArgs),
+    Bench(cmd::bench::BenchArgs),
+}
+
+fn main() {
+    let cli: Cli = argh::from_env();
+    let res = match cli.command {
+        Command::Pretrain(a) => gadms::pretrain::run(a),
+        Command::Embed(a) => cmd::embed::run(a),
+        Command::Tokenize(a) => cmd::tokenize::run(a),
+        Command::Export(a) => cmd::export::run(a),
+        Command::Inspect(a) => cmd::inspect::run(a),
+        Command::Bench(a) => cmd::bench::run(a),
+    };
+    if let Err(e) = res {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

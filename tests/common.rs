@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 
 /// Path of a committed fixture.
 pub fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(name)
 }
 
 /// The tensors of a fixture whose keys start with `prefix`, with the prefix removed.
@@ -23,7 +25,10 @@ pub fn section(file: &str, prefix: &str) -> TensorMap {
 
 /// One float tensor of a fixture.
 pub fn tensor(file: &str, key: &str) -> Array {
-    section(file, key).tensors.remove("").unwrap_or_else(|| panic!("{key} not in {file}"))
+    section(file, key)
+        .tensors
+        .remove("")
+        .unwrap_or_else(|| panic!("{key} not in {file}"))
 }
 
 /// Token-id rows [B, 77] of a fixture.
@@ -43,9 +48,17 @@ pub fn id_rows(file: &str, key: &str) -> Vec<[u32; 77]> {
 /// an absolute tolerance of 1e-5 instead; the value returned is then `max|a−b| / 1e-1`.
 pub fn rel_err(a: &[f32], b: &[f32]) -> f64 {
     assert_eq!(a.len(), b.len(), "length mismatch");
-    let diff = a.iter().zip(b).map(|(x, y)| (x - y).abs() as f64).fold(0.0, f64::max);
+    let diff = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs() as f64)
+        .fold(0.0, f64::max);
     let scale = b.iter().map(|y| y.abs() as f64).fold(0.0, f64::max);
-    if scale < 1e-4 { diff / 1e-1 } else { diff / scale }
+    if scale < 1e-4 {
+        diff / 1e-1
+    } else {
+        diff / scale
+    }
 }
 
 /// Asserts relative error ≤ `tol` and equal shapes.
@@ -57,17 +70,33 @@ pub fn assert_close(name: &str, got: &Array, want: &Array, tol: f64) {
 
 /// Compares every key of `want` against `got` (both must have the same key set, minus `skip`).
 pub fn assert_maps_close(what: &str, got: &TensorMap, want: &TensorMap, skip: &[&str], tol: f64) {
-    let gk: Vec<&String> = got.tensors.keys().filter(|k| !skip.contains(&k.as_str())).collect();
-    let wk: Vec<&String> = want.tensors.keys().filter(|k| !skip.contains(&k.as_str())).collect();
+    let gk: Vec<&String> = got
+        .tensors
+        .keys()
+        .filter(|k| !skip.contains(&k.as_str()))
+        .collect();
+    let wk: Vec<&String> = want
+        .tensors
+        .keys()
+        .filter(|k| !skip.contains(&k.as_str()))
+        .collect();
     assert_eq!(gk, wk, "{what}: key sets differ");
     let mut worst = (0.0, String::new());
     for k in wk {
         let e = rel_err(&got.tensors[k].data, &want.tensors[k].data);
-        assert_eq!(got.tensors[k].shape, want.tensors[k].shape, "{what} {k}: shape");
+        assert_eq!(
+            got.tensors[k].shape, want.tensors[k].shape,
+            "{what} {k}: shape"
+        );
         if e > worst.0 {
             worst = (e, k.clone());
         }
     }
-    assert!(worst.0 <= tol, "{what}: worst relative error {:.3e} at {}", worst.0, worst.1);
+    assert!(
+        worst.0 <= tol,
+        "{what}: worst relative error {:.3e} at {}",
+        worst.0,
+        worst.1
+    );
     eprintln!("{what}: worst relative error {:.3e} ({})", worst.0, worst.1);
 }

@@ -58,8 +58,12 @@ macro_rules! run_model {
         let text = TextInput::new(dev, &id_rows(file, "input.text"));
         let mut vprobs = Vec::new();
         let mut tprobs = Vec::new();
-        let itok = model.visual.forward(images.leaky_trace(), Some(&mut vprobs));
-        let ttok = model.text.forward(text.ids.clone(), OwnedTape::default(), Some(&mut tprobs));
+        let itok = model
+            .visual
+            .forward(images.leaky_trace(), Some(&mut vprobs));
+        let ttok = model
+            .text
+            .forward(text.ids.clone(), OwnedTape::default(), Some(&mut tprobs));
         let image_features = cls_token(itok.retaped::<NoneTape>());
         let text_features = eos_token(ttok.retaped::<NoneTape>(), text.eos.clone());
         let r_img = tensor(file, "input.r_image");
@@ -68,7 +72,10 @@ macro_rules! run_model {
             dev.tensor_from_vec(r_img.data, (b, Const, Const));
         let r_txt: Tensor<(usize, Const<77>, Const<32>), f32, Cpu> =
             dev.tensor_from_vec(r_txt.data, (b, Const, Const));
-        let (it, tt) = (arr(&itok.retaped::<NoneTape>()), arr(&ttok.retaped::<NoneTape>()));
+        let (it, tt) = (
+            arr(&itok.retaped::<NoneTape>()),
+            arr(&ttok.retaped::<NoneTape>()),
+        );
         let loss = (itok * r_img).sum::<(), _>() + (ttok * r_txt).sum::<(), _>();
         let loss_v = loss.array();
         let grads = loss.backward();
@@ -87,13 +94,42 @@ macro_rules! run_model {
 }
 
 fn check_outputs(file: &str, o: &Outputs) {
-    assert_close("image_tokens", &o.image_tokens, &tensor(file, "out.image_tokens"), TOL);
-    assert_close("image_features", &o.image_features, &tensor(file, "out.image_features"), TOL);
-    assert_close("text_tokens", &o.text_tokens, &tensor(file, "out.text_tokens"), TOL);
-    assert_close("text_features", &o.text_features, &tensor(file, "out.text_features"), TOL);
+    assert_close(
+        "image_tokens",
+        &o.image_tokens,
+        &tensor(file, "out.image_tokens"),
+        TOL,
+    );
+    assert_close(
+        "image_features",
+        &o.image_features,
+        &tensor(file, "out.image_features"),
+        TOL,
+    );
+    assert_close(
+        "text_tokens",
+        &o.text_tokens,
+        &tensor(file, "out.text_tokens"),
+        TOL,
+    );
+    assert_close(
+        "text_features",
+        &o.text_features,
+        &tensor(file, "out.text_features"),
+        TOL,
+    );
     let want = tensor(file, "out.loss").data[0];
-    assert!(((o.loss - want) / want).abs() < 1e-4, "loss {} vs {want}", o.loss);
-    assert_close("grad.input.images", &o.image_grad, &tensor(file, "grad.input.images"), TOL);
+    assert!(
+        ((o.loss - want) / want).abs() < 1e-4,
+        "loss {} vs {want}",
+        o.loss
+    );
+    assert_close(
+        "grad.input.images",
+        &o.image_grad,
+        &tensor(file, "grad.input.images"),
+        TOL,
+    );
 }
 
 #[test]
@@ -104,13 +140,27 @@ fn open_clip_forward_attention_and_gradients_match_pytorch() {
     let o = run_model!(&model, &dev, file, 64, 32, 9);
     check_outputs(file, &o);
     let ta = &o.text_attn_last;
-    assert_close("text_attn_last", ta, &tensor(file, "out.text_attn_last"), TOL);
+    assert_close(
+        "text_attn_last",
+        ta,
+        &tensor(file, "out.text_attn_last"),
+        TOL,
+    );
     let ia = &o.image_attn_last;
-    assert_close("image_attn_last", ia, &tensor(file, "out.image_attn_last"), TOL);
+    assert_close(
+        "image_attn_last",
+        ia,
+        &tensor(file, "out.image_attn_last"),
+        TOL,
+    );
     let grads = native_to_openai(&o.grads, 16, 0.0);
     let want = section(file, "grad.");
     let want = TensorMap {
-        tensors: want.tensors.into_iter().filter(|(k, _)| k != "input.images").collect(),
+        tensors: want
+            .tensors
+            .into_iter()
+            .filter(|(k, _)| k != "input.images")
+            .collect(),
         ..Default::default()
     };
     assert_maps_close("open_clip grads", &grads, &want, &["logit_scale"], TOL);
@@ -126,7 +176,11 @@ fn hf_forward_and_gradients_match_pytorch() {
     let grads = native_to_hf(&o.grads, 16, 0.0);
     let want = section(file, "grad.");
     let want = TensorMap {
-        tensors: want.tensors.into_iter().filter(|(k, _)| k != "input.images").collect(),
+        tensors: want
+            .tensors
+            .into_iter()
+            .filter(|(k, _)| k != "input.images")
+            .collect(),
         ..Default::default()
     };
     assert_maps_close("hf grads", &grads, &want, &["logit_scale"], TOL);

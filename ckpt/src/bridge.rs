@@ -24,8 +24,13 @@ impl<E: Float, D: Device<E>> TensorVisitor<E, D> for Extract {
         _: TensorOptions<S, E, D>,
         (t, name): (&Tensor<S, E, D>, String),
     ) -> std::result::Result<Option<Tensor<S, E, D>>, Self::Err> {
-        let data = t.as_vec().into_iter().map(|x| x.to_f32().unwrap()).collect();
-        self.map.insert(name, Array::new(t.shape().concrete().into(), data));
+        let data = t
+            .as_vec()
+            .into_iter()
+            .map(|x| x.to_f32().unwrap())
+            .collect();
+        self.map
+            .insert(name, Array::new(t.shape().concrete().into(), data));
         Ok(None)
     }
 }
@@ -144,8 +149,13 @@ impl<E: Float, D: Device<E>> TensorVisitor<E, D> for ExtractGrads<'_, E, D> {
         (t, name): (&Tensor<S, E, D>, String),
     ) -> std::result::Result<Option<Tensor<S, E, D>>, Self::Err> {
         let g = self.grads.get(t);
-        let data = g.as_vec().into_iter().map(|x| x.to_f32().unwrap()).collect();
-        self.map.insert(name, Array::new(t.shape().concrete().into(), data));
+        let data = g
+            .as_vec()
+            .into_iter()
+            .map(|x| x.to_f32().unwrap())
+            .collect();
+        self.map
+            .insert(name, Array::new(t.shape().concrete().into(), data));
         Ok(None)
     }
 }

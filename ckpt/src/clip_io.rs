@@ -37,17 +37,22 @@ pub fn read_weights(path: &Path) -> Result<Weights> {
 }
 
 fn dims(map: &TensorMap, key: &str) -> Result<Vec<usize>> {
-    map.get(key).map(|a| a.shape.clone()).ok_or_else(|| CkptError::Missing {
-        path: map.origin.clone(),
-        key: key.to_string(),
-        expected: vec![],
-        hint: "needed to tell the model size".into(),
-    })
+    map.get(key)
+        .map(|a| a.shape.clone())
+        .ok_or_else(|| CkptError::Missing {
+            path: map.origin.clone(),
+            key: key.to_string(),
+            expected: vec![],
+            hint: "needed to tell the model size".into(),
+        })
 }
 
 fn count_layers(map: &TensorMap, prefix: &str) -> usize {
     (0..)
-        .take_while(|i| map.tensors.contains_key(&format!("{prefix}{i}.ln_1.weight")))
+        .take_while(|i| {
+            map.tensors
+                .contains_key(&format!("{prefix}{i}.ln_1.weight"))
+        })
         .count()
 }
 
@@ -117,10 +122,14 @@ fn fits(s: &Sizes, p: &ClipSpec) -> bool {
 /// The preset whose sizes match the tensors (image size may differ: the grid is resized).
 pub fn infer_preset(map: &TensorMap) -> Result<ClipSpec> {
     let s = sizes(map)?;
-    PRESETS.iter().find(|p| fits(&s, p)).copied().ok_or_else(|| CkptError::NoPreset {
-        path: map.origin.clone(),
-        detail: format!("{s:?}; known presets: vit-b-16, tiny"),
-    })
+    PRESETS
+        .iter()
+        .find(|p| fits(&s, p))
+        .copied()
+        .ok_or_else(|| CkptError::NoPreset {
+            path: map.origin.clone(),
+            detail: format!("{s:?}; known presets: vit-b-16, tiny"),
+        })
 }
 
 /// The grid of the file's vision positions: from gadms metadata, else a square, else the
@@ -151,7 +160,9 @@ fn parse_grid(s: &str) -> Option<(usize, usize)> {
 /// Resizes `visual.positional_embedding` to `spec`'s grid if it differs; returns a note.
 pub fn fit_grid(map: &mut TensorMap, spec: &ClipSpec) -> Result<Option<String>> {
     let key = "visual.positional_embedding";
-    let Some(pos) = map.get(key) else { return Ok(None) };
+    let Some(pos) = map.get(key) else {
+        return Ok(None);
+    };
     let target = spec.vision.grid();
     let rows = pos.shape[0];
     let old = source_grid(map, rows, target)?;
@@ -181,7 +192,17 @@ pub fn load_clip<E: Float, D: Device<E>, M: TensorCollection<E, D>>(
     spec: &ClipSpec,
     path: &Path,
 ) -> Result<LoadReport> {
-    let Weights { layout, mut native } = read_weights(path)?;
+    load_clip_weights(model, spec, read_weights(path)?)
+}
+
+/// Loads already-read weights into `model` (whose sizes are `spec`), strictly; resizes the
+/// position grid when the file's grid differs.
+pub fn load_clip_weights<E: Float, D: Device<E>, M: TensorCollection<E, D>>(
+    model: &mut M,
+    spec: &ClipSpec,
+    weights: Weights,
+) -> Result<LoadReport> {
+    let Weights { layout, mut native } = weights;
     let mut notes = Vec::new();
     notes.extend(fit_grid(&mut native, spec)?);
     map_to_module(&native, model).map_err(|e| add_preset_hint(e, &native, spec))?;
@@ -190,12 +211,30 @@ pub fn load_clip<E: Float, D: Device<E>, M: TensorCollection<E, D>>(
 
 fn add_preset_hint(e: CkptError, native: &TensorMap, spec: &ClipSpec) -> CkptError {
     match e {
-        CkptError::Shape { path, key, found, expected, .. } => {
+        CkptError::Shape {
+            path,
+            key,
+            found,
+            expected,
+            ..
+        } => {
             let hint = match infer_preset(native) {
-                Ok(p) => format!("; the file is a '{}' model, not '{}': pass --preset {}", p.name, spec.name, p.name),
-                Err(_) => format!("; the file fits no preset and this model is '{}'", spec.name),
+                Ok(p) => format!(
+                    "; the file is a '{}' model, not '{}': pass --preset {}",
+                    p.name, spec.name, p.name
+                ),
+                Err(_) => format!(
+                    "; the file fits no preset and this model is '{}'",
+                    spec.name
+                ),
             };
-            CkptError::Shape { path, key, found, expected, hint }
+            CkptError::Shape {
+                path,
+                key,
+                found,
+                expected,
+                hint,
+            }
         }
         other => other,
     }
@@ -288,7 +327,10 @@ pub fn export_open_clip<E: Float, D: Device<E>, M: TensorCollection<E, D>>(
         "preprocess_cfg": {"mean": CLIP_MEAN, "std": CLIP_STD, "interpolation": "bilinear", "resize_mode": "squash"},
     });
     write_json(&c, &cfg)?;
-    Ok(ExportReport { files: vec![w, c], notes: vec![] })
+    Ok(ExportReport {
+        files: vec![w, c],
+        notes: vec![],
+    })
 }
 
 /// Exports to `dir/model.safetensors` + `dir/config.json` for `transformers.CLIPModel`.
@@ -305,7 +347,11 @@ pub fn export_hf<E: Float, D: Device<E>, M: TensorCollection<E, D>>(
     let mut notes = Vec::new();
     if gh != gw {
         let key = "visual.positional_embedding";
-        let pos = resize_pos_embed(native.get(key).expect("model has it"), (gh, gw), (side, side));
+        let pos = resize_pos_embed(
+            native.get(key).expect("model has it"),
+            (gh, gw),
+            (side, side),
+        );
         native.insert(key, pos);
         notes.push(format!(
             "HF CLIP needs a square grid: resampled the {gh}x{gw} position grid to {side}x{side} \
@@ -319,7 +365,10 @@ pub fn export_hf<E: Float, D: Device<E>, M: TensorCollection<E, D>>(
     let c = dir.join("config.json");
     write_file(&w, &hf, &metadata(spec))?;
     write_json(&c, &hf_config(spec, side * spec.vision.patch))?;
-    Ok(ExportReport { files: vec![w, c], notes })
+    Ok(ExportReport {
+        files: vec![w, c],
+        notes,
+    })
 }
 
 /// `transformers.CLIPConfig` JSON for `spec` with a square image of `image_size`.

@@ -22,7 +22,9 @@ pub enum CkptError {
         msg: String,
     },
     /// A tensor has a dtype we cannot read as floats.
-    #[error("{path}: key '{key}' has dtype {dtype}; only F32, F16, BF16 and F64 weights can be loaded")]
+    #[error(
+        "{path}: key '{key}' has dtype {dtype}; only F32, F16, BF16 and F64 weights can be loaded"
+    )]
     Dtype {
         /// The file.
         path: PathBuf,

@@ -53,9 +53,19 @@ pub fn detect(map: &TensorMap) -> Result<Layout> {
         return Ok(Layout::Hf);
     }
     if has("visual.conv1.weight") || has("token_embedding.weight") {
-        let fused = map.tensors.keys().any(|k| k.ends_with("attn.in_proj_weight"));
-        let split = map.tensors.keys().any(|k| k.ends_with("attn.q_proj.weight"));
-        return Ok(if split && !fused { Layout::Native } else { Layout::OpenAi });
+        let fused = map
+            .tensors
+            .keys()
+            .any(|k| k.ends_with("attn.in_proj_weight"));
+        let split = map
+            .tensors
+            .keys()
+            .any(|k| k.ends_with("attn.q_proj.weight"));
+        return Ok(if split && !fused {
+            Layout::Native
+        } else {
+            Layout::OpenAi
+        });
     }
     let sample: Vec<&String> = map.tensors.keys().take(4).collect();
     Err(CkptError::UnknownLayout {
@@ -102,7 +112,10 @@ pub fn openai_to_native(map: TensorMap) -> Result<TensorMap> {
             let n = a.shape[1] * a.shape[1];
             for (i, p) in ["q_proj", "k_proj", "v_proj"].iter().enumerate() {
                 let part = a.data[i * n..(i + 1) * n].to_vec();
-                out.insert(format!("{base}attn.{p}.weight"), Array::new(vec![a.shape[1]; 2], part));
+                out.insert(
+                    format!("{base}attn.{p}.weight"),
+                    Array::new(vec![a.shape[1]; 2], part),
+                );
             }
         } else if let Some(base) = key.strip_suffix("attn.in_proj_bias") {
             if a.shape.len() != 1 || a.shape[0] % 3 != 0 {
@@ -118,7 +131,10 @@ pub fn openai_to_native(map: TensorMap) -> Result<TensorMap> {
                 return Err(shape_err(&map, key, a, "expected [W, 3, P, P]"));
             }
             let flat = a.shape[1..].iter().product();
-            out.insert(key.clone(), Array::new(vec![a.shape[0], flat], a.data.clone()));
+            out.insert(
+                key.clone(),
+                Array::new(vec![a.shape[0], flat], a.data.clone()),
+            );
         } else if matches!(
             key.as_str(),
             "logit_scale" | "input_resolution" | "context_length" | "vocab_size"
@@ -141,7 +157,10 @@ pub fn native_to_openai(map: &TensorMap, patch: usize, logit_scale: f32) -> Tens
     };
     for (key, a) in &map.tensors {
         if let Some(base) = key.strip_suffix("attn.q_proj.weight") {
-            out.insert(format!("{base}attn.in_proj_weight"), fuse(map, base, "weight"));
+            out.insert(
+                format!("{base}attn.in_proj_weight"),
+                fuse(map, base, "weight"),
+            );
         } else if let Some(base) = key.strip_suffix("attn.q_proj.bias") {
             out.insert(format!("{base}attn.in_proj_bias"), fuse(map, base, "bias"));
         } else if key.contains("attn.k_proj.") || key.contains("attn.v_proj.") {
@@ -180,15 +199,30 @@ const HF_BLOCK: [(&str, &str); 6] = [
 
 /// HF top-level renames (HF key, native key) for tensors copied as they are.
 const HF_PLAIN: [(&str, &str); 9] = [
-    ("text_model.embeddings.token_embedding.weight", "token_embedding.weight"),
-    ("text_model.embeddings.position_embedding.weight", "positional_embedding"),
+    (
+        "text_model.embeddings.token_embedding.weight",
+        "token_embedding.weight",
+    ),
+    (
+        "text_model.embeddings.position_embedding.weight",
+        "positional_embedding",
+    ),
     ("text_model.final_layer_norm.weight", "ln_final.weight"),
     ("text_model.final_layer_norm.bias", "ln_final.bias"),
-    ("vision_model.embeddings.class_embedding", "visual.class_embedding"),
-    ("vision_model.embeddings.position_embedding.weight", "visual.positional_embedding"),
+    (
+        "vision_model.embeddings.class_embedding",
+        "visual.class_embedding",
+    ),
+    (
+        "vision_model.embeddings.position_embedding.weight",
+        "visual.positional_embedding",
+    ),
     ("vision_model.pre_layrnorm.weight", "visual.ln_pre.weight"),
     ("vision_model.pre_layrnorm.bias", "visual.ln_pre.bias"),
-    ("vision_model.post_layernorm.weight", "visual.ln_post.weight"),
+    (
+        "vision_model.post_layernorm.weight",
+        "visual.ln_post.weight",
+    ),
 ];
 
 fn hf_block_key(rest: &str) -> Option<String> {
@@ -304,15 +338,24 @@ fn native_to_hf_key(key: &str) -> (String, bool) {
         "text_projection" => return ("text_projection.weight".into(), true),
         "visual.proj" => return ("visual_projection.weight".into(), true),
         "visual.conv1.weight" => {
-            return ("vision_model.embeddings.patch_embedding.weight".into(), false);
+            return (
+                "vision_model.embeddings.patch_embedding.weight".into(),
+                false,
+            );
         }
         _ => {}
     }
     if let Some(rest) = key.strip_prefix("visual.transformer.resblocks.") {
-        return (format!("vision_model.encoder.layers.{}", native_block_to_hf(rest)), false);
+        return (
+            format!("vision_model.encoder.layers.{}", native_block_to_hf(rest)),
+            false,
+        );
     }
     if let Some(rest) = key.strip_prefix("transformer.resblocks.") {
-        return (format!("text_model.encoder.layers.{}", native_block_to_hf(rest)), false);
+        return (
+            format!("text_model.encoder.layers.{}", native_block_to_hf(rest)),
+            false,
+        );
     }
     (key.to_string(), false)
 }

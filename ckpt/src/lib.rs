@@ -17,7 +17,7 @@ pub mod tensors;
 pub use bridge::{map_to_module, module_to_map};
 pub use clip_io::{
     ExportReport, LoadReport, Weights, export_hf, export_open_clip, infer_preset, load_clip,
-    read_weights, save_clip,
+    load_clip_weights, read_weights, save_clip,
 };
 pub use error::{CkptError, Result};
 pub use layout::Layout;

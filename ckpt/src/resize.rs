@@ -16,7 +16,11 @@ fn taps(i: usize, n_in: usize, n_out: usize) -> (usize, usize, f64) {
 /// Resizes `pos` [1 + old_h·old_w, W] to [1 + new_h·new_w, W]; row 0 (CLS) is copied.
 pub fn resize_pos_embed(pos: &Array, old: (usize, usize), new: (usize, usize)) -> Array {
     let w = pos.shape[1];
-    assert_eq!(pos.shape[0], 1 + old.0 * old.1, "resize_pos_embed: grid does not match rows");
+    assert_eq!(
+        pos.shape[0],
+        1 + old.0 * old.1,
+        "resize_pos_embed: grid does not match rows"
+    );
     let cell = |y: usize, x: usize, c: usize| pos.data[(1 + y * old.1 + x) * w + c] as f64;
     let mut out = Vec::with_capacity((1 + new.0 * new.1) * w);
     out.extend_from_slice(&pos.data[..w]);

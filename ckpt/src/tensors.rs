@@ -20,7 +20,11 @@ pub struct Array {
 impl Array {
     /// A new array; panics if the data length does not match the shape (a programming error).
     pub fn new(shape: Vec<usize>, data: Vec<f32>) -> Self {
-        assert_eq!(shape.iter().product::<usize>(), data.len(), "Array::new: shape/data mismatch");
+        assert_eq!(
+            shape.iter().product::<usize>(),
+            data.len(),
+            "Array::new: shape/data mismatch"
+        );
         Array { shape, data }
     }
     /// Element count.
@@ -74,7 +78,10 @@ fn parse<'a>(path: &Path, bytes: &'a [u8]) -> Result<SafeTensors<'a>> {
 fn to_f32(path: &Path, key: &str, v: &TensorView<'_>) -> Result<Vec<f32>> {
     let b = v.data();
     let out = match v.dtype() {
-        Dtype::F32 => b.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect(),
+        Dtype::F32 => b
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect(),
         Dtype::F64 => b
             .chunks_exact(8)
             .map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32)
@@ -147,7 +154,10 @@ pub fn read_ints(path: &Path, key: &str) -> Result<(Vec<usize>, Vec<i64>)> {
     })?;
     let b = v.data();
     let data = match v.dtype() {
-        Dtype::I64 => b.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect(),
+        Dtype::I64 => b
+            .chunks_exact(8)
+            .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+            .collect(),
         Dtype::I32 => b
             .chunks_exact(4)
             .map(|c| i32::from_le_bytes(c.try_into().unwrap()) as i64)
@@ -190,8 +200,10 @@ pub fn write_file(path: &Path, map: &TensorMap, metadata: &BTreeMap<String, Stri
             (k.clone(), v)
         })
         .collect();
-    let mut meta: std::collections::HashMap<String, String> =
-        metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let mut meta: std::collections::HashMap<String, String> = metadata
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     meta.insert("format".into(), "pt".into());
     let data = safetensors::serialize(views, Some(meta)).map_err(|e| werr(e.to_string()))?;
     write_atomic(path, &data).map_err(werr)
@@ -200,7 +212,8 @@ pub fn write_file(path: &Path, map: &TensorMap, metadata: &BTreeMap<String, Stri
 /// Writes `data` to `path` through a temporary sibling and a rename.
 pub fn write_atomic(path: &Path, data: &[u8]) -> std::result::Result<(), String> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     }
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");

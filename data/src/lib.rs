@@ -5,6 +5,9 @@
 //! * [`text_clean`]: the caption clean-up that precedes BPE (ports of `ftfy.fix_text`,
 //!   `html.unescape` and CLIP's whitespace clean-up).
 
+#![warn(missing_docs)]
+
+pub mod image_prep;
 pub mod text_clean;
 pub mod tokenizer;
 

@@ -81,7 +81,9 @@ const SPLIT_PATTERN: &str = r"(?i:<start_of_text>|<end_of_text>|'s|'t|'re|'ve|'m
 #[derive(Debug, Error)]
 pub enum TokenizerError {
     /// The embedded merges file could not be read (corrupt build).
-    #[error("embedded CLIP BPE vocabulary (assets/bpe_simple_vocab_16e6.txt.gz) is unreadable: {0}")]
+    #[error(
+        "embedded CLIP BPE vocabulary (assets/bpe_simple_vocab_16e6.txt.gz) is unreadable: {0}"
+    )]
     Vocab(String),
     /// The `tokenizers` BPE model or the split regex could not be built.
     #[error("could not build the CLIP BPE model: {0}")]
@@ -164,7 +166,9 @@ pub struct ClipTokenizer {
 
 impl std::fmt::Debug for ClipTokenizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClipTokenizer").field("vocab_size", &self.vocab.len()).finish()
+        f.debug_struct("ClipTokenizer")
+            .field("vocab_size", &self.vocab.len())
+            .finish()
     }
 }
 
@@ -200,24 +204,39 @@ impl ClipTokenizer {
         }
         let last = &merges_all[NUM_MERGES];
         if (last.0.as_str(), last.1.as_str()) != DROPPED_MERGE {
-            return Err(TokenizerError::Vocab(format!("unexpected last merge {last:?}")));
+            return Err(TokenizerError::Vocab(format!(
+                "unexpected last merge {last:?}"
+            )));
         }
         let merges: Vec<(String, String)> = merges_all[..NUM_MERGES].to_vec();
 
         let (byte_encoder, order) = bytes_to_unicode();
         let mut vocab: Vec<String> = Vec::with_capacity(VOCAB_SIZE);
         vocab.extend(order.iter().map(|&b| byte_encoder[b as usize].to_string()));
-        vocab.extend(order.iter().map(|&b| format!("{}</w>", byte_encoder[b as usize])));
+        vocab.extend(
+            order
+                .iter()
+                .map(|&b| format!("{}</w>", byte_encoder[b as usize])),
+        );
         vocab.extend(merges.iter().map(|(a, b)| format!("{a}{b}")));
         vocab.push("<|mask|>".to_string());
         vocab.push("<|startoftext|>".to_string());
         vocab.push("<|endoftext|>".to_string());
         if vocab.len() != VOCAB_SIZE {
-            return Err(TokenizerError::Vocab(format!("vocabulary has {} entries", vocab.len())));
+            return Err(TokenizerError::Vocab(format!(
+                "vocabulary has {} entries",
+                vocab.len()
+            )));
         }
-        let vmap: Vocab = vocab.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
+        let vmap: Vocab = vocab
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.clone(), i as u32))
+            .collect();
         if vmap.len() != VOCAB_SIZE {
-            return Err(TokenizerError::Vocab("duplicate vocabulary entries".to_string()));
+            return Err(TokenizerError::Vocab(
+                "duplicate vocabulary entries".to_string(),
+            ));
         }
         let bpe = BPE::builder()
             .vocab_and_merges(vmap, merges)
@@ -230,7 +249,13 @@ impl ClipTokenizer {
         for (b, &c) in byte_encoder.iter().enumerate() {
             byte_decoder[c as usize] = Some(b as u8);
         }
-        Ok(Self { bpe, split, byte_encoder, byte_decoder, vocab })
+        Ok(Self {
+            bpe,
+            split,
+            byte_encoder,
+            byte_decoder,
+            vocab,
+        })
     }
 
     /// BPE ids of a caption without SOT/EOT (after clean-up), untruncated.
@@ -249,10 +274,13 @@ impl ClipTokenizer {
                 _ => {
                     mapped.clear();
                     mapped.extend(piece.bytes().map(|b| self.byte_encoder[b as usize]));
-                    let toks = self.bpe.tokenize(&mapped).map_err(|e| TokenizerError::Bpe {
-                        piece: mapped.clone(),
-                        message: e.to_string(),
-                    })?;
+                    let toks = self
+                        .bpe
+                        .tokenize(&mapped)
+                        .map_err(|e| TokenizerError::Bpe {
+                            piece: mapped.clone(),
+                            message: e.to_string(),
+                        })?;
                     ids.extend(toks.iter().map(|t| t.id));
                 }
             }
@@ -267,7 +295,9 @@ impl ClipTokenizer {
     pub fn encode(&self, text: &str) -> Result<TokenIds, TokenizerError> {
         let pieces = self.encode_pieces(text)?;
         if pieces.is_empty() {
-            return Err(TokenizerError::EmptyCaption { input: text.to_string() });
+            return Err(TokenizerError::EmptyCaption {
+                input: text.to_string(),
+            });
         }
         let mut ids = [PAD; CONTEXT_LEN];
         ids[0] = SOT;
@@ -287,7 +317,10 @@ impl ClipTokenizer {
         let pieces = self.encode_pieces(text)?;
         let count = pieces.len() + 2;
         if count > CONTEXT_LEN {
-            return Err(TokenizerError::TooLong { count, input: text.to_string() });
+            return Err(TokenizerError::TooLong {
+                count,
+                input: text.to_string(),
+            });
         }
         self.encode(text)
     }
@@ -307,8 +340,10 @@ impl ClipTokenizer {
             .iter()
             .enumerate()
             .map(|(index, t)| {
-                self.encode(t)
-                    .map_err(|e| TokenizerError::Batch { index, source: Box::new(e) })
+                self.encode(t).map_err(|e| TokenizerError::Batch {
+                    index,
+                    source: Box::new(e),
+                })
             })
             .collect()
     }

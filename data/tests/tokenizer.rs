@@ -17,13 +17,19 @@ fn tok() -> &'static ClipTokenizer {
 }
 
 fn fixture(name: &str) -> Value {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures/tokenizer").join(name);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../fixtures/tokenizer")
+        .join(name);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_str(&text).expect("valid fixture JSON")
 }
 
 fn ids_of(v: &Value) -> Vec<u32> {
-    v.as_array().expect("id array").iter().map(|x| x.as_u64().expect("id") as u32).collect()
+    v.as_array()
+        .expect("id array")
+        .iter()
+        .map(|x| x.as_u64().expect("id") as u32)
+        .collect()
 }
 
 #[test]
@@ -39,11 +45,17 @@ fn all_reference_cases_match_open_clip() {
         assert_eq!(want.len(), CONTEXT_LEN);
         let cleaned = clean_caption(text);
         if cleaned != case["cleaned"].as_str().expect("cleaned") {
-            failures.push(format!("clean {text:?}: got {cleaned:?}, want {}", case["cleaned"]));
+            failures.push(format!(
+                "clean {text:?}: got {cleaned:?}, want {}",
+                case["cleaned"]
+            ));
         }
         let count = tok().token_count(text);
         if count as u64 != case["token_count"].as_u64().expect("token_count") {
-            failures.push(format!("token_count {text:?}: got {count}, want {}", case["token_count"]));
+            failures.push(format!(
+                "token_count {text:?}: got {count}, want {}",
+                case["token_count"]
+            ));
         }
         let got = tok().encode(text);
         if case["empty"].as_bool().expect("empty") {
@@ -66,7 +78,12 @@ fn all_reference_cases_match_open_clip() {
         }
     }
     eprintln!("{matched}/{} reference cases match", cases.len());
-    assert!(failures.is_empty(), "{} mismatches:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} mismatches:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -88,8 +105,17 @@ fn clean_up_matches_ftfy_and_html_unescape() {
             }
         }
     }
-    eprintln!("{} clean-up cases, {} mismatches", cases.len(), failures.len());
-    assert!(failures.is_empty(), "{} mismatches:\n{}", failures.len(), failures.join("\n"));
+    eprintln!(
+        "{} clean-up cases, {} mismatches",
+        cases.len(),
+        failures.len()
+    );
+    assert!(
+        failures.is_empty(),
+        "{} mismatches:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -112,7 +138,11 @@ fn truncation_keeps_eot_last() {
     let ids = tok().encode(&long).unwrap();
     assert_eq!(ids[0], SOT);
     assert_eq!(ids[CONTEXT_LEN - 1], EOT);
-    assert!(ids[1..CONTEXT_LEN - 1].iter().all(|&x| x != EOT && x != SOT));
+    assert!(
+        ids[1..CONTEXT_LEN - 1]
+            .iter()
+            .all(|&x| x != EOT && x != SOT)
+    );
     assert_eq!(ClipTokenizer::eos_index(&ids), CONTEXT_LEN - 1);
     let pieces = tok().encode_pieces(&long).unwrap();
     assert_eq!(&ids[1..CONTEXT_LEN - 1], &pieces[..CONTEXT_LEN - 2]);
@@ -121,7 +151,10 @@ fn truncation_keeps_eot_last() {
         Err(e @ TokenizerError::TooLong { count, .. }) => {
             assert_eq!(count, n);
             let msg = e.to_string();
-            assert!(msg.contains(&format!("caption has {n} tokens, more than 77")), "{msg}");
+            assert!(
+                msg.contains(&format!("caption has {n} tokens, more than 77")),
+                "{msg}"
+            );
         }
         other => panic!("expected TooLong, got {other:?}"),
     }
@@ -134,20 +167,33 @@ fn truncation_keeps_eot_last() {
     assert_eq!(ids[75], 320);
     let over = vec!["a"; 76].join(" ");
     assert_eq!(tok().token_count(&over), 78);
-    assert!(matches!(tok().encode_strict(&over), Err(TokenizerError::TooLong { count: 78, .. })));
+    assert!(matches!(
+        tok().encode_strict(&over),
+        Err(TokenizerError::TooLong { count: 78, .. })
+    ));
     assert_eq!(tok().encode(&over).unwrap(), ids);
 }
 
 #[test]
 fn empty_caption_is_an_error() {
-    for text in ["", " ", "\t\n  \r\n", "\u{3000}\u{a0}", "\u{feff}\u{0}", "&nbsp;"] {
+    for text in [
+        "",
+        " ",
+        "\t\n  \r\n",
+        "\u{3000}\u{a0}",
+        "\u{feff}\u{0}",
+        "&nbsp;",
+    ] {
         match tok().encode(text) {
             Err(e @ TokenizerError::EmptyCaption { .. }) => {
                 assert!(e.to_string().contains("empty"), "{e}");
             }
             other => panic!("{text:?}: expected EmptyCaption, got {other:?}"),
         }
-        assert!(matches!(tok().encode_strict(text), Err(TokenizerError::EmptyCaption { .. })));
+        assert!(matches!(
+            tok().encode_strict(text),
+            Err(TokenizerError::EmptyCaption { .. })
+        ));
         assert_eq!(tok().token_count(text), 2);
     }
     match tok().encode_batch(&["a man", "  ", "a woman"]) {
@@ -199,7 +245,10 @@ fn token_strings_for_visualisation() {
     assert_eq!(strs[1..eos].concat(), "caféinacoat!");
     assert!(strs[eos + 1..].iter().all(String::is_empty));
     // A `!` (id 0 = PAD) before the EOT is a real token.
-    assert_eq!(t.token_strings(&[SOT, PAD, EOT, PAD]), ["<|startoftext|>", "!", "<|endoftext|>", ""]);
+    assert_eq!(
+        t.token_strings(&[SOT, PAD, EOT, PAD]),
+        ["<|startoftext|>", "!", "<|endoftext|>", ""]
+    );
 }
 
 #[test]

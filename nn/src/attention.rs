@@ -38,8 +38,8 @@ impl<const W: usize, const H: usize, const HD: usize, E: Dtype, D: Storage<E>>
     );
 }
 
-impl<const W: usize, const H: usize, const HD: usize, E: Float, D: Device<E>>
-    TensorCollection<E, D> for Attention<W, H, HD, E, D>
+impl<const W: usize, const H: usize, const HD: usize, E: Float, D: Device<E>> TensorCollection<E, D>
+    for Attention<W, H, HD, E, D>
 {
     type To<E2: Dtype, D2: Device<E2>> = Attention<W, H, HD, E2, D2>;
     fn iter_tensors<V: ModuleVisitor<Self, E, D>>(

@@ -223,7 +223,11 @@ where
     }
 
     fn text_features(&self, ids: &[u32], batch: usize) -> Vec<E> {
-        assert_eq!(ids.len(), batch * CTX, "text_features: ids must be [B, CTX]");
+        assert_eq!(
+            ids.len(),
+            batch * CTX,
+            "text_features: ids must be [B, CTX]"
+        );
         let dev = self.text.text_projection.device().clone();
         let rows: Vec<[u32; CTX]> = ids
             .chunks_exact(CTX)

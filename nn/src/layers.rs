@@ -57,7 +57,11 @@ impl<const M: usize, E: Dtype, D: Device<E>> LayerNorm<M, E, D> {
         let shape = *x.shape();
         let w = self.weight.retaped::<T>().broadcast_like(&shape);
         let b = self.bias.retaped::<T>().broadcast_like(&shape);
-        x.normalize::<Axis<2>>(LN_EPS).try_mul(w).unwrap().try_add(b).unwrap()
+        x.normalize::<Axis<2>>(LN_EPS)
+            .try_mul(w)
+            .unwrap()
+            .try_add(b)
+            .unwrap()
     }
 
     /// `x` [B, M] → [B, M]: the same normalisation for pooled features.
@@ -68,7 +72,11 @@ impl<const M: usize, E: Dtype, D: Device<E>> LayerNorm<M, E, D> {
         let shape = *x.shape();
         let w = self.weight.retaped::<T>().broadcast_like(&shape);
         let b = self.bias.retaped::<T>().broadcast_like(&shape);
-        x.normalize::<Axis<1>>(LN_EPS).try_mul(w).unwrap().try_add(b).unwrap()
+        x.normalize::<Axis<1>>(LN_EPS)
+            .try_mul(w)
+            .unwrap()
+            .try_add(b)
+            .unwrap()
     }
 }
 
@@ -150,4 +158,11 @@ where
     let n: Tensor<S, E, D> = t.device().try_sample_like(t.shape(), dist)?;
     t.copy_from(&n.as_vec());
     Ok(())
+}
+
+/// A gradient tape that accumulates into `grads` (e.g. from `model.alloc_grads()`), for
+/// inputs that cannot carry a float tape themselves, such as the text tower's token ids.
+pub fn tape_with<E: Dtype, D: Device<E>>(dev: &D, grads: Gradients<E, D>) -> OwnedTape<E, D> {
+    let anchor: Tensor<Rank0, E, D> = dev.zeros();
+    anchor.trace(grads).split_tape().1
 }

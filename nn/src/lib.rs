@@ -10,6 +10,7 @@ pub mod attention;
 pub mod block;
 pub mod clip;
 pub mod layers;
+pub mod loss;
 pub mod text;
 pub mod vision;
 
@@ -19,6 +20,7 @@ pub use clip::{
     Clip, ClipInference, ClipSpec, HasClipSpec, PRESETS, TINY_SPEC, TextSpec, Tiny, TinyText,
     TinyVision, VITB16_SPEC, ViTB16, ViTB16Text, ViTB16Vision, VisionSpec, spec_of,
 };
-pub use layers::{Float, LayerNorm, Mlp, quick_gelu};
+pub use layers::{Float, LayerNorm, Mlp, quick_gelu, tape_with};
+pub use loss::{l2_normalize, sdm_loss};
 pub use text::{TextInput, TextTower, eos_index, eos_token};
 pub use vision::{VisionTower, cls_token};

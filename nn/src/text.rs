@@ -176,7 +176,9 @@ impl<
         &self,
         ids: Tensor<(usize, Const<CTX>), usize, D>,
         tape: T,
-        probs_out: Option<&mut Vec<crate::attention::Probs<usize, H, Const<CTX>, Const<CTX>, E, D>>>,
+        probs_out: Option<
+            &mut Vec<crate::attention::Probs<usize, H, Const<CTX>, Const<CTX>, E, D>>,
+        >,
     ) -> Tensor<(usize, Const<CTX>, Const<EMBED>), E, D, T> {
         let x = self.embed(ids, tape);
         let mask = self.causal_mask(x.device());
@@ -194,7 +196,10 @@ impl<
     where
         D: Storage<usize>,
     {
-        eos_token(self.forward(input.ids.clone(), tape, None), input.eos.clone())
+        eos_token(
+            self.forward(input.ids.clone(), tape, None),
+            input.eos.clone(),
+        )
     }
 
     /// Token + positional embedding: ids [B, CTX] → [B, CTX, W].
@@ -207,7 +212,10 @@ impl<
         let () = Self::SHAPE_OK;
         let x = self.token_embedding.forward(ids.put_tape(tape));
         let shape = *x.shape();
-        x + self.positional_embedding.retaped::<T>().broadcast_like(&shape)
+        x + self
+            .positional_embedding
+            .retaped::<T>()
+            .broadcast_like(&shape)
     }
 
     /// Causal mask [CTX, CTX]: −∞ strictly above the diagonal, 0 elsewhere.

@@ -70,7 +70,10 @@ impl<
             PATCH > 0 && IMG_H % PATCH == 0 && IMG_W % PATCH == 0,
             "vision: image size must be a multiple of the patch size"
         );
-        assert!(PATCH_DIM == 3 * PATCH * PATCH, "vision: PATCH_DIM must be 3 * PATCH * PATCH");
+        assert!(
+            PATCH_DIM == 3 * PATCH * PATCH,
+            "vision: PATCH_DIM must be 3 * PATCH * PATCH"
+        );
         assert!(
             SEQ == (IMG_H / PATCH) * (IMG_W / PATCH) + 1,
             "vision: SEQ must be (IMG_H / PATCH) * (IMG_W / PATCH) + 1"
@@ -107,19 +110,21 @@ where
         let () = Self::SHAPE_OK;
         visitor.visit_fields(
             (
-                (Self::module("conv1", |s| &s.conv1, |s| &mut s.conv1),
-                Self::tensor(
-                    "class_embedding",
-                    |s| &s.class_embedding,
-                    |s| &mut s.class_embedding,
-                    TensorOptions::reset_with(width_scaled_init::<_, E, D, W>),
+                (
+                    Self::module("conv1", |s| &s.conv1, |s| &mut s.conv1),
+                    Self::tensor(
+                        "class_embedding",
+                        |s| &s.class_embedding,
+                        |s| &mut s.class_embedding,
+                        TensorOptions::reset_with(width_scaled_init::<_, E, D, W>),
+                    ),
+                    Self::tensor(
+                        "positional_embedding",
+                        |s| &s.positional_embedding,
+                        |s| &mut s.positional_embedding,
+                        TensorOptions::reset_with(width_scaled_init::<_, E, D, W>),
+                    ),
                 ),
-                Self::tensor(
-                    "positional_embedding",
-                    |s| &s.positional_embedding,
-                    |s| &mut s.positional_embedding,
-                    TensorOptions::reset_with(width_scaled_init::<_, E, D, W>),
-                )),
                 Self::module("ln_pre", |s| &s.ln_pre, |s| &mut s.ln_pre),
                 Self::module("transformer", |s| &s.transformer, |s| &mut s.transformer),
                 Self::module("ln_post", |s| &s.ln_post, |s| &mut s.ln_post),
@@ -130,7 +135,13 @@ where
                     TensorOptions::reset_with(width_scaled_init::<_, E, D, W>),
                 ),
             ),
-            |((conv1, class_embedding, positional_embedding), ln_pre, transformer, ln_post, proj)| {
+            |(
+                (conv1, class_embedding, positional_embedding),
+                ln_pre,
+                transformer,
+                ln_post,
+                proj,
+            )| {
                 VisionTower {
                     conv1,
                     class_embedding,
@@ -213,7 +224,10 @@ impl<
             Err(_) => unreachable!("SEQ == GRID_H * GRID_W + 1 is checked at compile time"),
         };
         let shape = *x.shape();
-        x + self.positional_embedding.retaped::<T>().broadcast_like(&shape)
+        x + self
+            .positional_embedding
+            .retaped::<T>()
+            .broadcast_like(&shape)
     }
 }
 

@@ -1,0 +1,135 @@
+//! Training losses. For now: IRRA's Similarity Distribution Matching (SDM), the contrastive
+//! loss of GA-DMS pretraining (shared/ga-dms-method.md §5.1; IRRA `model/objectives.py`
+//! `compute_sdm`, which GA-DMS ships unchanged).
+//!
+//! # Why there is no `permute` before a softmax here
+//!
+//! dfdx 0.13's `softmax` / `log_softmax` / `logsumexp` return **wrong gradients on a permuted
+//! (non-contiguous) input** on the CPU (shared/dfdx-notes.md §1.4: `logsumexp` resets its
+//! result's id to the input's id, so the gradient of a transposed view lands transposed in the
+//! source's buffer). The forward value is right, so the bug is silent. IRRA writes
+//! `i2t = t2i.t()`; here the image→text similarity gets **its own matmul**
+//! (`img_n @ txt_nᵀ`) and both softmaxes see contiguous `[B, B]` tensors.
+//! `tests/sdm.rs` checks the gradient against finite differences and shows that the naive
+//! transposed variant fails that check.
+
+use crate::layers::Float;
+use dfdx::prelude::*;
+
+/// Default SDM logit scale `1/τ` with GA-DMS' τ = 0.02 (IRRA `--temperature 0.02`).
+pub const SDM_LOGIT_SCALE: f64 = 50.0;
+
+/// The ε inside `log(q + ε)` of IRRA's `compute_sdm`.
+pub const SDM_EPS: f64 = 1e-8;
+
+/// Row-wise L2 normalisation `x / ‖x‖₂` of features [B, K], as IRRA's
+/// `x / x.norm(dim=1, keepdim=True)` (no ε: an all-zero row gives NaN, as in PyTorch).
+pub fn l2_normalize<K: Dim, E: Float, D: Device<E>, T: Tape<E, D>>(
+    x: Tensor<(usize, K), E, D, T>,
+) -> Tensor<(usize, K), E, D, T> {
+    let shape = *x.shape();
+    // `with_empty_tape` keeps x's id; the norm is a new tensor, so the two operands of the
+    // division have different ids (a shared id on both sides panics in dfdx's backward).
+    let norm = x
+        .with_empty_tape()
+        .square()
+        .sum::<(usize,), Axis<1>>()
+        .sqrt()
+        .broadcast_like::<_, Axis<1>>(&shape);
+    x / norm
+}
+
+/// The true matching distribution of SDM, row-major [B, B], in f64:
+/// `q_ij = y_ij / Σ_k y_jk` with `y_ij = [pid_i == pid_j]`.
+///
+/// This is IRRA's `labels / labels.sum(dim=1)` literally (the sum broadcasts along columns, so
+/// it divides by the count of *column* j's pid). Because `y` is symmetric and `y_ij = 1` only
+/// when rows i and j have the same pid, this equals the row normalisation of ga-dms-method.md
+/// §5.1. With unique pids (GA-DMS pretraining: one pid per caption) it is the identity.
+pub fn sdm_targets(pids: &[usize]) -> Vec<f64> {
+    let b = pids.len();
+    let counts: Vec<f64> = pids
+        .iter()
+        .map(|p| pids.iter().filter(|q| *q == p).count() as f64)
+        .collect();
+    let mut q = vec![0.0; b * b];
+    for i in 0..b {
+        for j in 0..b {
+            if pids[i] == pids[j] {
+                q[i * b + j] = 1.0 / counts[j];
+            }
+        }
+    }
+    q
+}
+
+/// Similarity Distribution Matching loss (IRRA `compute_sdm`; ga-dms-method.md §5.1, PAPER
+/// Eq. 6–8), a scalar:
+///
+/// ```text
+/// v = l2n(image_feats), t = l2n(text_feats)              # [B, K] each
+/// S_t2i = s · t vᵀ,  S_i2t = s · v tᵀ                     # s = logit_scale (50 = 1/τ)
+/// q_ij  = [pid_i == pid_j] / #{k : pid_k == pid_j}
+/// L_i2t = mean_i Σ_j p_ij (log p_ij − log(q_ij + ε)),  p = softmax_j(S_i2t)   # KL(p ‖ q)
+/// L_t2i = the same with S_t2i
+/// L     = L_i2t + L_t2i
+/// ```
+///
+/// Generic over the element type and device; both feature tensors must carry the same tape
+/// type (their tapes are merged). `eps` is IRRA's ε = [`SDM_EPS`].
+///
+/// `S_i2t` is computed with its own matmul rather than as a transpose of `S_t2i` (see the
+/// module docs: dfdx's log-softmax of a permuted tensor has a wrong gradient).
+///
+/// # Panics
+/// If the batch is empty, the two batches differ in size, or `pids.len()` is not the batch size.
+pub fn sdm_loss<K: Dim, E: Float, D: Device<E>, T: Tape<E, D>>(
+    image_feats: Tensor<(usize, K), E, D, T>,
+    text_feats: Tensor<(usize, K), E, D, T>,
+    pids: &[usize],
+    logit_scale: f64,
+    eps: f64,
+) -> Tensor<Rank0, E, D, T> {
+    let b = image_feats.shape().0;
+    assert!(b > 0, "sdm_loss: empty batch");
+    assert_eq!(
+        text_feats.shape().0,
+        b,
+        "sdm_loss: image and text batch sizes differ"
+    );
+    assert_eq!(pids.len(), b, "sdm_loss: need one pid per pair");
+    let dev = image_feats.device().clone();
+    let scale = E::from_f64(logit_scale).unwrap();
+
+    let v = l2_normalize(image_feats);
+    let t = l2_normalize(text_feats);
+
+    // S_i2t = s · v tᵀ on fresh tapes (same ids, so gradients still reach v and t) …
+    let s_i2t = v
+        .with_empty_tape()
+        .matmul(t.with_empty_tape().permute::<_, Axes2<1, 0>>())
+        * scale;
+    // … and S_t2i = s · t vᵀ, which carries (and merges) both input tapes.
+    let s_t2i = t.matmul(v.permute::<_, Axes2<1, 0>>()) * scale;
+
+    let log_q: Vec<E> = sdm_targets(pids)
+        .into_iter()
+        .map(|q| E::from_f64((q + eps).ln()).unwrap())
+        .collect();
+    let log_q = dev.tensor_from_vec(log_q, (b, b));
+
+    let inv_b = E::from_f64(1.0 / b as f64).unwrap();
+    let l_i2t = kl_rows(s_i2t, log_q.clone()) * inv_b;
+    let l_t2i = kl_rows(s_t2i, log_q) * inv_b;
+    l_i2t + l_t2i
+}
+
+/// `Σ_ij p_ij (log p_ij − log_q_ij)` with `p = softmax` over each row of the contiguous `logits`.
+fn kl_rows<E: Float, D: Device<E>, T: Tape<E, D>>(
+    logits: Tensor<(usize, usize), E, D, T>,
+    log_q: Tensor<(usize, usize), E, D>,
+) -> Tensor<Rank0, E, D, T> {
+    let log_p = logits.log_softmax::<Axis<1>>();
+    let p = log_p.with_empty_tape().exp();
+    (p * (log_p - log_q)).sum()
+}

@@ -1,0 +1,10 @@
+//! `gadms`: the GA-DMS command-line program and its loops (CLI, commands, schedules).
+//!
+//! The model lives in `gadms-nn`, data in `gadms-data`, checkpoints in `gadms-ckpt`.
+
+pub mod cmd;
+pub mod model_io;
+pub mod preset;
+pub mod pretrain;
+
+pub use preset::{Dev, Preset};
