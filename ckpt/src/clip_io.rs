@@ -203,10 +203,37 @@ pub fn load_clip_weights<E: Float, D: Device<E>, M: TensorCollection<E, D>>(
     weights: Weights,
 ) -> Result<LoadReport> {
     let Weights { layout, mut native } = weights;
+    if let Ok(p) = infer_preset(&native) {
+        if p.name != spec.name && spec.name != "custom" {
+            let (key, found, expected) = first_mismatch(&native, model);
+            return Err(CkptError::WrongPreset {
+                path: native.origin.clone(),
+                file_preset: p.name.into(),
+                model_preset: spec.name.into(),
+                key,
+                found,
+                expected,
+            });
+        }
+    }
     let mut notes = Vec::new();
-    notes.extend(fit_grid(&mut native, spec)?);
+    notes.extend(fit_grid(&mut native, spec).map_err(|e| add_preset_hint(e, &native, spec))?);
     map_to_module(&native, model).map_err(|e| add_preset_hint(e, &native, spec))?;
     Ok(LoadReport { layout, notes })
+}
+
+/// The first key whose shape in `native` differs from the model's.
+fn first_mismatch<E: Float, D: Device<E>, M: TensorCollection<E, D>>(
+    native: &TensorMap,
+    model: &M,
+) -> (String, Vec<usize>, Vec<usize>) {
+    crate::bridge::module_shapes(model)
+        .into_iter()
+        .find_map(|(k, want)| {
+            let found = native.get(&k)?.shape.clone();
+            (found != want).then_some((k, found, want))
+        })
+        .unwrap_or_default()
 }
 
 fn add_preset_hint(e: CkptError, native: &TensorMap, spec: &ClipSpec) -> CkptError {
@@ -219,6 +246,7 @@ fn add_preset_hint(e: CkptError, native: &TensorMap, spec: &ClipSpec) -> CkptErr
             ..
         } => {
             let hint = match infer_preset(native) {
+                Ok(p) if p.name == spec.name => String::new(),
                 Ok(p) => format!(
                     "; the file is a '{}' model, not '{}': pass --preset {}",
                     p.name, spec.name, p.name

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum CkptError {
     /// The file could not be opened or read.
-    #[error("{path}: cannot read weight file: {source}")]
+    #[error("{path}: cannot read weight file")]
     Io {
         /// The file.
         path: PathBuf,
@@ -78,6 +78,26 @@ pub enum CkptError {
         expected: Vec<usize>,
         /// Extra advice (e.g. which preset the file is).
         hint: String,
+    },
+    /// The file is a different preset from the one requested.
+    #[error(
+        "{path}: tensor shapes are those of a '{file_preset}' model, not '{model_preset}' \
+         (key '{key}' has shape {found:?}, the model expects {expected:?}); \
+         pass --preset {file_preset} (or omit --preset to infer it)"
+    )]
+    WrongPreset {
+        /// The file.
+        path: PathBuf,
+        /// The preset the tensors fit.
+        file_preset: String,
+        /// The preset asked for.
+        model_preset: String,
+        /// A key whose shape differs.
+        key: String,
+        /// Its shape in the file.
+        found: Vec<usize>,
+        /// The shape the model wants.
+        expected: Vec<usize>,
     },
     /// The file's sizes fit none of the presets.
     #[error("{path}: the weights fit no preset: {detail}")]

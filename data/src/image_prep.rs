@@ -14,7 +14,7 @@ pub const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_58, 0.275_777_11];
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
     /// Missing or unreadable file.
-    #[error("{path}: cannot read image: {source}")]
+    #[error("{path}: cannot read image")]
     Io {
         /// The file.
         path: PathBuf,

@@ -1,0 +1,161 @@
+//! Text→image retrieval metrics (shared/ga-dms-method.md §7.2, IRRA `utils/metrics.py rank()`)
+//! and the zero-shot evaluation of a model on a synthetic split.
+
+use super::synth::{IMG_LEN, Split};
+use crate::preset::Dev;
+use gadms_nn::ClipInference;
+
+/// R@1/5/10, mAP and mINP, all × 100, over the queries.
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize)]
+pub struct Metrics {
+    /// Recall at 1.
+    pub r1: f64,
+    /// Recall at 5.
+    pub r5: f64,
+    /// Recall at 10.
+    pub r10: f64,
+    /// Mean average precision.
+    pub map: f64,
+    /// Mean inverse negative penalty.
+    pub minp: f64,
+    /// Expected R@1 of a random ranking: mean over queries of (#relevant / #gallery) × 100.
+    pub chance_r1: f64,
+    /// Number of queries.
+    pub queries: usize,
+    /// Gallery size.
+    pub gallery: usize,
+}
+
+/// Retrieval metrics of a similarity matrix `sim` [Q, G] (row-major): query q ranks the whole
+/// gallery by descending similarity, **ties broken by ascending gallery index** (a stable
+/// sort; IRRA's `torch.argsort` leaves tie order unspecified). A gallery item is relevant iff
+/// its id equals the query's id. NaN scores rank last.
+///
+/// ```text
+/// hit[k] = gid[order[k]] == qid        cmc@K = any(hit[..K])
+/// AP  = (1/n_rel) Σ_{k: hit[k]} (#hits in 0..=k)/(k+1)
+/// INP = n_rel / (k_last + 1),  k_last = 0-based rank of the last relevant item
+/// ```
+///
+/// Errors if the sizes disagree, the gallery is empty, or a query has no relevant item.
+pub fn retrieval_metrics(
+    sim: &[f32],
+    query_ids: &[usize],
+    gallery_ids: &[usize],
+) -> Result<Metrics, String> {
+    let (nq, ng) = (query_ids.len(), gallery_ids.len());
+    if ng == 0 || nq == 0 {
+        return Err("retrieval_metrics: empty query set or gallery".into());
+    }
+    if sim.len() != nq * ng {
+        return Err(format!(
+            "retrieval_metrics: similarity has {} entries, expected {nq}×{ng}",
+            sim.len()
+        ));
+    }
+    let mut m = Metrics {
+        queries: nq,
+        gallery: ng,
+        ..Metrics::default()
+    };
+    let mut order: Vec<usize> = Vec::with_capacity(ng);
+    for (q, &qid) in query_ids.iter().enumerate() {
+        let row = &sim[q * ng..(q + 1) * ng];
+        let key = |g: usize| {
+            if row[g].is_nan() {
+                f32::NEG_INFINITY
+            } else {
+                row[g]
+            }
+        };
+        order.clear();
+        order.extend(0..ng);
+        // Stable sort, descending score: equal scores keep ascending gallery index.
+        order.sort_by(|&a, &b| key(b).total_cmp(&key(a)));
+        let n_rel = gallery_ids.iter().filter(|&&g| g == qid).count();
+        if n_rel == 0 {
+            return Err(format!(
+                "retrieval_metrics: query {q} (id {qid}) has no relevant gallery item"
+            ));
+        }
+        let mut hits = 0usize;
+        let mut ap = 0.0;
+        let mut first = None;
+        let mut last = 0;
+        for (k, &g) in order.iter().enumerate() {
+            if gallery_ids[g] == qid {
+                hits += 1;
+                ap += hits as f64 / (k + 1) as f64;
+                first.get_or_insert(k);
+                last = k;
+                if hits == n_rel {
+                    break;
+                }
+            }
+        }
+        let first = first.expect("n_rel > 0");
+        m.r1 += (first < 1) as u8 as f64;
+        m.r5 += (first < 5) as u8 as f64;
+        m.r10 += (first < 10) as u8 as f64;
+        m.map += ap / n_rel as f64;
+        m.minp += n_rel as f64 / (last + 1) as f64;
+        m.chance_r1 += n_rel as f64 / ng as f64;
+    }
+    let k = 100.0 / nq as f64;
+    m.r1 *= k;
+    m.r5 *= k;
+    m.r10 *= k;
+    m.map *= k;
+    m.minp *= k;
+    m.chance_r1 *= k;
+    Ok(m)
+}
+
+/// L2-normalises each row of a row-major [n, d] buffer in place (IRRA normalises the features
+/// before the cosine similarity; an all-zero row stays zero).
+pub fn normalize_rows(x: &mut [f32], d: usize) {
+    for row in x.chunks_exact_mut(d) {
+        let n = row.iter().map(|v| v * v).sum::<f32>().sqrt();
+        if n > 0.0 {
+            row.iter_mut().for_each(|v| *v /= n);
+        }
+    }
+}
+
+/// `a` [n, d] · `b` [m, d]ᵀ → [n, m].
+pub fn similarity(a: &[f32], b: &[f32], d: usize) -> Vec<f32> {
+    let mut out = Vec::with_capacity(a.len() / d * (b.len() / d));
+    for ra in a.chunks_exact(d) {
+        for rb in b.chunks_exact(d) {
+            out.push(ra.iter().zip(rb).map(|(x, y)| x * y).sum());
+        }
+    }
+    out
+}
+
+/// Zero-shot text→image retrieval on `split`: queries = captions (EOS features), gallery =
+/// images (CLS features), relevant = same identity.
+pub fn evaluate<M: ClipInference<f32, Dev>>(
+    model: &M,
+    split: &Split,
+    batch: usize,
+) -> Result<Metrics, String> {
+    let d = model.spec().embed();
+    let batch = batch.max(1);
+    let mut img = Vec::with_capacity(split.n_images() * d);
+    for start in (0..split.n_images()).step_by(batch) {
+        let end = (start + batch).min(split.n_images());
+        let px = split.pixels[start * IMG_LEN..end * IMG_LEN].to_vec();
+        img.extend(model.image_features(px, end - start));
+    }
+    let mut txt = Vec::with_capacity(split.n_captions() * d);
+    for start in (0..split.n_captions()).step_by(batch) {
+        let end = (start + batch).min(split.n_captions());
+        let ids: Vec<u32> = split.tokens[start..end].iter().flatten().copied().collect();
+        txt.extend(model.text_features(&ids, end - start));
+    }
+    normalize_rows(&mut img, d);
+    normalize_rows(&mut txt, d);
+    let sim = similarity(&txt, &img, d);
+    retrieval_metrics(&sim, &split.caption_pid, &split.image_pid)
+}
