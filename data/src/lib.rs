@@ -8,9 +8,12 @@
 #![warn(missing_docs)]
 
 pub mod image_prep;
+pub mod manifest;
+pub mod shard;
 pub mod text_clean;
 pub mod tokenizer;
 
 pub use tokenizer::{
     CONTEXT_LEN, ClipTokenizer, EOT, MASK, PAD, SOT, TokenIds, TokenizerError, VOCAB_SIZE,
+    tokenizer_hash,
 };

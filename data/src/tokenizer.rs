@@ -434,3 +434,14 @@ impl ClipTokenizer {
             .collect()
     }
 }
+
+/// Fingerprint of this tokenizer (BPE file, dropped merge, special ids), written into shard
+/// configs so a dataset packed with another tokenizer is refused. 16 hex digits.
+pub fn tokenizer_hash() -> String {
+    let mut h = crate::shard::Fnv64::default();
+    h.update(BPE_GZ);
+    h.update(
+        format!("{DROPPED_MERGE:?} mask={MASK} sot={SOT} eot={EOT} ctx={CONTEXT_LEN}").as_bytes(),
+    );
+    h.hex()
+}
