@@ -19,6 +19,7 @@ enum Command {
     Export(cmd::export::ExportArgs),
     Inspect(cmd::inspect::InspectArgs),
     Bench(cmd::bench::BenchArgs),
+    Pack(cmd::pack::PackArgs),
 }
 
 fn main() {
@@ -30,6 +31,7 @@ fn main() {
         Command::Export(a) => cmd::export::run(a),
         Command::Inspect(a) => cmd::inspect::run(a),
         Command::Bench(a) => cmd::bench::run(a),
+        Command::Pack(a) => cmd::pack::run(a),
     };
     if let Err(e) = res {
         eprintln!("error: {e:#}");

@@ -7,8 +7,13 @@
 
 #![warn(missing_docs)]
 
+pub mod augment;
 pub mod image_prep;
+pub mod loader;
 pub mod manifest;
+pub mod masking;
+pub mod pack;
+pub mod scores;
 pub mod shard;
 pub mod text_clean;
 pub mod tokenizer;

@@ -1,5 +1,6 @@
 //! `gadms bench model`: forward+backward timing of the CLIP towers, optionally next to the
 //! PyTorch baseline (`benches/torch_baseline.py`) run in the same invocation.
+//! `gadms bench loader`: see [`crate::cmd::bench_loader`].
 
 use crate::preset::{Dev, Preset};
 use crate::with_preset;
@@ -13,10 +14,12 @@ use std::time::Instant;
 /// Time the vision and text towers (forward+backward of sum(tokens·r), and vision forward
 /// only) on random weights and inputs; with `--torch PYTHON` also run the PyTorch baseline with
 /// the same sizes and thread count and print the ratio. Threads: RAYON_NUM_THREADS.
+/// `gadms bench loader` instead times the data loader (decode + §6.3 augmentation, images/s
+/// total and per worker), with `--torch` next to benches/loader_torch.py over the same images.
 #[derive(FromArgs)]
 #[argh(subcommand, name = "bench")]
 pub struct BenchArgs {
-    /// what to benchmark: model
+    /// what to benchmark: model or loader
     #[argh(positional)]
     pub what: String,
     /// model preset (default vit-b-16)
@@ -34,6 +37,15 @@ pub struct BenchArgs {
     /// write the results as JSON here
     #[argh(option)]
     pub json: Option<PathBuf>,
+    /// loader: packed dataset directory (default: a generated set of 512 384x128 JPEGs)
+    #[argh(option)]
+    pub data: Option<PathBuf>,
+    /// loader: decoding/augmentation worker threads, and PyTorch workers (default 2)
+    #[argh(option, default = "2")]
+    pub workers: usize,
+    /// loader: images decoded+augmented in the timed run (default 2048)
+    #[argh(option, default = "2048")]
+    pub images: usize,
 }
 
 /// Median seconds per iteration of each measurement.
@@ -64,8 +76,14 @@ fn timed(iters: usize, mut f: impl FnMut()) -> f64 {
 
 /// Runs the command.
 pub fn run(a: BenchArgs) -> Result<()> {
+    if a.what == "loader" {
+        return crate::cmd::bench_loader::run(&a);
+    }
     if a.what != "model" {
-        bail!("unknown benchmark '{}': use `gadms bench model`", a.what);
+        bail!(
+            "unknown benchmark '{}': use `gadms bench model` or `gadms bench loader`",
+            a.what
+        );
     }
     if a.batch == 0 || a.iters == 0 {
         bail!("--batch and --iters must be at least 1");
