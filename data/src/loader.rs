@@ -316,14 +316,14 @@ impl Loader {
                 cfg.batch_size
             ));
         }
-        if let Masking::Dual { scores, .. } = &cfg.masking {
-            if scores.rows() != n {
-                return bad(format!(
-                    "score table has {} rows but {} holds {n} captions",
-                    scores.rows(),
-                    dataset.dir.display()
-                ));
-            }
+        if let Masking::Dual { scores, .. } = &cfg.masking
+            && scores.rows() != n
+        {
+            return bad(format!(
+                "score table has {} rows but {} holds {n} captions",
+                scores.rows(),
+                dataset.dir.display()
+            ));
         }
         Ok(Loader {
             dataset,
@@ -395,10 +395,10 @@ impl Loader {
 
     /// Sample order of `epoch` ([`epoch_order`]), cached for the current epoch.
     pub fn epoch_order(&mut self, epoch: u64) -> Arc<Vec<u32>> {
-        if let Some((e, o)) = &self.order {
-            if *e == epoch {
-                return o.clone();
-            }
+        if let Some((e, o)) = &self.order
+            && *e == epoch
+        {
+            return o.clone();
         }
         let lens: Vec<usize> = self.dataset.shards.iter().map(|s| s.len()).collect();
         let o = Arc::new(epoch_order(
@@ -515,17 +515,17 @@ struct ClaimGuard {
 
 impl Drop for ClaimGuard {
     fn drop(&mut self) {
-        if let Some(k) = self.claimed {
-            if std::thread::panicking() {
-                let _ = self.tx.send((
-                    k,
-                    Err(LoaderError::WorkerPanic {
-                        epoch: self.epoch,
-                        step: k,
-                        msg: "worker thread died".into(),
-                    }),
-                ));
-            }
+        if let Some(k) = self.claimed
+            && std::thread::panicking()
+        {
+            let _ = self.tx.send((
+                k,
+                Err(LoaderError::WorkerPanic {
+                    epoch: self.epoch,
+                    step: k,
+                    msg: "worker thread died".into(),
+                }),
+            ));
         }
     }
 }

@@ -195,12 +195,12 @@ impl ScoreTable {
                 "header says {file_rows} rows ({want} bytes) but the file has {size} bytes (truncated?)"
             )));
         }
-        if let Some(r) = rows {
-            if r as u64 != file_rows {
-                return Err(bad(format!(
-                    "holds {file_rows} rows but the dataset has {r} captions (a table from another dataset?)"
-                )));
-            }
+        if let Some(r) = rows
+            && r as u64 != file_rows
+        {
+            return Err(bad(format!(
+                "holds {file_rows} rows but the dataset has {r} captions (a table from another dataset?)"
+            )));
         }
         Ok(Self::from_map(map, path, file_rows as usize))
     }

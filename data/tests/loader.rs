@@ -58,7 +58,7 @@ fn build(dir: &Path, sizes: &[usize], corrupt: Option<(usize, usize)>) -> Arc<Da
         for i in 0..n {
             let img = if corrupt == Some((s, i)) {
                 b"\xff\xd8\xff\xe0 definitely not a jpeg".to_vec()
-            } else if g % 2 == 0 {
+            } else if g.is_multiple_of(2) {
                 encode(g, ImageFormat::Png)
             } else {
                 encode(g, ImageFormat::Jpeg)
@@ -253,8 +253,8 @@ fn stream_positions(lens: &[usize], order: &[usize]) -> Vec<usize> {
     let mut pos = vec![0usize; starts[lens.len()]];
     let mut q = 0;
     for &s in order {
-        for g in starts[s]..starts[s + 1] {
-            pos[g] = q;
+        for p in &mut pos[starts[s]..starts[s + 1]] {
+            *p = q;
             q += 1;
         }
     }

@@ -31,7 +31,8 @@ pub struct BenchArgs {
     /// timed iterations after one warm-up (default 3)
     #[argh(option, default = "3")]
     pub iters: usize,
-    /// python interpreter with torch: also run benches/torch_baseline.py (vit-b-16 only)
+    /// python interpreter with torch: also run the PyTorch baseline (model:
+    /// benches/torch_baseline.py, vit-b-16 only; loader: benches/loader_torch.py)
     #[argh(option)]
     pub torch: Option<PathBuf>,
     /// write the results as JSON here

@@ -197,7 +197,7 @@ fn draw(i: usize) -> image::RgbImage {
             skin
         } else if (yf > 80.0 && yf < 220.0) && (xf - cx).abs() < 34.0 - (yf - 80.0) * 0.02 {
             top
-        } else if (yf >= 220.0 && yf < 370.0)
+        } else if (220.0..370.0).contains(&yf)
             && (xf - cx).abs() < 28.0
             && (xf - cx).abs() > 3.0 + (yf - 220.0) * 0.03
         {
