@@ -268,3 +268,31 @@ fn end_to_end_tiny_run_writes_its_files() {
     assert!(bytes.len() > 1_000_000);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Writes a grid of synthetic training images with their captions, for a human look:
+/// `cargo test --test pretrain -- --ignored --nocapture write_sample_grid`.
+#[test]
+#[ignore]
+fn write_sample_grid() {
+    use gadms::pretrain::synth::{IMG_H, IMG_W, to_rgb8};
+    let data = small_data(0);
+    let t = &data.train;
+    let (cols, rows) = (8, 2);
+    let mut grid = image::RgbImage::new((cols * IMG_W) as u32, (rows * IMG_H) as u32);
+    for i in 0..(cols * rows).min(t.n_images()) {
+        let rgb = to_rgb8(t.image(i));
+        let (ox, oy) = ((i % cols) * IMG_W, (i / cols) * IMG_H);
+        for y in 0..IMG_H {
+            for x in 0..IMG_W {
+                let p = &rgb[(y * IMG_W + x) * 3..][..3];
+                grid.put_pixel((ox + x) as u32, (oy + y) as u32, image::Rgb([p[0], p[1], p[2]]));
+            }
+        }
+    }
+    let path = std::env::temp_dir().join("gadms-synth-samples.png");
+    grid.save(&path).unwrap();
+    for k in 0..t.n_captions().min(2 * cols * rows) {
+        println!("image {:>2} (id {}): {}", t.caption_image[k], t.caption_pid[k], t.captions[k]);
+    }
+    println!("wrote {}", path.display());
+}

@@ -435,3 +435,32 @@ impl Shard {
         })
     }
 }
+
+/// Writes a shard of `count` samples whose bodies are one sparse hole of zeros (each sample:
+/// no image, zero ids, empty caption and path). Only for measuring open time at scale: the
+/// index is real, so opening costs what a real shard of that size costs.
+pub fn write_sparse_shard(path: &Path, config: &ShardConfig, count: u64) -> std::io::Result<()> {
+    use std::io::{Seek, SeekFrom};
+    let cfg = bincode::serialize(config).expect("config serialises");
+    let mut f = BufWriter::new(File::create(path)?);
+    f.write_all(&SHARD_MAGIC)?;
+    f.write_all(&SHARD_VERSION.to_le_bytes())?;
+    f.write_all(&0u32.to_le_bytes())?;
+    f.write_all(&0u64.to_le_bytes())?;
+    f.write_all(&(cfg.len() as u64).to_le_bytes())?;
+    f.write_all(&cfg)?;
+    let bodies = (HEADER_LEN + cfg.len()) as u64;
+    let index_offset = bodies + count * IDS_BYTES as u64;
+    f.seek(SeekFrom::Start(index_offset))?;
+    for i in 0..count {
+        let mut e = [0u8; ENTRY_LEN];
+        e[..8].copy_from_slice(&(bodies + i * IDS_BYTES as u64).to_le_bytes());
+        e[24..32].copy_from_slice(&i.to_le_bytes());
+        e[32..40].copy_from_slice(&i.to_le_bytes());
+        f.write_all(&e)?;
+    }
+    f.write_all(&index_offset.to_le_bytes())?;
+    f.write_all(&count.to_le_bytes())?;
+    f.write_all(&FOOTER_MAGIC)?;
+    f.flush()
+}

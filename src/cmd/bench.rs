@@ -19,7 +19,7 @@ use std::time::Instant;
 #[derive(FromArgs)]
 #[argh(subcommand, name = "bench")]
 pub struct BenchArgs {
-    /// what to benchmark: model or loader
+    /// what to benchmark: model, loader or open
     #[argh(positional)]
     pub what: String,
     /// model preset (default vit-b-16)
@@ -38,6 +38,9 @@ pub struct BenchArgs {
     /// write the results as JSON here
     #[argh(option)]
     pub json: Option<PathBuf>,
+    /// open: samples in the simulated manifest (default 10000000)
+    #[argh(option, default = "10_000_000")]
+    pub samples: u64,
     /// loader: packed dataset directory (default: a generated set of 512 384x128 JPEGs)
     #[argh(option)]
     pub data: Option<PathBuf>,
@@ -80,9 +83,12 @@ pub fn run(a: BenchArgs) -> Result<()> {
     if a.what == "loader" {
         return crate::cmd::bench_loader::run(&a);
     }
+    if a.what == "open" {
+        return crate::cmd::bench_open::run(a.samples, 5000);
+    }
     if a.what != "model" {
         bail!(
-            "unknown benchmark '{}': use `gadms bench model` or `gadms bench loader`",
+            "unknown benchmark '{}': use `gadms bench model`, `gadms bench loader` or `gadms bench open`",
             a.what
         );
     }

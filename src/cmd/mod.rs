@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod bench_loader;
+pub mod bench_open;
 pub mod embed;
 pub mod export;
 pub mod inspect;
