@@ -356,6 +356,10 @@ pub fn run(a: PretrainArgs) -> Result<()> {
         spec.name
     );
 
+    // Run directory.
+    std::fs::create_dir_all(&a.out)
+        .with_context(|| format!("cannot create run directory {}", a.out.display()))?;
+
     // Data.
     let tok = ClipTokenizer::new().context("building the CLIP tokenizer")?;
     let data = SynthData::generate(
@@ -381,9 +385,6 @@ pub fn run(a: PretrainArgs) -> Result<()> {
     );
     println!("  e.g. \"{}\"", train.captions[0]);
 
-    // Run directory.
-    std::fs::create_dir_all(&a.out)
-        .with_context(|| format!("cannot create run directory {}", a.out.display()))?;
     // A last batch of a single pair is skipped (it has no negatives).
     let n_pairs = train.n_captions();
     let steps_per_epoch = n_pairs / a.batch_size + usize::from(n_pairs % a.batch_size >= 2);

@@ -285,14 +285,21 @@ fn write_sample_grid() {
         for y in 0..IMG_H {
             for x in 0..IMG_W {
                 let p = &rgb[(y * IMG_W + x) * 3..][..3];
-                grid.put_pixel((ox + x) as u32, (oy + y) as u32, image::Rgb([p[0], p[1], p[2]]));
+                grid.put_pixel(
+                    (ox + x) as u32,
+                    (oy + y) as u32,
+                    image::Rgb([p[0], p[1], p[2]]),
+                );
             }
         }
     }
     let path = std::env::temp_dir().join("gadms-synth-samples.png");
     grid.save(&path).unwrap();
     for k in 0..t.n_captions().min(2 * cols * rows) {
-        println!("image {:>2} (id {}): {}", t.caption_image[k], t.caption_pid[k], t.captions[k]);
+        println!(
+            "image {:>2} (id {}): {}",
+            t.caption_image[k], t.caption_pid[k], t.captions[k]
+        );
     }
     println!("wrote {}", path.display());
 }

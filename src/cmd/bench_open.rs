@@ -27,11 +27,19 @@ pub fn run(samples: u64, shard_size: u64) -> Result<()> {
         let file = format!("part-{:05}.gshard", infos.len());
         write_sparse_shard(&dir.join(&file), &config, n)?;
         let bytes = std::fs::metadata(dir.join(&file))?.len();
-        infos.push(ShardInfo { file, count: n, bytes, hash: String::new() });
+        infos.push(ShardInfo {
+            file,
+            count: n,
+            bytes,
+            hash: String::new(),
+        });
         left -= n;
     }
     Manifest::new(config, infos, samples, samples, 0).write(&dir)?;
-    eprintln!("built {samples} samples in {:.1}s", t.elapsed().as_secs_f64());
+    eprintln!(
+        "built {samples} samples in {:.1}s",
+        t.elapsed().as_secs_f64()
+    );
     let mut times = Vec::new();
     let mut ds = None;
     for _ in 0..5 {

@@ -249,10 +249,11 @@ impl Person {
                 s + "."
             }
             1 => {
-                let mut s = format!("the person wears {upper_np}, {lower_np}");
-                if with_shoes {
-                    s += &format!(" and {shoes}");
-                }
+                let mut s = if with_shoes {
+                    format!("the person wears {upper_np}, {lower_np} and {shoes}")
+                } else {
+                    format!("the person wears {upper_np} and {lower_np}")
+                };
                 s += &format!(". the {noun}");
                 if with_hair {
                     s += &format!(" has {hair} and");
@@ -333,9 +334,9 @@ impl Split {
             ..Split::default()
         };
         let mut new_index = vec![usize::MAX; self.n_images()];
-        for i in 0..self.n_images() {
+        for (i, slot) in new_index.iter_mut().enumerate() {
             if self.image_pid[i] < n_ids {
-                new_index[i] = out.image_pid.len();
+                *slot = out.image_pid.len();
                 out.image_pid.push(self.image_pid[i]);
                 out.pixels.extend_from_slice(self.image(i));
             }
@@ -519,8 +520,8 @@ pub fn draw(p: &Person, rng: &mut impl Rng) -> Vec<f32> {
         }
         1 => {
             cv.rect(lower, cx - w(5.2), cx + w(5.2), y(30.0), y(34.0));
-            cv.rect(lower, cx - w(5.2), cx - w(0.4), y(30.0), y(40.0));
-            cv.rect(lower, cx + w(0.4), cx + w(5.2), y(30.0), y(40.0));
+            cv.rect(lower, cx - w(5.2), cx - w(0.4), y(30.0), y(42.0));
+            cv.rect(lower, cx + w(0.4), cx + w(5.2), y(30.0), y(42.0));
         }
         _ => {
             // Skirt: trapezoid widening downwards.
@@ -548,8 +549,8 @@ pub fn draw(p: &Person, rng: &mut impl Rng) -> Vec<f32> {
         cv.rect(skin, a0, a1, y(11.0), y(33.0));
         cv.rect(upper, a0, a1, y(11.0), y(sleeve_end));
     }
-    // Torso (a coat reaches below the hips).
-    let torso_end = if p.upper == 2 { 41.0 } else { 31.0 };
+    // Torso (a coat reaches below the hips but leaves shorts and skirts visible).
+    let torso_end = if p.upper == 2 { 37.0 } else { 31.0 };
     cv.rect(upper, cx - w(6.2), cx + w(6.2), y(10.5), y(torso_end));
     // Neck and head.
     cv.rect(skin, cx - w(1.5), cx + w(1.5), y(8.0), y(11.0));
