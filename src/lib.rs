@@ -4,6 +4,7 @@
 
 pub mod cmd;
 pub mod model_io;
+pub mod optim;
 pub mod preset;
 pub mod pretrain;
 
