@@ -9,8 +9,10 @@
 pub mod attention;
 pub mod block;
 pub mod clip;
+pub mod gass;
 pub mod layers;
 pub mod loss;
+pub mod mtp;
 pub mod text;
 pub mod vision;
 
@@ -20,7 +22,9 @@ pub use clip::{
     Clip, ClipInference, ClipSpec, HasClipSpec, PRESETS, TINY_SPEC, TextSpec, Tiny, TinyText,
     TinyVision, VITB16_SPEC, ViTB16, ViTB16Text, ViTB16Vision, VisionSpec, spec_of,
 };
+pub use gass::{GassConfig, GassError, GassLayer, GassNorm, GassOutput, gass_scores};
 pub use layers::{Float, LayerNorm, Mlp, quick_gelu, tape_with};
 pub use loss::{l2_normalize, sdm_loss};
+pub use mtp::{MlmHead, MtpDecoder, MtpTiny, MtpViTB16};
 pub use text::{TextInput, TextTower, eos_index, eos_token};
 pub use vision::{VisionTower, cls_token};

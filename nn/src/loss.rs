@@ -133,3 +133,59 @@ fn kl_rows<E: Float, D: Device<E>, T: Tape<E, D>>(
     let p = log_p.with_empty_tape().exp();
     (p * (log_p - log_q)).sum()
 }
+
+/// IRRA's MTP / MLM loss (`objectives.compute_mlm`: `nn.CrossEntropyLoss(ignore_index=0)` on
+/// `logits.reshape(-1, V)` against `labels.reshape(-1)`; ga-dms-method.md §5.2): the mean over
+/// the positions whose label is not 0 of `−log softmax(logits)[label]`.
+///
+/// `logits` [B, S, V]; `labels` [B·S], row-major (b·S + s), 0 = not masked. The log-softmax
+/// runs over the last axis of the contiguous logits (no permute: see the module docs).
+///
+/// With no labelled position the result is 0 (and every gradient 0) instead of PyTorch's NaN.
+///
+/// # Panics
+/// If `labels.len() != B·S` or a label is ≥ V.
+pub fn masked_token_ce<B: Dim, S: Dim, const V: usize, E: Float, D: Device<E>, T: Tape<E, D>>(
+    logits: Tensor<(B, S, Const<V>), E, D, T>,
+    labels: &[u32],
+) -> Tensor<Rank0, E, D, T> {
+    let (b, s, _) = *logits.shape();
+    let n = b.size() * s.size();
+    assert_eq!(
+        labels.len(),
+        n,
+        "masked_token_ce: need one label per position"
+    );
+    // Reshaping a contiguous tensor keeps its memory order, so the log-softmax below still
+    // sees a contiguous input.
+    masked_rows_ce(logits.reshape_like(&(n, Const::<V>)), labels)
+}
+
+/// [`masked_token_ce`] on logits already flattened to rows, [N, V] with `labels` [N]
+/// (0 = ignored); e.g. the output of `MtpDecoder::forward_masked`.
+///
+/// # Panics
+/// If `labels.len() != N` or a label is ≥ V.
+pub fn masked_rows_ce<const V: usize, E: Float, D: Device<E>, T: Tape<E, D>>(
+    logits: Tensor<(usize, Const<V>), E, D, T>,
+    labels: &[u32],
+) -> Tensor<Rank0, E, D, T> {
+    let n = logits.shape().0;
+    assert_eq!(labels.len(), n, "masked_rows_ce: need one label per row");
+    assert!(
+        labels.iter().all(|&l| (l as usize) < V),
+        "masked_rows_ce: label out of the vocabulary (V = {V})"
+    );
+    let dev = logits.device().clone();
+    let count = labels.iter().filter(|&&l| l != 0).count();
+    let w = if count == 0 { 0.0 } else { 1.0 / count as f64 };
+    let weights: Vec<E> = labels
+        .iter()
+        .map(|&l| E::from_f64(if l == 0 { 0.0 } else { -w }).unwrap())
+        .collect();
+    let weights = dev.tensor_from_vec(weights, (n,));
+    let idx = dev.tensor_from_vec(labels.iter().map(|&l| l as usize).collect(), (n,));
+    let log_p = logits.log_softmax::<Axis<1>>(); // [N, V], contiguous input
+    let picked = log_p.select(idx); // [N]: log p(label) per row
+    (picked * weights).sum()
+}
