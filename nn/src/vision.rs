@@ -233,13 +233,15 @@ impl<
 
 /// The CLS token of a token map: [B, S, EMBED] → [B, EMBED].
 ///
-/// Takes the tokens by value: to use both the tokens and the CLS feature in one loss, call
-/// it on `tokens.with_empty_tape()` and keep `tokens` (it carries the tape).
+/// Implemented with a batched `select` of position 0, whose backward *adds* into the token
+/// gradient. (dfdx 0.13's CPU `slice` backward overwrites the source gradient instead of adding,
+/// which silently drops any other gradient reaching token 0 — e.g. the MTP decoder's.)
+/// To use both the tokens and the CLS feature in one loss, call it on
+/// `tokens.with_empty_tape()` and keep `tokens` (it carries the tape).
 pub fn cls_token<B: Dim, S: Dim, const EMBED: usize, E: Float, D: Device<E>, T: Tape<E, D>>(
     tokens: Tensor<(B, S, Const<EMBED>), E, D, T>,
 ) -> Tensor<(B, Const<EMBED>), E, D, T> {
     let b = tokens.shape().0;
-    tokens
-        .slice((.., 0..1, ..))
-        .reshape_like(&(b, Const::<EMBED>))
+    let zeros: Tensor<(B,), usize, D> = tokens.device().tensor_from_vec(vec![0; b.size()], (b,));
+    tokens.select(zeros)
 }

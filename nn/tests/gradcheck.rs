@@ -131,3 +131,30 @@ fn presets_have_their_names_and_sizes() {
     assert_eq!(TINY_SPEC.vision.grid(), (4, 2));
     assert_eq!(spec_of::<Clip<SmallVision, SmallText>>().name, "custom");
 }
+
+#[test]
+fn cls_token_gradient_adds_to_other_uses_of_the_tokens() {
+    // Regression: dfdx 0.13's CPU `slice` backward overwrites the source gradient; cls_token
+    // must add (d/dtokens of Σ cls·r1 + Σ tokens·r2 at position 0 is r1 + r2[:, 0]).
+    let dev = Cpu::seed_from_u64(4);
+    let tokens: Tensor<(usize, Const<3>, Const<4>), f64, Cpu> =
+        dev.sample_normal_like(&(2, Const, Const));
+    let r1: Tensor<(usize, Const<4>), f64, Cpu> = dev.sample_normal_like(&(2, Const));
+    let r2: Tensor<(usize, Const<3>, Const<4>), f64, Cpu> =
+        dev.sample_normal_like(&(2, Const, Const));
+    let t = tokens.leaky_trace();
+    let cls = cls_token(t.with_empty_tape());
+    let loss = (t * r2.clone()).sum::<(), _>() + (cls * r1.clone()).sum::<(), _>();
+    let g = loss.backward().get(&tokens).as_vec();
+    let (r1, r2) = (r1.as_vec(), r2.as_vec());
+    for b in 0..2 {
+        for c in 0..4 {
+            let want = r1[b * 4 + c] + r2[b * 12 + c];
+            assert!(
+                (g[b * 12 + c] - want).abs() < 1e-12,
+                "b{b} c{c}: {} vs {want}",
+                g[b * 12 + c]
+            );
+        }
+    }
+}

@@ -1,0 +1,502 @@
+//! One GA-DMS pretraining step (shared/ga-dms-method.md §3.2, §4, §5, §6.1, §11 item 5): the
+//! model `GaDms = CLIP + MTP decoder`, the step itself, and a full-model save/load for
+//! training checkpoints.
+//!
+//! # The step ([`train_step`])
+//!
+//! ```text
+//! tokens_v = visual(images)                        [B, SEQ, EMBED]  tape: model.alloc_grads()
+//! cls      = tokens_v[:, 0]                        [B, EMBED]       second use: empty tape
+//! S        = GASS(text, cls detached, ids_clean)   [B, 77]          own leaky tape, dropped (§3.2)
+//! scores[sample_index[b]] ← S[b]                                    drives epoch e+1's masks (§3.2 D, §4)
+//! t_noise  = eos(text(ids_noise))                  [B, EMBED]       tape: tape_with(leaky)
+//! L_sdm    = SDM(cls, t_noise, pids, 1/τ = 50)                      (§5.1)
+//! t_info   = text(ids_info)                        [B, 77, EMBED]   tape: tape_with(leaky)
+//! L_mtp    = CE(decoder(t_info, tokens_v)[labelled], info_labels)   (§5.2)
+//! L        = L_sdm + β·L_mtp,  β = 0.4                              (§5.4)
+//! backward(L); Adam update (ε 1e-3, coupled L2 4e-5; §6.1)
+//! ```
+//!
+//! * The EOS positions of both masked copies are those of `ids_clean`: the masking never
+//!   touches EOT and every replacement id is below it (§4.3).
+//! * `pids` are the batch's person ids. In GA-DMS pretraining every caption has its own pid
+//!   (§5.1; `gadms pack` gives WebPerson captions `pid = 2·image_id + caption_idx`), so the SDM
+//!   target is the identity.
+//! * **Tapes.** dfdx records a graph per [`OwnedTape`]; two tapes merge when a binary op sees
+//!   both (their gradient maps are united, their operations appended and run in id order), so
+//!   every branch must end up in the loss exactly once. The vision input carries the
+//!   `alloc_grads()` tape (which holds every parameter's gradient buffer and marks them as the
+//!   leaves to keep); the image tokens take that tape into the MTP branch, the CLS row gets
+//!   an empty tape (`with_empty_tape`, same id, so its gradient still reaches the tokens) for
+//!   SDM; the two text passes each start from an empty leaky tape (`tape_with`). The SDM and
+//!   MTP losses merge them all in `L_sdm + β·L_mtp`. The test `tests/gadms_step.rs` checks that
+//!   the gradient of `L` equals the sum of the gradients of `L_sdm` and `β·L_mtp` computed on
+//!   separate graphs ([`loss_grads`] with [`Branches`]).
+//! * **dfdx `slice` pitfall.** The CLS row is taken with a batched `select`, not with
+//!   `gadms_nn::cls_token` (a `slice`): dfdx 0.13's CPU `slice` backward *assigns* into the
+//!   source's gradient instead of adding, so with the token map also feeding the decoder the
+//!   MTP gradient at the CLS position was overwritten (the test above failed at 9e-3 relative
+//!   error with `cls_token`, and passes at ~5e-6 with `select`).
+//! * **Score table (data/src/loader.rs, "Score table contract").** The step writes only the
+//!   rows of the batch it was given (`Batch::sample_index`), and returns before the caller
+//!   asks the loader for the next batch, so masks of epoch `e + 1` see exactly the scores of
+//!   epoch `e` whatever the worker count or timing.
+//! * **Non-finite loss.** If `L` is NaN or ±∞, nothing is changed (no update, no score write,
+//!   the optimiser step count is kept) and [`StepReport::applied`] is false; the caller stops
+//!   the run with its last good checkpoint intact.
+//!
+//! # Checkpoints ([`save_gadms`] / [`load_gadms`])
+//!
+//! Every tensor under its native name (see [`GaDms`]) in one safetensors file, f32, written
+//! atomically. With [`crate::optim::Adam::save`], the loader's `LoaderState` and
+//! `ScoreTable::save_copy` this resumes a run bit-exactly (tested).
+
+use crate::optim::{Adam, Group};
+use anyhow::{Context, Result};
+use dfdx::nn::ZeroGrads;
+use dfdx::nn::tensor_collection::*;
+use dfdx::prelude::*;
+use gadms_ckpt::bridge::{map_to_module, module_to_map};
+use gadms_ckpt::tensors::{read_file, write_file};
+use gadms_data::loader::Batch;
+use gadms_data::scores::{SCORE_CTX, ScoreTable};
+use gadms_nn::gass::{GassConfig, GassOutput, gass_scores};
+use gadms_nn::loss::{SDM_EPS, SDM_LOGIT_SCALE, masked_rows_ce, sdm_loss};
+use gadms_nn::{
+    Clip, Float, MtpDecoder, MtpTiny, MtpViTB16, TextInput, TextTower, Tiny, ViTB16, VisionTower,
+    eos_token, tape_with,
+};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// The GA-DMS model: CLIP (`clip`) and the MTP decoder (`mtp`, §2.2).
+///
+/// Tensor names (native layout, [`gadms_ckpt::bridge`]): CLIP's as in [`Clip`] (text tower at
+/// the top level: `token_embedding.weight`, `transformer.resblocks.N.*`, `ln_final.*`,
+/// `text_projection`; vision tower under `visual.`), and the decoder's at the top level too,
+/// as IRRA's `state_dict` has them (`cross_attn.*`, `cross_modal_transformer.*`, `ln_pre_t.*`,
+/// `ln_pre_i.*`, `ln_post.*`, `mlm_head.*`). The two sets are disjoint (CLIP's `ln_post` is
+/// `visual.ln_post`).
+#[derive(Clone, Debug)]
+pub struct GaDms<C, M> {
+    /// The CLIP backbone.
+    pub clip: C,
+    /// The MTP decoder.
+    pub mtp: M,
+}
+
+impl<E: Dtype, D: Device<E>, C: TensorCollection<E, D>, M: TensorCollection<E, D>>
+    TensorCollection<E, D> for GaDms<C, M>
+{
+    type To<E2: Dtype, D2: Device<E2>> = GaDms<C::To<E2, D2>, M::To<E2, D2>>;
+    fn iter_tensors<V: ModuleVisitor<Self, E, D>>(
+        visitor: &mut V,
+    ) -> Result<Option<Self::To<V::E2, V::D2>>, V::Err> {
+        visitor.visit_fields(
+            (
+                // Empty names: both parts' keys sit at the top level (IRRA's layout).
+                Self::module("", |s| &s.clip, |s| &mut s.clip),
+                Self::module("", |s| &s.mtp, |s| &mut s.mtp),
+            ),
+            |(clip, mtp)| GaDms { clip, mtp },
+        )
+    }
+}
+
+/// GA-DMS at `Tiny` size (tests, the embedded default run).
+pub type GaDmsTiny<E, D> = GaDms<Tiny<E, D>, MtpTiny<E, D>>;
+/// GA-DMS at the paper's size: CLIP ViT-B/16 (384×128) and the 512-wide, 4-block decoder.
+pub type GaDmsViTB16<E, D> = GaDms<ViTB16<E, D>, MtpViTB16<E, D>>;
+
+/// Step settings.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StepConfig {
+    /// MTP weight β (§5.4: paper 0.4, official script 0.3).
+    pub beta: f64,
+    /// GASS settings (§3.2).
+    pub gass: GassConfig,
+    /// SDM logit scale `1/τ` (§5: 50).
+    pub logit_scale: f64,
+}
+
+impl Default for StepConfig {
+    fn default() -> Self {
+        StepConfig {
+            beta: 0.4,
+            gass: GassConfig::default(),
+            logit_scale: SDM_LOGIT_SCALE,
+        }
+    }
+}
+
+impl StepConfig {
+    /// Checks the settings [`train_step`] would otherwise panic on.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        if !self.beta.is_finite() || self.beta < 0.0 {
+            return Err(format!("beta must be finite and ≥ 0, got {}", self.beta));
+        }
+        if !self.logit_scale.is_finite() || self.logit_scale <= 0.0 {
+            return Err(format!(
+                "the logit scale must be finite and > 0, got {}",
+                self.logit_scale
+            ));
+        }
+        if self.gass.layers == 0 {
+            return Err("GASS needs at least 1 layer".into());
+        }
+        if self.gass.scales.is_empty() || self.gass.scales.contains(&0) {
+            return Err(format!(
+                "GASS scales must be non-empty and ≥ 1, got {:?}",
+                self.gass.scales
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What one [`train_step`] did.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StepReport {
+    /// `L = L_sdm + β·L_mtp` (before the update).
+    pub loss: f32,
+    /// SDM loss on the noise-masked captions.
+    pub loss_sdm: f32,
+    /// MTP cross-entropy on the informative-masked captions (mean over masked tokens).
+    pub loss_mtp: f32,
+    /// Global L2 norm of the gradient (before any clipping); 0 when not applied.
+    pub grad_norm: f32,
+    /// Masked (labelled) tokens in the MTP branch.
+    pub masked_tokens: usize,
+    /// False when the loss was not finite: then nothing was updated or written.
+    pub applied: bool,
+}
+
+/// Which loss terms [`loss_grads`] builds (each on its own graph).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Branches {
+    /// `L_sdm + β·L_mtp`, the training loss (the graph [`train_step`] uses).
+    All,
+    /// `L_sdm` alone.
+    Sdm,
+    /// `β·L_mtp` alone.
+    Mtp,
+}
+
+/// Loss values of a forward pass.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LossParts {
+    /// The differentiated total (for [`Branches::Sdm`] / [`Branches::Mtp`]: that term only).
+    pub loss: f32,
+    /// `L_sdm` (NaN when not computed).
+    pub sdm: f32,
+    /// `L_mtp`, unweighted (NaN when not computed).
+    pub mtp: f32,
+    /// Labelled tokens of the MTP branch (0 when not computed).
+    pub masked_tokens: usize,
+}
+
+/// A GA-DMS model that can run the pretraining forward pass. Implemented (in f32, on any
+/// device) for every `GaDms<Clip<VisionTower, TextTower>, MtpDecoder>` whose decoder width is
+/// the joint embedding width and whose vocabulary is the text tower's ([`GaDmsTiny`],
+/// [`GaDmsViTB16`]).
+pub trait GaDmsForward<E: Float, D: Device<E>>: TensorCollection<E, D> {
+    /// The forward pass of §11 item 5 on `batch`, with gradients accumulating into `grads`
+    /// (from `alloc_grads()`), returning the loss selected by `branches` (with its tape) and
+    /// the parts; with `gass`, also the GASS scores of the clean captions.
+    ///
+    /// # Panics
+    /// On a batch without dual-masked captions, with images or captions of the wrong size, or
+    /// a GASS configuration error (see [`StepConfig::validate`]).
+    fn forward_losses(
+        &self,
+        batch: &Batch,
+        cfg: &StepConfig,
+        branches: Branches,
+        gass: bool,
+        grads: Gradients<E, D>,
+    ) -> Forward<E, D>;
+}
+
+/// The result of [`GaDmsForward::forward_losses`].
+pub struct Forward<E: Dtype, D: Storage<E>> {
+    /// The selected loss, carrying the merged tape of every branch that feeds it.
+    pub loss: Tensor<Rank0, E, D, OwnedTape<E, D>>,
+    /// Its value and parts.
+    pub parts: LossParts,
+    /// GASS on the clean captions, when requested.
+    pub gass: Option<GassOutput>,
+}
+
+/// The CLS token of each image, [B, SEQ, EMBED] → [B, EMBED], as a batched `select` of
+/// position 0.
+///
+/// Same value as `gadms_nn::cls_token`, which uses `slice`. dfdx 0.13's CPU `slice` backward
+/// **assigns** the output gradient into the source's gradient buffer (`view[i] = g`, in
+/// `tensor_ops/slice/cpu_kernel.rs`) instead of adding it. When the token map has another
+/// consumer whose backward runs first (here the MTP decoder, recorded after SDM and hence run
+/// before it), its gradient at the CLS position is overwritten. `select` accumulates (`+=`).
+/// `tests/gadms_step.rs` (total gradient = sum of branch gradients) catches the difference.
+fn cls_row<const SEQ: usize, const EMBED: usize, D: Device<f32>, T: Tape<f32, D>>(
+    tokens: Tensor<(usize, Const<SEQ>, Const<EMBED>), f32, D, T>,
+) -> Tensor<(usize, Const<EMBED>), f32, D, T> {
+    let b = tokens.shape().0;
+    let zeros = tokens.device().tensor_from_vec(vec![0usize; b], (b,));
+    eos_token(tokens, zeros)
+}
+
+/// Caption rows of the batch as `[u32; CTX]` (the loader's are `[u32; 77]`).
+fn rows<const CTX: usize>(what: &str, ids: &[[u32; 77]], b: usize) -> Vec<[u32; CTX]> {
+    assert_eq!(
+        ids.len(),
+        b,
+        "train_step: the batch has {} {what} captions for {b} images (dual masking on?)",
+        ids.len()
+    );
+    ids.iter()
+        .map(|r| {
+            r.as_slice()
+                .try_into()
+                .unwrap_or_else(|_| panic!("train_step: the model's context is {CTX}, not 77"))
+        })
+        .collect()
+}
+
+impl<
+    const IMG_H: usize,
+    const IMG_W: usize,
+    const PATCH: usize,
+    const PATCH_DIM: usize,
+    const SEQ: usize,
+    const VW: usize,
+    const VH: usize,
+    const VHD: usize,
+    const VF: usize,
+    const VL: usize,
+    const VOCAB: usize,
+    const CTX: usize,
+    const TW: usize,
+    const TH: usize,
+    const THD: usize,
+    const TF: usize,
+    const TL: usize,
+    const EMBED: usize,
+    const MH: usize,
+    const MHD: usize,
+    const MF: usize,
+    const ML: usize,
+    D: Device<f32>,
+> GaDmsForward<f32, D>
+    for GaDms<
+        Clip<
+            VisionTower<IMG_H, IMG_W, PATCH, PATCH_DIM, SEQ, VW, VH, VHD, VF, VL, EMBED, f32, D>,
+            TextTower<VOCAB, CTX, TW, TH, THD, TF, TL, EMBED, f32, D>,
+        >,
+        MtpDecoder<EMBED, MH, MHD, MF, ML, VOCAB, f32, D>,
+    >
+{
+    fn forward_losses(
+        &self,
+        batch: &Batch,
+        cfg: &StepConfig,
+        branches: Branches,
+        gass: bool,
+        grads: Gradients<f32, D>,
+    ) -> Forward<f32, D> {
+        type E = f32;
+        let b = batch.len();
+        assert!(b > 0, "train_step: empty batch");
+        assert_eq!(
+            (batch.height, batch.width),
+            (IMG_H, IMG_W),
+            "train_step: the model takes {IMG_H}x{IMG_W} images"
+        );
+        assert_eq!(
+            batch.images.len(),
+            b * 3 * IMG_H * IMG_W,
+            "train_step: image buffer size"
+        );
+        assert_eq!(batch.pids.len(), b, "train_step: one pid per sample");
+        let text = &self.clip.text;
+        let dev = text.text_projection.device().clone();
+
+        // Clean captions: EOS positions for every copy (masking never moves EOT, §4.3).
+        let clean = TextInput::<CTX, D>::new(&dev, &rows::<CTX>("clean", &batch.ids_clean, b));
+        let pids: Vec<usize> = batch.pids.iter().map(|&p| p as usize).collect();
+
+        // (a) image tokens, carrying the model's gradient buffers.
+        let pixels: Vec<E> = batch.images.clone();
+        let images = dev.tensor_from_vec(pixels, (b, Const::<3>, Const::<IMG_H>, Const::<IMG_W>));
+        let tokens = self.clip.visual.forward(images.traced(grads), None);
+
+        // (b) GASS on the clean captions with the CLS feature detached (§3.2).
+        let gass_out = gass.then(|| {
+            let cls = cls_row(tokens.retaped::<NoneTape>());
+            gass_scores(text, cls, &clean, &cfg.gass).unwrap_or_else(|e| panic!("train_step: {e}"))
+        });
+
+        let beta = cfg.beta as E;
+        let nan = f32::NAN;
+        // SDM branch: noise-masked captions → EOS → SDM against the image CLS (§4.3, §5.1).
+        let sdm = |cls: Tensor<(usize, Const<EMBED>), E, D, OwnedTape<E, D>>| {
+            let noise = rows::<CTX>("noise-masked", &batch.ids_noise, b);
+            let ids = TextInput::<CTX, D>::new(&dev, &noise).ids;
+            let tape = tape_with(&dev, Gradients::leaky());
+            let t = eos_token(text.forward(ids, tape, None), clean.eos.clone());
+            sdm_loss(cls, t, &pids, cfg.logit_scale, SDM_EPS)
+        };
+        // MTP branch: informative-masked captions → all tokens → decoder over the image
+        // tokens → CE on the labelled positions (§4.3, §5.2).
+        let mtp =
+            |image_tokens: Tensor<(usize, Const<SEQ>, Const<EMBED>), E, D, OwnedTape<E, D>>| {
+                let info = rows::<CTX>("informative-masked", &batch.ids_info, b);
+                let ids = TextInput::<CTX, D>::new(&dev, &info).ids;
+                let labels: Vec<u32> = rows::<CTX>("label", &batch.info_labels, b)
+                    .into_iter()
+                    .flatten()
+                    .collect();
+                let tape = tape_with(&dev, Gradients::leaky());
+                let t = text.forward(ids, tape, None);
+                let (logits, targets) = self.mtp.forward_masked(t, image_tokens, &labels);
+                let masked = targets.iter().filter(|&&l| l != 0).count();
+                (masked_rows_ce(logits, &targets), masked)
+            };
+
+        let (loss, parts) = match branches {
+            Branches::All => {
+                // The tokens' tape goes to MTP; the CLS row is a second use (empty tape).
+                let cls = cls_row(tokens.with_empty_tape());
+                let l_sdm = sdm(cls);
+                let (l_mtp, masked) = mtp(tokens);
+                let (s, m) = (l_sdm.as_vec()[0], l_mtp.as_vec()[0]);
+                let loss = l_sdm + l_mtp * beta;
+                let parts = LossParts {
+                    loss: loss.as_vec()[0],
+                    sdm: s,
+                    mtp: m,
+                    masked_tokens: masked,
+                };
+                (loss, parts)
+            }
+            Branches::Sdm => {
+                let l_sdm = sdm(cls_row(tokens));
+                let s = l_sdm.as_vec()[0];
+                let parts = LossParts {
+                    loss: s,
+                    sdm: s,
+                    mtp: nan,
+                    masked_tokens: 0,
+                };
+                (l_sdm, parts)
+            }
+            Branches::Mtp => {
+                let (l_mtp, masked) = mtp(tokens);
+                let m = l_mtp.as_vec()[0];
+                let loss = l_mtp * beta;
+                let parts = LossParts {
+                    loss: loss.as_vec()[0],
+                    sdm: nan,
+                    mtp: m,
+                    masked_tokens: masked,
+                };
+                (loss, parts)
+            }
+        };
+        Forward {
+            loss,
+            parts,
+            gass: gass_out,
+        }
+    }
+}
+
+/// The gradient of the loss selected by `branches` w.r.t. every parameter of `model` (a store
+/// from `alloc_grads()`, leaves only), and the loss parts. No GASS, no update: for tests and
+/// diagnostics.
+pub fn loss_grads<E: Float, D: Device<E>, M: GaDmsForward<E, D>>(
+    model: &M,
+    batch: &Batch,
+    cfg: &StepConfig,
+    branches: Branches,
+) -> (Gradients<E, D>, LossParts) {
+    let f = model.forward_losses(batch, cfg, branches, false, model.alloc_grads());
+    (f.loss.backward(), f.parts)
+}
+
+/// One GA-DMS pretraining step (module docs; §3.2, §4, §5, §11 item 5): GASS scores of the
+/// clean captions into `scores` (rows `batch.sample_index`), then `L_sdm + β·L_mtp`, backward,
+/// and `opt.update` at learning rate `lr` with every parameter in one group (GA-DMS uses one
+/// lr and wd for all parameters, §6.1).
+///
+/// The batch must come from a loader with `Masking::Dual` over a dataset of the model's image
+/// size; `scores` is the table that loader reads.
+///
+/// # Panics
+/// On a batch that does not fit the model or lacks the masked copies, a GASS configuration
+/// error (check [`StepConfig::validate`] at start-up), or a sample index outside the table.
+pub fn train_step<E: Float, D: Device<E>, M: GaDmsForward<E, D>>(
+    model: &mut M,
+    opt: &mut Adam,
+    batch: &Batch,
+    scores: &ScoreTable,
+    cfg: &StepConfig,
+    lr: f32,
+) -> StepReport {
+    let Forward { loss, parts, gass } =
+        model.forward_losses(batch, cfg, Branches::All, true, model.alloc_grads());
+    let mut report = StepReport {
+        loss: parts.loss,
+        loss_sdm: parts.sdm,
+        loss_mtp: parts.mtp,
+        grad_norm: 0.0,
+        masked_tokens: parts.masked_tokens,
+        applied: false,
+    };
+    if !parts.loss.is_finite() {
+        return report;
+    }
+    let gass = gass.expect("GASS was requested");
+    assert_eq!(
+        gass.ctx, SCORE_CTX,
+        "train_step: GASS context vs score table"
+    );
+    for (row, s) in batch.sample_index.iter().zip(gass.rows()) {
+        let s: &[f32; SCORE_CTX] = s.try_into().expect("a row of SCORE_CTX scores");
+        scores.set(*row as usize, s);
+    }
+    let grads = loss.backward();
+    let stats = opt.update(model, &grads, lr, &|_| Group::PLAIN);
+    report.grad_norm = stats.grad_norm;
+    report.applied = true;
+    report
+}
+
+/// Magic of a [`save_gadms`] file (`gadms.magic` metadata).
+pub const GADMS_MAGIC: &str = "gadms-model";
+
+/// Saves every tensor of `model` (native names, f32) to a safetensors file, atomically.
+pub fn save_gadms<E: Float, D: Device<E>, M: TensorCollection<E, D>>(
+    model: &M,
+    path: &Path,
+) -> Result<()> {
+    let map = module_to_map(model);
+    let meta = BTreeMap::from([
+        ("gadms.magic".to_string(), GADMS_MAGIC.to_string()),
+        ("gadms.layout".to_string(), "native".to_string()),
+    ]);
+    write_file(path, &map, &meta).with_context(|| format!("saving {}", path.display()))
+}
+
+/// Loads a file written by [`save_gadms`] into `model` (strict: every key, same shapes, nothing
+/// left over). On error `model` may be partly overwritten.
+pub fn load_gadms<E: Float, D: Device<E>, M: TensorCollection<E, D>>(
+    model: &mut M,
+    path: &Path,
+) -> Result<()> {
+    let map = read_file(path).with_context(|| format!("reading {}", path.display()))?;
+    anyhow::ensure!(
+        map.metadata.get("gadms.magic").map(String::as_str) == Some(GADMS_MAGIC),
+        "{}: not a gadms training checkpoint (no `gadms.magic = {GADMS_MAGIC}`)",
+        path.display()
+    );
+    map_to_module(&map, model).with_context(|| format!("loading {}", path.display()))
+}
