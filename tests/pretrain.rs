@@ -1,14 +1,23 @@
-//! `gadms pretrain` pieces: LR schedule, retrieval metrics, synthetic data, the trimmed text
-//! forward, a few training steps and a tiny end-to-end run.
+//! `gadms pretrain` pieces: LR schedule, retrieval metrics, the synthetic dataset and its
+//! embedded fixture, packing and evaluation sets, the trimmed text forward, a few training
+//! steps and tiny end-to-end runs on packed data.
 
 use dfdx::prelude::*;
-use gadms::pretrain::eval::retrieval_metrics;
+use gadms::pretrain::data::{fixture_files, open_packed, pack_split, prepare_default};
+use gadms::pretrain::eval::{EvalSet, retrieval_metrics};
 use gadms::pretrain::schedule::{default_warmup, lr_factor};
-use gadms::pretrain::synth::{IMG_LEN, SynthConfig, SynthData};
+use gadms::pretrain::synth::{
+    self, FIXTURE, GARMENT_COLOURS, IMG_H, IMG_LEN, IMG_W, LOWER_TYPES, SynthConfig,
+};
 use gadms::pretrain::{PretrainArgs, Trainer, run, text_features_trimmed};
 use gadms::{Dev, Preset};
-use gadms_data::ClipTokenizer;
+use gadms_data::loader::{Loader, LoaderConfig};
+use gadms_data::manifest::Dataset;
+use gadms_data::pack::{Format, NoProgress, PackOptions, pack};
 use gadms_nn::{TextInput, eos_token};
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 #[test]
 fn schedule_warmup_then_cosine() {
@@ -90,48 +99,207 @@ fn metrics_on_hand_made_similarity_with_ties() {
     assert!(retrieval_metrics(&[], &[], &[]).is_err());
 }
 
-fn small_data(seed: u64) -> SynthData {
-    let tok = ClipTokenizer::new().unwrap();
+/// A fresh temporary directory for one test.
+fn temp_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("gadms-pretrain-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A small synthetic set (4 train ids, 3 test ids, 2 images and 4 captions per id) written in
+/// CUHK-PEDES form below `dir/raw` and packed into `dir/train` and `dir/test`.
+fn tiny_packed(dir: &Path) -> (PathBuf, PathBuf) {
     let cfg = SynthConfig {
-        seed,
-        train_ids: 8,
+        train_ids: 4,
         test_ids: 3,
-        ..SynthConfig::default()
+        ..FIXTURE
     };
-    SynthData::generate(&cfg, &tok).unwrap()
+    synth::write_cuhk_pedes(&dir.join("raw"), &cfg).unwrap();
+    let (train, test) = (dir.join("train"), dir.join("test"));
+    pack_split(&dir.join("raw"), "train", &train).unwrap();
+    pack_split(&dir.join("raw"), "test", &test).unwrap();
+    (train, test)
+}
+
+/// The committed fixture is exactly what the generator makes (JSON bytes, decoded pixels), so
+/// a change to the generator without regenerating the fixture fails here.
+#[test]
+fn embedded_fixture_is_what_the_generator_writes() {
+    let files: HashMap<&str, &[u8]> = fixture_files().iter().copied().collect();
+    let records = synth::generate(&FIXTURE).unwrap();
+    assert_eq!(
+        files.len(),
+        records.len() + 1,
+        "reid_raw.json + one PNG per image"
+    );
+    let json = synth::reid_raw_json(&records);
+    assert!(
+        files["reid_raw.json"] == json.as_bytes(),
+        "fixtures/synth-pedes/reid_raw.json differs from the generator's; regenerate with \
+         `cargo run --release --example make_synth_pedes -- fixtures/synth-pedes`"
+    );
+    let total: usize = files.values().map(|b| b.len()).sum();
+    assert!(total < 2_000_000, "fixture is {total} bytes");
+    for r in &records {
+        let png = files[format!("imgs/{}", r.file_path).as_str()];
+        let img = image::load_from_memory(png).unwrap().to_rgb8();
+        assert_eq!(img.dimensions(), (IMG_W as u32, IMG_H as u32));
+        assert!(img.as_raw() == &r.rgb, "{} differs", r.file_path);
+    }
+    // CUHK-PEDES conventions: train ids 1..=N contiguous, test ids after them.
+    let train_ids: HashSet<u64> = records
+        .iter()
+        .filter(|r| r.split == "train")
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(train_ids, (1..=FIXTURE.train_ids as u64).collect());
+    let test_ids: HashSet<u64> = records
+        .iter()
+        .filter(|r| r.split == "test")
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(test_ids.len(), FIXTURE.test_ids);
+    assert!(test_ids.iter().all(|id| *id > FIXTURE.train_ids as u64));
 }
 
 #[test]
-fn synthetic_data_is_deterministic_and_split_by_identity() {
-    let a = small_data(3);
-    let b = small_data(3);
-    assert_eq!(a.train.pixels, b.train.pixels);
-    assert_eq!(a.test.captions, b.test.captions);
-    assert_ne!(small_data(4).train.captions, a.train.captions);
-    for p in &a.test.persons {
-        assert!(!a.train.persons.contains(p), "test identity also in train");
+fn generator_is_deterministic_and_split_by_identity() {
+    let cfg = SynthConfig {
+        train_ids: 8,
+        test_ids: 3,
+        ..FIXTURE
+    };
+    let a = synth::generate(&cfg).unwrap();
+    assert_eq!(a, synth::generate(&cfg).unwrap());
+    assert_eq!(a.len(), (8 + 3) * 2);
+    let other_seed = synth::generate(&SynthConfig { seed: 4, ..cfg }).unwrap();
+    assert_ne!(a[0].captions, other_seed[0].captions);
+    // Disjoint identities; two images of one identity differ (jitter, background).
+    let train: HashSet<_> = a
+        .iter()
+        .filter(|r| r.split == "train")
+        .map(|r| r.person)
+        .collect();
+    assert_eq!(train.len(), 8);
+    assert!(
+        a.iter()
+            .filter(|r| r.split == "test")
+            .all(|r| !train.contains(&r.person))
+    );
+    assert_ne!(a[0].rgb, a[1].rgb);
+    assert_eq!(a[0].person, a[1].person);
+    // The test split and the first training identities do not depend on the train count.
+    let fewer = synth::generate(&SynthConfig {
+        train_ids: 5,
+        ..cfg
+    })
+    .unwrap();
+    assert_eq!(a[..10], fewer[..10]);
+    let key = |r: &synth::Record| (r.person, r.rgb.clone(), r.captions.clone());
+    let t_a: Vec<_> = a.iter().filter(|r| r.split == "test").map(key).collect();
+    let t_f: Vec<_> = fewer
+        .iter()
+        .filter(|r| r.split == "test")
+        .map(key)
+        .collect();
+    assert_eq!(t_a, t_f);
+}
+
+/// Every caption names the upper-garment colour and the lower-garment type it was drawn with.
+#[test]
+fn captions_describe_the_drawn_attributes() {
+    for r in synth::generate(&SynthConfig {
+        train_ids: 50,
+        test_ids: 10,
+        ..FIXTURE
+    })
+    .unwrap()
+    {
+        assert_eq!(r.captions.len(), 2);
+        for c in &r.captions {
+            let upper = GARMENT_COLOURS[r.person.upper_colour].words;
+            let lower = LOWER_TYPES[r.person.lower];
+            assert!(upper.iter().any(|w| c.contains(w)), "{c:?} vs {upper:?}");
+            assert!(lower.iter().any(|w| c.contains(w)), "{c:?} vs {lower:?}");
+        }
     }
-    let t = &a.train;
-    assert_eq!(t.n_images(), 8 * 2);
-    assert_eq!(t.n_captions(), 8 * 2 * 2);
-    assert_eq!(t.pixels.len(), t.n_images() * IMG_LEN);
-    assert!(t.pixels.iter().all(|v| v.is_finite() && v.abs() < 3.0));
-    for k in 0..t.n_captions() {
-        assert_eq!(t.caption_pid[k], t.image_pid[t.caption_image[k]]);
-        assert!(t.tokens[k].contains(&gadms_data::EOT), "{}", t.captions[k]);
+}
+
+/// The default data: the embedded fixture unpacked and packed; a second call reuses it all.
+#[test]
+fn default_data_unpacks_packs_and_reuses() {
+    let dir = temp_dir("default");
+    let d = prepare_default(&dir).unwrap();
+    assert_eq!(d.unpacked, fixture_files().len());
+    assert_eq!(d.reused_shards, 0);
+    let train = open_packed(&d.train, "--data").unwrap();
+    let n = FIXTURE.train_ids as u64;
+    let m = &train.manifest;
+    assert_eq!((m.identities, m.images, m.samples), (n, 2 * n, 4 * n));
+    assert_eq!(m.config.encoding, "png");
+    let test = open_packed(&d.test, "--eval-data").unwrap();
+    let n = FIXTURE.test_ids as u64;
+    let m = &test.manifest;
+    assert_eq!((m.identities, m.images, m.samples), (n, 2 * n, 4 * n));
+    // Train pids are id − 1, contiguous from 0.
+    let pids: HashSet<u64> = (0..train.shards[0].len())
+        .map(|i| train.shards[0].pid(i).unwrap())
+        .collect();
+    assert_eq!(pids, (0..FIXTURE.train_ids as u64).collect());
+    let again = prepare_default(&dir).unwrap();
+    assert_eq!((again.unpacked, again.reused_shards), (0, 2));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn eval_set_from_a_packed_split() {
+    let dir = temp_dir("evalset");
+    let (train, test) = tiny_packed(&dir);
+    let ds = Dataset::open(&test, None).unwrap();
+    let s = EvalSet::from_dataset(&ds, None).unwrap();
+    assert_eq!((s.n_ids(), s.n_images(), s.n_captions()), (3, 6, 12));
+    assert_eq!(s.pixels.len(), 6 * IMG_LEN);
+    assert!(s.pixels.iter().all(|v| v.is_finite() && v.abs() < 3.0));
+    for pid in &s.caption_pid {
+        assert_eq!(s.image_pid.iter().filter(|p| *p == pid).count(), 2);
     }
-    // Two images of one identity differ (jitter, background, noise).
-    assert_ne!(t.image(0), t.image(1));
+    let ds = Dataset::open(&train, None).unwrap();
+    let probe = EvalSet::from_dataset(&ds, Some(2)).unwrap();
+    assert_eq!(
+        (probe.n_ids(), probe.n_images(), probe.n_captions()),
+        (2, 4, 8)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// One unaugmented batch of the tiny training split: (pixels, token rows, pids).
+fn first_batch(train: &Path, batch: usize) -> (Vec<f32>, Vec<[u32; 77]>, Vec<usize>) {
+    let ds = Arc::new(Dataset::open(train, None).unwrap());
+    let mut loader = Loader::new(
+        ds,
+        LoaderConfig {
+            batch_size: batch,
+            train: false,
+            shuffle: false,
+            ..LoaderConfig::default()
+        },
+    )
+    .unwrap();
+    let b = loader.next_batch().unwrap();
+    let pids = b.pids.iter().map(|&p| p as usize).collect();
+    (b.images, b.ids_clean, pids)
 }
 
 #[test]
 fn trimmed_text_forward_equals_full_forward() {
-    let data = small_data(1);
+    let dir = temp_dir("trimmed");
+    let (train, _) = tiny_packed(&dir);
+    let (_, rows, _) = first_batch(&train, 6);
     let dev = Dev::seed_from_u64(5);
     let tr = Trainer::new(&dev, 1e-3);
-    let rows = &data.train.tokens[..6];
-    let trimmed = text_features_trimmed(&tr.model.text, &dev, rows, NoneTape).as_vec();
-    let input = TextInput::new(&dev, rows);
+    let trimmed = text_features_trimmed(&tr.model.text, &dev, &rows, NoneTape).as_vec();
+    let input = TextInput::new(&dev, &rows);
     let full = eos_token(tr.model.text.forward(input.ids, NoneTape, None), input.eos).as_vec();
     let diff = trimmed
         .iter()
@@ -139,24 +307,19 @@ fn trimmed_text_forward_equals_full_forward() {
         .map(|(a, b)| (a - b).abs())
         .fold(0.0f32, f32::max);
     assert!(diff < 1e-5, "max |trimmed - full| = {diff}");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn a_few_steps_reduce_the_loss() {
-    let data = small_data(2);
-    let t = &data.train;
-    let n = 16;
-    let mut px = Vec::new();
-    for k in 0..n {
-        px.extend_from_slice(t.image(t.caption_image[k]));
-    }
+    let dir = temp_dir("steps");
+    let (train, _) = tiny_packed(&dir);
+    let (px, rows, pids) = first_batch(&train, 16);
+    assert_eq!(px.len(), 16 * IMG_LEN);
     let dev = Dev::seed_from_u64(0);
     let mut tr = Trainer::new(&dev, 1e-3);
     let losses: Vec<f32> = (0..6)
-        .map(|_| {
-            tr.step(px.clone(), &t.tokens[..n], &t.caption_pid[..n])
-                .unwrap()
-        })
+        .map(|_| tr.step(px.clone(), &rows, &pids).unwrap())
         .collect();
     eprintln!("losses {losses:?}");
     assert!(losses.iter().all(|l| l.is_finite()));
@@ -164,6 +327,7 @@ fn a_few_steps_reduce_the_loss() {
         losses[5] < losses[0] - 0.1,
         "loss did not go down: {losses:?}"
     );
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -174,81 +338,137 @@ fn bad_flags_are_clear_errors() {
         ..PretrainArgs::default()
     });
     assert!(e.contains("tiny") && e.contains("gadms pack"), "{e}");
-    assert!(
-        err(PretrainArgs {
-            batch_size: 1,
-            ..PretrainArgs::default()
-        })
-        .contains("--batch-size")
-    );
-    assert!(
-        err(PretrainArgs {
-            epochs: 0,
-            ..PretrainArgs::default()
-        })
-        .contains("--epochs")
-    );
-    assert!(
-        err(PretrainArgs {
-            lr: f64::NAN,
-            ..PretrainArgs::default()
-        })
-        .contains("--lr")
-    );
-    assert!(
-        err(PretrainArgs {
-            test_ids: 1,
-            ..PretrainArgs::default()
-        })
-        .contains("--test-ids")
-    );
-    assert!(
-        err(PretrainArgs {
-            train_ids: 1_000_000,
-            ..PretrainArgs::default()
-        })
-        .contains("--train-ids")
-    );
-    assert!(
-        err(PretrainArgs {
-            epochs: 4,
-            warmup_epochs: Some(4),
-            ..PretrainArgs::default()
-        })
-        .contains("--warmup-epochs")
-    );
+    let cases = [
+        (
+            PretrainArgs {
+                batch_size: 1,
+                ..PretrainArgs::default()
+            },
+            "--batch-size",
+        ),
+        (
+            PretrainArgs {
+                epochs: 0,
+                ..PretrainArgs::default()
+            },
+            "--epochs",
+        ),
+        (
+            PretrainArgs {
+                lr: f64::NAN,
+                ..PretrainArgs::default()
+            },
+            "--lr",
+        ),
+        (
+            PretrainArgs {
+                aug_flip: 1.5,
+                ..PretrainArgs::default()
+            },
+            "--aug-flip",
+        ),
+        (
+            PretrainArgs {
+                aug_erase: -0.1,
+                ..PretrainArgs::default()
+            },
+            "--aug-erase",
+        ),
+        (
+            PretrainArgs {
+                aug_pad: 40,
+                ..PretrainArgs::default()
+            },
+            "--aug-pad",
+        ),
+        (
+            PretrainArgs {
+                epochs: 4,
+                warmup_epochs: Some(4),
+                ..PretrainArgs::default()
+            },
+            "--warmup-epochs",
+        ),
+    ];
+    for (args, flag) in cases {
+        let e = err(args);
+        assert!(e.contains(flag), "{flag}: {e}");
+    }
     assert_eq!(
         PretrainArgs::default().validate().unwrap(),
-        2,
-        "min(5, 8 / 4)"
+        5,
+        "min(5, 24 / 4)"
     );
+
+    // A dataset packed at another size, and a directory that is no dataset.
+    let dir = temp_dir("badsize");
+    let cfg = SynthConfig {
+        train_ids: 2,
+        test_ids: 2,
+        ..FIXTURE
+    };
+    synth::write_cuhk_pedes(&dir.join("raw"), &cfg).unwrap();
+    let opts = PackOptions {
+        image_h: 32,
+        image_w: 16,
+        workers: 1,
+        ..PackOptions::new(Format::CuhkPedes, dir.join("raw"), dir.join("small"))
+    };
+    pack(&opts, &NoProgress).unwrap();
+    let run_err = |data: PathBuf| {
+        format!(
+            "{:#}",
+            run(PretrainArgs {
+                data: Some(data),
+                out: dir.join("run"),
+                ..PretrainArgs::default()
+            })
+            .unwrap_err()
+        )
+    };
+    let e = run_err(dir.join("small"));
+    assert!(
+        e.contains("32x16") && e.contains("64x32") && e.contains("--image-size"),
+        "{e}"
+    );
+    let e = run_err(dir.join("nope"));
+    assert!(e.contains("--data") && e.contains("nope"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// The whole command on a toy configuration: files and JSON keys.
+fn read_jsonl(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// The whole command on a tiny packed set: files and JSON keys.
 #[test]
 fn end_to_end_tiny_run_writes_its_files() {
-    let dir = std::env::temp_dir().join(format!("gadms-pretrain-test-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = temp_dir("e2e");
+    let (train, test) = tiny_packed(&dir);
+    let out = dir.join("run");
     let args = PretrainArgs {
         epochs: 2,
         batch_size: 8,
-        train_ids: 4,
-        test_ids: 2,
         save_every: 1,
         eval_every: 1,
-        out: dir.clone(),
+        data: Some(train.clone()),
+        eval_data: Some(test),
+        out: out.clone(),
         ..PretrainArgs::default()
     };
     run(args).unwrap();
     let cfg: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.join("config.json")).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(out.join("config.json")).unwrap()).unwrap();
     assert_eq!(cfg["args"]["epochs"], 2);
     assert_eq!(cfg["args"]["preset"], "tiny");
-    let text = std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap();
-    let lines: Vec<serde_json::Value> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    assert_eq!(cfg["augment"]["pad"], 1);
+    assert_eq!(cfg["data"]["train"]["ids"], 4);
+    assert_eq!(cfg["data"]["eval"]["images"], 6);
+    let lines = read_jsonl(&out.join("metrics.jsonl"));
     let steps: Vec<_> = lines.iter().filter(|l| l.get("loss").is_some()).collect();
     let evals: Vec<_> = lines.iter().filter(|l| l.get("r1").is_some()).collect();
     assert_eq!(steps.len(), 2 * 2, "16 pairs / batch 8 = 2 steps per epoch");
@@ -264,42 +484,22 @@ fn end_to_end_tiny_run_writes_its_files() {
             assert!(e.get(k).is_some(), "eval line lacks {k}: {e}");
         }
     }
-    let bytes = std::fs::read(dir.join("last.safetensors")).unwrap();
+    let bytes = std::fs::read(out.join("last.safetensors")).unwrap();
     assert!(bytes.len() > 1_000_000);
-    let _ = std::fs::remove_dir_all(&dir);
-}
 
-/// Writes a grid of synthetic training images with their captions, for a human look:
-/// `cargo test --test pretrain -- --ignored --nocapture write_sample_grid`.
-#[test]
-#[ignore]
-fn write_sample_grid() {
-    use gadms::pretrain::synth::{IMG_H, IMG_W, to_rgb8};
-    let data = small_data(0);
-    let t = &data.train;
-    let (cols, rows) = (8, 2);
-    let mut grid = image::RgbImage::new((cols * IMG_W) as u32, (rows * IMG_H) as u32);
-    for i in 0..(cols * rows).min(t.n_images()) {
-        let rgb = to_rgb8(t.image(i));
-        let (ox, oy) = ((i % cols) * IMG_W, (i / cols) * IMG_H);
-        for y in 0..IMG_H {
-            for x in 0..IMG_W {
-                let p = &rgb[(y * IMG_W + x) * 3..][..3];
-                grid.put_pixel(
-                    (ox + x) as u32,
-                    (oy + y) as u32,
-                    image::Rgb([p[0], p[1], p[2]]),
-                );
-            }
-        }
-    }
-    let path = std::env::temp_dir().join("gadms-synth-samples.png");
-    grid.save(&path).unwrap();
-    for k in 0..t.n_captions().min(2 * cols * rows) {
-        println!(
-            "image {:>2} (id {}): {}",
-            t.caption_image[k], t.caption_pid[k], t.captions[k]
-        );
-    }
-    println!("wrote {}", path.display());
+    // --data without --eval-data: only the train-subset probe is evaluated.
+    let out2 = dir.join("run2");
+    run(PretrainArgs {
+        epochs: 1,
+        batch_size: 8,
+        data: Some(train),
+        out: out2.clone(),
+        ..PretrainArgs::default()
+    })
+    .unwrap();
+    let lines = read_jsonl(&out2.join("metrics.jsonl"));
+    let evals: Vec<_> = lines.iter().filter(|l| l.get("r1").is_some()).collect();
+    assert_eq!(evals.len(), 1, "{evals:?}");
+    assert_eq!(evals[0]["split"], "train-subset");
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -1,9 +1,13 @@
 //! Text→image retrieval metrics (shared/ga-dms-method.md §7.2, IRRA `utils/metrics.py rank()`)
-//! and the zero-shot evaluation of a model on a synthetic split.
+//! and the zero-shot evaluation of a model on a packed split.
 
-use super::synth::{IMG_LEN, Split};
 use crate::preset::Dev;
+use anyhow::{Context, Result, bail};
+use gadms_data::TokenIds;
+use gadms_data::augment::{decode_rgb8, test_transform};
+use gadms_data::manifest::Dataset;
 use gadms_nn::ClipInference;
+use std::collections::HashSet;
 
 /// R@1/5/10, mAP and mINP, all × 100, over the queries.
 #[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize)]
@@ -133,29 +137,111 @@ pub fn similarity(a: &[f32], b: &[f32], d: usize) -> Vec<f32> {
     out
 }
 
-/// Zero-shot text→image retrieval on `split`: queries = captions (EOS features), gallery =
-/// images (CLS features), relevant = same identity.
+/// An evaluation split in memory: the gallery (distinct images, test-transformed) and the
+/// queries (captions), each with its pid.
+#[derive(Clone, Debug, Default)]
+pub struct EvalSet {
+    /// Image height.
+    pub height: usize,
+    /// Image width.
+    pub width: usize,
+    /// CLIP-normalised gallery images, `n_images × [3, H, W]` flattened.
+    pub pixels: Vec<f32>,
+    /// Pid of every gallery image.
+    pub image_pid: Vec<usize>,
+    /// Token ids of every query caption.
+    pub tokens: Vec<TokenIds>,
+    /// Pid of every query caption.
+    pub caption_pid: Vec<usize>,
+}
+
+impl EvalSet {
+    /// Number of gallery images.
+    pub fn n_images(&self) -> usize {
+        self.image_pid.len()
+    }
+    /// Number of query captions.
+    pub fn n_captions(&self) -> usize {
+        self.caption_pid.len()
+    }
+    /// Number of distinct pids.
+    pub fn n_ids(&self) -> usize {
+        self.image_pid.iter().collect::<HashSet<_>>().len()
+    }
+
+    /// Reads a packed split: every caption is a query; the gallery holds each distinct
+    /// `image_id` once (its first sample's image, test transform). With `max_ids`, only the
+    /// samples of the first `max_ids` distinct pids (in dataset order) are used (a probe of a
+    /// large training set).
+    pub fn from_dataset(ds: &Dataset, max_ids: Option<usize>) -> Result<EvalSet> {
+        let c = &ds.manifest.config;
+        let (h, w) = (c.image_h as usize, c.image_w as usize);
+        let px = 3 * h * w;
+        let mut set = EvalSet {
+            height: h,
+            width: w,
+            ..EvalSet::default()
+        };
+        let mut pids: HashSet<u64> = HashSet::new();
+        let mut images: HashSet<u64> = HashSet::new();
+        for shard in &ds.shards {
+            for i in 0..shard.len() {
+                let pid = shard.pid(i)?;
+                if !pids.contains(&pid) {
+                    if max_ids.is_some_and(|m| pids.len() >= m) {
+                        continue;
+                    }
+                    pids.insert(pid);
+                }
+                let s = shard.sample(i)?;
+                let pid = usize::try_from(pid).context("pid does not fit in usize")?;
+                if images.insert(s.image_id) {
+                    let rgb = decode_rgb8(s.image, h, w).map_err(|m| {
+                        anyhow::anyhow!(
+                            "{} sample {i}: cannot decode the image ({m})",
+                            shard.path().display()
+                        )
+                    })?;
+                    let start = set.pixels.len();
+                    set.pixels.resize(start + px, 0.0);
+                    test_transform(&rgb, h, w, &mut set.pixels[start..]);
+                    set.image_pid.push(pid);
+                }
+                set.tokens.push(s.ids);
+                set.caption_pid.push(pid);
+            }
+        }
+        if set.n_images() == 0 {
+            bail!("{}: no samples to evaluate on", ds.dir.display());
+        }
+        Ok(set)
+    }
+}
+
+/// Zero-shot text→image retrieval on `set`: queries = captions (EOS features), gallery =
+/// images (CLS features), relevant = same pid.
 pub fn evaluate<M: ClipInference<f32, Dev>>(
     model: &M,
-    split: &Split,
+    set: &EvalSet,
     batch: usize,
 ) -> Result<Metrics, String> {
     let d = model.spec().embed();
     let batch = batch.max(1);
-    let mut img = Vec::with_capacity(split.n_images() * d);
-    for start in (0..split.n_images()).step_by(batch) {
-        let end = (start + batch).min(split.n_images());
-        let px = split.pixels[start * IMG_LEN..end * IMG_LEN].to_vec();
-        img.extend(model.image_features(px, end - start));
+    let px = 3 * set.height * set.width;
+    let mut img = Vec::with_capacity(set.n_images() * d);
+    for start in (0..set.n_images()).step_by(batch) {
+        let end = (start + batch).min(set.n_images());
+        let pixels = set.pixels[start * px..end * px].to_vec();
+        img.extend(model.image_features(pixels, end - start));
     }
-    let mut txt = Vec::with_capacity(split.n_captions() * d);
-    for start in (0..split.n_captions()).step_by(batch) {
-        let end = (start + batch).min(split.n_captions());
-        let ids: Vec<u32> = split.tokens[start..end].iter().flatten().copied().collect();
+    let mut txt = Vec::with_capacity(set.n_captions() * d);
+    for start in (0..set.n_captions()).step_by(batch) {
+        let end = (start + batch).min(set.n_captions());
+        let ids: Vec<u32> = set.tokens[start..end].iter().flatten().copied().collect();
         txt.extend(model.text_features(&ids, end - start));
     }
     normalize_rows(&mut img, d);
     normalize_rows(&mut txt, d);
     let sim = similarity(&txt, &img, d);
-    retrieval_metrics(&sim, &split.caption_pid, &split.image_pid)
+    retrieval_metrics(&sim, &set.caption_pid, &set.image_pid)
 }

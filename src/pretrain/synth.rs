@@ -1,24 +1,26 @@
-//! An embedded synthetic person dataset: procedurally drawn 64×32 (H×W) pedestrians with
-//! template captions, generated in memory from a seed (no files, no downloads).
+//! The synthetic person dataset behind `fixtures/synth-pedes` (`gadms pretrain`'s default
+//! data): procedurally drawn 64×32 (H×W) pedestrians with template captions, written in
+//! CUHK-PEDES form (`reid_raw.json` + `imgs/`) by [`write_cuhk_pedes`]
+//! (`cargo run --release --example make_synth_pedes -- fixtures/synth-pedes`).
 //!
 //! An **identity** is a combination of attributes ([`Person`]): gender (hair length and
 //! skirt), hair colour, upper garment colour and type (t-shirt / jacket / long coat), lower
 //! garment colour and type (trousers / shorts / skirt), shoe colour and an optional bag
 //! (backpack or handbag, with a colour). Every image of an identity shares its attributes and
 //! differs in background colour and gradient, position and scale jitter, lighting, skin-tone
-//! jitter, mirroring and pixel noise. Each image gets captions from different templates with
-//! synonyms ("a woman in a red coat and black trousers carrying a backpack", "the person wears
-//! ..."); hair and shoes are mentioned only sometimes, as in real captions.
+//! jitter and mirroring. Each image gets captions from different templates with synonyms
+//! ("a woman in a red coat and black trousers carrying a backpack", "the person wears ...");
+//! hair and shoes are mentioned only sometimes, as in real captions.
 //!
 //! The train and test splits hold disjoint identities (distinct attribute combinations), so
 //! the test measures whether the towers learned the attribute words and their appearance, not
 //! memorised identities.
 
-use gadms_data::{ClipTokenizer, TokenIds};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use std::collections::HashSet;
+use std::path::Path;
 
 /// Image height in pixels (the Tiny preset's input).
 pub const IMG_H: usize = 64;
@@ -26,6 +28,9 @@ pub const IMG_H: usize = 64;
 pub const IMG_W: usize = 32;
 /// Floats per CLIP-normalised image, [3, IMG_H, IMG_W].
 pub const IMG_LEN: usize = 3 * IMG_H * IMG_W;
+const _: () = assert!(
+    IMG_H == gadms_nn::TINY_SPEC.vision.image_h && IMG_W == gadms_nn::TINY_SPEC.vision.image_w
+);
 
 /// A named colour: caption words (first is canonical, the others synonyms) and its RGB.
 #[derive(Clone, Copy, Debug)]
@@ -295,72 +300,14 @@ impl Person {
     }
 }
 
-/// One split: images, captions and their identities.
-#[derive(Clone, Debug, Default)]
-pub struct Split {
-    /// Identities of this split (index = split-local pid).
-    pub persons: Vec<Person>,
-    /// CLIP-normalised images, `n_images × [3, IMG_H, IMG_W]` flattened.
-    pub pixels: Vec<f32>,
-    /// Pid of every image.
-    pub image_pid: Vec<usize>,
-    /// Caption text.
-    pub captions: Vec<String>,
-    /// Caption token ids.
-    pub tokens: Vec<TokenIds>,
-    /// Image index of every caption.
-    pub caption_image: Vec<usize>,
-    /// Pid of every caption.
-    pub caption_pid: Vec<usize>,
-}
-
-impl Split {
-    /// Number of images.
-    pub fn n_images(&self) -> usize {
-        self.image_pid.len()
-    }
-    /// Number of captions (= image–caption pairs).
-    pub fn n_captions(&self) -> usize {
-        self.caption_pid.len()
-    }
-    /// The pixels of image `i`.
-    pub fn image(&self, i: usize) -> &[f32] {
-        &self.pixels[i * IMG_LEN..(i + 1) * IMG_LEN]
-    }
-    /// The first `n_ids` identities of this split (images and captions whose pid < n_ids).
-    pub fn head(&self, n_ids: usize) -> Split {
-        let mut out = Split {
-            persons: self.persons[..n_ids.min(self.persons.len())].to_vec(),
-            ..Split::default()
-        };
-        let mut new_index = vec![usize::MAX; self.n_images()];
-        for (i, slot) in new_index.iter_mut().enumerate() {
-            if self.image_pid[i] < n_ids {
-                *slot = out.image_pid.len();
-                out.image_pid.push(self.image_pid[i]);
-                out.pixels.extend_from_slice(self.image(i));
-            }
-        }
-        for k in 0..self.n_captions() {
-            if self.caption_pid[k] < n_ids {
-                out.captions.push(self.captions[k].clone());
-                out.tokens.push(self.tokens[k]);
-                out.caption_image.push(new_index[self.caption_image[k]]);
-                out.caption_pid.push(self.caption_pid[k]);
-            }
-        }
-        out
-    }
-}
-
-/// Sizes and seed of a generated dataset.
-#[derive(Clone, Copy, Debug)]
+/// Sizes and seed of the generated dataset.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SynthConfig {
     /// Seed of everything (identities, drawings, captions).
     pub seed: u64,
-    /// Training identities.
+    /// Training identities (ids `1..=train_ids`).
     pub train_ids: usize,
-    /// Test identities (disjoint from the training ones).
+    /// Test identities (disjoint attribute combinations; ids `train_ids + 1 ..`).
     pub test_ids: usize,
     /// Images per identity.
     pub images_per_id: usize,
@@ -368,85 +315,198 @@ pub struct SynthConfig {
     pub captions_per_image: usize,
 }
 
+/// The committed fixture `fixtures/synth-pedes` (`gadms pretrain`'s default data).
+pub const FIXTURE: SynthConfig = SynthConfig {
+    seed: 0,
+    train_ids: 350,
+    test_ids: 100,
+    images_per_id: 2,
+    captions_per_image: 2,
+};
+
 impl Default for SynthConfig {
+    /// [`FIXTURE`].
     fn default() -> Self {
-        SynthConfig {
-            seed: 0,
-            train_ids: 300,
-            test_ids: 100,
-            images_per_id: 2,
-            captions_per_image: 2,
-        }
+        FIXTURE
     }
 }
 
-/// The generated dataset.
-#[derive(Clone, Debug)]
-pub struct SynthData {
-    /// Training split.
-    pub train: Split,
-    /// Test split (identities disjoint from `train`).
-    pub test: Split,
+/// One image with its captions: a row of `reid_raw.json` plus the pixels.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    /// `train` or `test`.
+    pub split: &'static str,
+    /// CUHK-PEDES `id` (1-based; train pid = id − 1, test pid = id).
+    pub id: u64,
+    /// Path below `imgs/`, e.g. `train/0001_0.png`.
+    pub file_path: String,
+    /// The captions.
+    pub captions: Vec<String>,
+    /// The identity drawn.
+    pub person: Person,
+    /// Interleaved RGB8 pixels, `IMG_H × IMG_W × 3`.
+    pub rgb: Vec<u8>,
 }
 
-impl SynthData {
-    /// Generates the dataset. Errors only if more identities are asked for than exist or a
-    /// caption fails to tokenize (it cannot with the built-in templates).
-    pub fn generate(cfg: &SynthConfig, tok: &ClipTokenizer) -> anyhow::Result<SynthData> {
-        let total = cfg.train_ids + cfg.test_ids;
-        if total > identity_count() / 4 {
-            anyhow::bail!(
-                "asked for {total} identities; the synthetic generator supports at most {}",
-                identity_count() / 4
-            );
-        }
-        let mut rng = StdRng::seed_from_u64(cfg.seed);
-        let mut seen = HashSet::new();
-        let mut persons = Vec::with_capacity(total);
-        while persons.len() < total {
+/// Generates the dataset: the training images (ids `1..=train_ids`, in id order) then the test
+/// images. Deterministic in `cfg`. The test identities are drawn first, from their own streams,
+/// so the test split does not depend on `train_ids`; the first `n` training identities do not
+/// depend on it either. Errors if more identities are asked for than the generator allows.
+pub fn generate(cfg: &SynthConfig) -> anyhow::Result<Vec<Record>> {
+    let total = cfg.train_ids + cfg.test_ids;
+    if total > identity_count() / 4 {
+        anyhow::bail!(
+            "asked for {total} identities; the synthetic generator supports at most {}",
+            identity_count() / 4
+        );
+    }
+    if cfg.images_per_id == 0 || cfg.captions_per_image == 0 {
+        anyhow::bail!("images_per_id and captions_per_image must be at least 1");
+    }
+    let mut rng = StdRng::seed_from_u64(cfg.seed);
+    let mut seen = HashSet::new();
+    let mut draw_persons = |n: usize| {
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n {
             let p = Person::random(&mut rng);
             if seen.insert(p) {
-                persons.push(p);
+                out.push(p);
             }
         }
-        let test_persons = persons.split_off(cfg.train_ids);
-        let train = make_split(persons, cfg, &mut rng, tok)?;
-        let test = make_split(test_persons, cfg, &mut rng, tok)?;
-        Ok(SynthData { train, test })
+        out
+    };
+    let test = draw_persons(cfg.test_ids);
+    let train = draw_persons(cfg.train_ids);
+    let mut out = Vec::with_capacity(total * cfg.images_per_id);
+    let stream = |k: u64| StdRng::seed_from_u64(cfg.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ k);
+    for (split, persons, first_id, mut rng) in [
+        ("train", train, 1u64, stream(1)),
+        ("test", test, cfg.train_ids as u64 + 1, stream(2)),
+    ] {
+        for (k, p) in persons.into_iter().enumerate() {
+            let id = first_id + k as u64;
+            for i in 0..cfg.images_per_id {
+                let rgb = draw(&p, &mut rng);
+                let mut templates: Vec<usize> = (0..4).collect();
+                templates.shuffle(&mut rng);
+                let captions = (0..cfg.captions_per_image)
+                    .map(|c| p.caption(templates[c % 4], &mut rng))
+                    .collect();
+                out.push(Record {
+                    split,
+                    id,
+                    file_path: format!("{split}/{id:04}_{i}.png"),
+                    captions,
+                    person: p,
+                    rgb,
+                });
+            }
+        }
     }
+    Ok(out)
 }
 
-fn make_split(
-    persons: Vec<Person>,
-    cfg: &SynthConfig,
-    rng: &mut StdRng,
-    tok: &ClipTokenizer,
-) -> anyhow::Result<Split> {
-    let mut s = Split {
-        persons,
-        ..Split::default()
-    };
-    for pid in 0..s.persons.len() {
-        let p = s.persons[pid];
-        for _ in 0..cfg.images_per_id {
-            let img = s.image_pid.len();
-            s.pixels.extend(draw(&p, rng));
-            s.image_pid.push(pid);
-            let mut templates: Vec<usize> = (0..4).collect();
-            templates.shuffle(rng);
-            for k in 0..cfg.captions_per_image {
-                let text = p.caption(templates[k % 4], rng);
-                let ids = tok
-                    .encode(&text)
-                    .map_err(|e| anyhow::anyhow!("tokenizing {text:?}: {e}"))?;
-                s.captions.push(text);
-                s.tokens.push(ids);
-                s.caption_image.push(img);
-                s.caption_pid.push(pid);
-            }
+/// One row of `reid_raw.json`, in the CUHK-PEDES key order.
+#[derive(serde::Serialize)]
+struct JsonRow<'a> {
+    split: &'a str,
+    captions: &'a [String],
+    file_path: &'a str,
+    processed_tokens: Vec<[u8; 0]>,
+    id: u64,
+}
+
+/// `reid_raw.json` of `records`: a JSON list, one row per line, in CUHK-PEDES form
+/// (`processed_tokens` holds one empty list per caption; IRRA and `gadms pack` ignore it).
+pub fn reid_raw_json(records: &[Record]) -> String {
+    let rows: Vec<String> = records
+        .iter()
+        .map(|r| {
+            serde_json::to_string(&JsonRow {
+                split: r.split,
+                captions: &r.captions,
+                file_path: &r.file_path,
+                processed_tokens: vec![[]; r.captions.len()],
+                id: r.id,
+            })
+            .expect("a row serialises")
+        })
+        .collect();
+    format!("[\n{}\n]\n", rows.join(",\n"))
+}
+
+/// Encodes interleaved RGB8 `IMG_H × IMG_W` pixels as PNG (best compression, adaptive filter).
+pub fn encode_png(rgb: &[u8]) -> Vec<u8> {
+    use image::ImageEncoder;
+    use image::codecs::png::{CompressionType, FilterType, PngEncoder};
+    let mut out = Vec::new();
+    PngEncoder::new_with_quality(&mut out, CompressionType::Best, FilterType::Adaptive)
+        .write_image(
+            rgb,
+            IMG_W as u32,
+            IMG_H as u32,
+            image::ExtendedColorType::Rgb8,
+        )
+        .expect("encoding a PNG into memory cannot fail");
+    out
+}
+
+/// What [`write_cuhk_pedes`] wrote.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WriteSummary {
+    /// Images per split, `(train, test)`.
+    pub images: (usize, usize),
+    /// Identities per split, `(train, test)`.
+    pub ids: (usize, usize),
+    /// Bytes written (JSON + PNGs).
+    pub bytes: u64,
+    /// Stale PNGs of an earlier, larger run that were removed.
+    pub removed: usize,
+}
+
+/// Writes the dataset in CUHK-PEDES form: `dir/reid_raw.json` and `dir/imgs/<file_path>`
+/// (`imgs/train/0001_0.png`, …, `imgs/test/…`). Deterministic: a rerun writes the same bytes.
+/// PNGs in `dir/imgs/{train,test}` that the run did not write (left by a run with more
+/// identities) are removed; nothing else in `dir` is touched.
+pub fn write_cuhk_pedes(dir: &Path, cfg: &SynthConfig) -> anyhow::Result<WriteSummary> {
+    use anyhow::Context;
+    let records = generate(cfg)?;
+    let mut sum = WriteSummary::default();
+    let mut written = HashSet::new();
+    for split in ["train", "test"] {
+        let d = dir.join("imgs").join(split);
+        std::fs::create_dir_all(&d).with_context(|| format!("cannot create {}", d.display()))?;
+    }
+    for r in &records {
+        let png = encode_png(&r.rgb);
+        let path = dir.join("imgs").join(&r.file_path);
+        std::fs::write(&path, &png).with_context(|| format!("cannot write {}", path.display()))?;
+        sum.bytes += png.len() as u64;
+        written.insert(path);
+        match r.split {
+            "train" => sum.images.0 += 1,
+            _ => sum.images.1 += 1,
         }
     }
-    Ok(s)
+    sum.ids = (cfg.train_ids, cfg.test_ids);
+    let json = reid_raw_json(&records);
+    let path = dir.join("reid_raw.json");
+    std::fs::write(&path, &json).with_context(|| format!("cannot write {}", path.display()))?;
+    sum.bytes += json.len() as u64;
+    for split in ["train", "test"] {
+        let d = dir.join("imgs").join(split);
+        let mut stale: Vec<_> = std::fs::read_dir(&d)
+            .with_context(|| format!("cannot list {}", d.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "png") && !written.contains(p))
+            .collect();
+        stale.sort();
+        for p in stale {
+            std::fs::remove_file(&p).with_context(|| format!("cannot remove {}", p.display()))?;
+            sum.removed += 1;
+        }
+    }
+    Ok(sum)
 }
 
 /// A simple RGB canvas in [0, 1], row-major [IMG_H, IMG_W, 3].
@@ -473,8 +533,11 @@ fn shade(rgb: [f32; 3], k: f32) -> [f32; 3] {
     rgb.map(|v| (v * k).clamp(0.0, 1.0))
 }
 
-/// Draws one image of `p` with fresh jitter; returns it CLIP-normalised as [3, IMG_H, IMG_W].
-pub fn draw(p: &Person, rng: &mut impl Rng) -> Vec<f32> {
+/// Draws one image of `p` with fresh jitter; returns interleaved RGB8, `IMG_H × IMG_W × 3`.
+///
+/// No pixel noise: flat colours keep the PNGs small (about 0.5 KB), and the loader's
+/// augmentation varies the images during training.
+pub fn draw(p: &Person, rng: &mut impl Rng) -> Vec<u8> {
     // Background: a random dull colour with a vertical gradient (floor darker).
     let bg: [f32; 3] = [
         rng.gen_range(0.2..0.8),
@@ -579,33 +642,16 @@ pub fn draw(p: &Person, rng: &mut impl Rng) -> Vec<f32> {
             cv.rect(col, cx - w(9.8), cx - w(9.0), y(24.0), y(28.0));
         }
     }
-    // Mirror half of the images (bags swap sides), then noise and CLIP normalisation.
+    // Mirror half of the images (bags swap sides).
     let flip = rng.gen_bool(0.5);
-    let noise = 0.04f32;
-    let mut out = vec![0.0f32; IMG_LEN];
+    let mut out = vec![0u8; IMG_H * IMG_W * 3];
     for yy in 0..IMG_H {
         for xx in 0..IMG_W {
             let sx = if flip { IMG_W - 1 - xx } else { xx };
             let px = cv.px[yy * IMG_W + sx];
             for ch in 0..3 {
-                let v = (px[ch] + rng.gen_range(-noise..noise)).clamp(0.0, 1.0);
-                out[ch * IMG_H * IMG_W + yy * IMG_W + xx] =
-                    (v - gadms_ckpt::clip_io::CLIP_MEAN[ch]) / gadms_ckpt::clip_io::CLIP_STD[ch];
+                out[(yy * IMG_W + xx) * 3 + ch] = (px[ch].clamp(0.0, 1.0) * 255.0).round() as u8;
             }
-        }
-    }
-    out
-}
-
-/// Converts a CLIP-normalised [3, H, W] image back to RGB8 (for looking at samples).
-pub fn to_rgb8(img: &[f32]) -> Vec<u8> {
-    let n = IMG_H * IMG_W;
-    let mut out = vec![0u8; n * 3];
-    for i in 0..n {
-        for ch in 0..3 {
-            let v = img[ch * n + i] * gadms_ckpt::clip_io::CLIP_STD[ch]
-                + gadms_ckpt::clip_io::CLIP_MEAN[ch];
-            out[i * 3 + ch] = (v.clamp(0.0, 1.0) * 255.0).round() as u8;
         }
     }
     out

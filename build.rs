@@ -1,0 +1,53 @@
+//! Embeds the default pretraining dataset `fixtures/synth-pedes` (`reid_raw.json` and
+//! `imgs/**`) into the library: writes `$OUT_DIR/synth_pedes.rs`, a sorted list of
+//! `(path relative to the fixture, include_bytes!(…))`. A missing fixture gives an empty list
+//! (`gadms pretrain` then says how to regenerate it).
+
+use std::path::{Path, PathBuf};
+
+fn walk(dir: &Path, root: &Path, out: &mut Vec<(String, PathBuf)>) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            walk(&p, root, out);
+        } else if p.is_file() {
+            let rel = p.strip_prefix(root).expect("below the root");
+            let rel: Vec<String> = rel
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                .collect();
+            out.push((rel.join("/"), p));
+        }
+    }
+}
+
+fn main() {
+    let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo"))
+        .join("fixtures")
+        .join("synth-pedes");
+    println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-changed={}", root.display());
+    let mut files = Vec::new();
+    let json = root.join("reid_raw.json");
+    if json.is_file() {
+        files.push(("reid_raw.json".to_string(), json));
+    }
+    walk(&root.join("imgs"), &root, &mut files);
+    files.sort();
+    let mut src = String::from(
+        "/// The embedded `fixtures/synth-pedes`: (path relative to it, bytes), sorted by path.\n\
+         pub static FILES: &[(&str, &[u8])] = &[\n",
+    );
+    for (rel, path) in &files {
+        src.push_str(&format!(
+            "    ({rel:?}, include_bytes!({:?})),\n",
+            path.display().to_string()
+        ));
+    }
+    src.push_str("];\n");
+    let out = PathBuf::from(std::env::var("OUT_DIR").expect("set by cargo")).join("synth_pedes.rs");
+    std::fs::write(out, src).expect("write synth_pedes.rs");
+}

@@ -1,0 +1,112 @@
+//! The data of `gadms pretrain`: the embedded default dataset (`fixtures/synth-pedes`, built
+//! into the binary), its unpacking and packing into a run directory, and the checks on a packed
+//! dataset given with `--data` / `--eval-data`.
+
+use super::synth::{IMG_H, IMG_W};
+use anyhow::{Context, Result, bail};
+use gadms_data::manifest::Dataset;
+use gadms_data::pack::{Format, NoProgress, PackOptions, PackReport, pack};
+use gadms_data::tokenizer_hash;
+use std::path::{Path, PathBuf};
+
+mod embedded {
+    include!(concat!(env!("OUT_DIR"), "/synth_pedes.rs"));
+}
+
+/// The embedded `fixtures/synth-pedes`: `(path relative to it, bytes)`, sorted by path
+/// (`imgs/test/…`, `imgs/train/…`, `reid_raw.json`).
+pub fn fixture_files() -> &'static [(&'static str, &'static [u8])] {
+    embedded::FILES
+}
+
+/// Writes the embedded fixture into `dir` (`dir/reid_raw.json`, `dir/imgs/…`). A file that
+/// already holds the same bytes is left alone. Returns the number of files written.
+pub fn unpack_fixture(dir: &Path) -> Result<usize> {
+    let files = fixture_files();
+    if files.is_empty() {
+        bail!(
+            "this build has no embedded dataset: fixtures/synth-pedes was missing when it was \
+             compiled; regenerate it with `cargo run --release --example make_synth_pedes -- \
+             fixtures/synth-pedes` and rebuild, or pass --data"
+        );
+    }
+    let mut written = 0;
+    for (rel, bytes) in files {
+        let path = dir.join(rel);
+        if std::fs::read(&path).is_ok_and(|old| old == *bytes) {
+            continue;
+        }
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("cannot create {}", parent.display()))?;
+        }
+        std::fs::write(&path, bytes).with_context(|| format!("cannot write {}", path.display()))?;
+        written += 1;
+    }
+    Ok(written)
+}
+
+/// Packs split `split` of the CUHK-PEDES-form dataset in `src` into `out` at the Tiny size
+/// (64×32, PNG; the fixture fits in one shard). A rerun reuses finished shards.
+pub fn pack_split(src: &Path, split: &str, out: &Path) -> Result<PackReport> {
+    let opts = PackOptions {
+        split: split.into(),
+        image_h: IMG_H as u32,
+        image_w: IMG_W as u32,
+        workers: 0,
+        lossless: true,
+        ..PackOptions::new(Format::CuhkPedes, src, out)
+    };
+    pack(&opts, &NoProgress)
+        .with_context(|| format!("packing the {split} split of {}", src.display()))
+}
+
+/// The default data, ready to load: the embedded fixture unpacked into `root/synth-pedes`
+/// and its train and test splits packed into `root/train` and `root/test`.
+#[derive(Clone, Debug)]
+pub struct DefaultData {
+    /// Packed training split.
+    pub train: PathBuf,
+    /// Packed test split.
+    pub test: PathBuf,
+    /// Files unpacked now (0 when `root` already held the fixture).
+    pub unpacked: usize,
+    /// Shards reused from an earlier run (of 2).
+    pub reused_shards: usize,
+}
+
+/// Unpacks and packs the default dataset below `root` (e.g. `RUN_DIR/data`).
+pub fn prepare_default(root: &Path) -> Result<DefaultData> {
+    let raw = root.join("synth-pedes");
+    let unpacked = unpack_fixture(&raw)?;
+    let (train, test) = (root.join("train"), root.join("test"));
+    let a = pack_split(&raw, "train", &train)?;
+    let b = pack_split(&raw, "test", &test)?;
+    Ok(DefaultData {
+        train,
+        test,
+        unpacked,
+        reused_shards: a.reused_shards + b.reused_shards,
+    })
+}
+
+/// Opens a packed dataset for the Tiny preset: checks the manifest, the tokenizer and that the
+/// images were packed at the preset's 64×32.
+pub fn open_packed(dir: &Path, flag: &str) -> Result<Dataset> {
+    let ds = Dataset::open(dir, Some(&tokenizer_hash()))
+        .with_context(|| format!("{flag} {}: not a usable `gadms pack` output", dir.display()))?;
+    let c = &ds.manifest.config;
+    if (c.image_h as usize, c.image_w as usize) != (IMG_H, IMG_W) {
+        bail!(
+            "{flag} {}: the images were packed at {}x{} (HxW), but the tiny preset takes \
+             {IMG_H}x{IMG_W}; repack with `gadms pack ... --image-size {IMG_H}x{IMG_W}`",
+            dir.display(),
+            c.image_h,
+            c.image_w
+        );
+    }
+    if ds.is_empty() {
+        bail!("{flag} {}: the dataset holds no samples", dir.display());
+    }
+    Ok(ds)
+}
