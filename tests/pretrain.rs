@@ -9,7 +9,7 @@ use gadms::pretrain::schedule::{default_warmup, lr_factor};
 use gadms::pretrain::synth::{
     self, FIXTURE, GARMENT_COLOURS, IMG_H, IMG_LEN, IMG_W, LOWER_TYPES, SynthConfig,
 };
-use gadms::pretrain::{PretrainArgs, Trainer, run, text_features_trimmed};
+use gadms::pretrain::{Objective, PretrainArgs, Trainer, run, text_features_trimmed};
 use gadms::{Dev, Preset};
 use gadms_data::loader::{Loader, LoaderConfig};
 use gadms_data::manifest::Dataset;
@@ -383,6 +383,41 @@ fn bad_flags_are_clear_errors() {
         ),
         (
             PretrainArgs {
+                beta: -1.0,
+                ..PretrainArgs::default()
+            },
+            "--beta",
+        ),
+        (
+            PretrainArgs {
+                gass_layers: 0,
+                ..PretrainArgs::default()
+            },
+            "--gass-layers",
+        ),
+        (
+            PretrainArgs {
+                alpha_n: 2.0,
+                ..PretrainArgs::default()
+            },
+            "--alpha-n",
+        ),
+        (
+            PretrainArgs {
+                alpha_i: -0.5,
+                ..PretrainArgs::default()
+            },
+            "--alpha-i",
+        ),
+        (
+            PretrainArgs {
+                mask_lambda: f64::INFINITY,
+                ..PretrainArgs::default()
+            },
+            "--mask-lambda",
+        ),
+        (
+            PretrainArgs {
                 epochs: 4,
                 warmup_epochs: Some(4),
                 ..PretrainArgs::default()
@@ -501,5 +536,86 @@ fn end_to_end_tiny_run_writes_its_files() {
     let evals: Vec<_> = lines.iter().filter(|l| l.get("r1").is_some()).collect();
     assert_eq!(evals.len(), 1, "{evals:?}");
     assert_eq!(evals[0]["split"], "train-subset");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `--objective ga-dms` on the tiny packed set: the full GA-DMS step runs, metrics carry the
+/// MTP terms, and the CLIP checkpoint, the full model and the score table are written.
+#[test]
+fn end_to_end_tiny_ga_dms_run_writes_its_files() {
+    assert_eq!("ga-dms".parse::<Objective>().unwrap(), Objective::GaDms);
+    assert_eq!("sdm".parse::<Objective>().unwrap(), Objective::Sdm);
+    assert!("irra".parse::<Objective>().is_err());
+    let dir = temp_dir("e2e-gadms");
+    let (train, test) = tiny_packed(&dir);
+    let out = dir.join("run");
+    run(PretrainArgs {
+        objective: Objective::GaDms,
+        epochs: 2,
+        batch_size: 8,
+        gass_layers: 2,
+        data: Some(train),
+        eval_data: Some(test),
+        out: out.clone(),
+        ..PretrainArgs::default()
+    })
+    .unwrap();
+    let cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(cfg["args"]["objective"], "ga-dms");
+    assert_eq!(cfg["ga_dms"]["gass"]["layers"], 2);
+    assert_eq!(cfg["ga_dms"]["score_rows"], 16);
+    let lines = read_jsonl(&out.join("metrics.jsonl"));
+    let steps: Vec<_> = lines.iter().filter(|l| l.get("loss").is_some()).collect();
+    assert_eq!(steps.len(), 2 * 2, "16 pairs / batch 8 = 2 steps per epoch");
+    for s in &steps {
+        for k in [
+            "step",
+            "epoch",
+            "loss",
+            "loss_sdm",
+            "loss_mtp",
+            "masked_tokens",
+            "lr",
+            "pairs_per_s",
+        ] {
+            assert!(s.get(k).is_some(), "step line lacks {k}: {s}");
+        }
+        let (l, sdm, mtp) = (
+            s["loss"].as_f64().unwrap(),
+            s["loss_sdm"].as_f64().unwrap(),
+            s["loss_mtp"].as_f64().unwrap(),
+        );
+        assert!(
+            (l - (sdm + 0.4 * mtp)).abs() < 1e-3 * l.abs().max(1.0),
+            "{s}"
+        );
+    }
+    // before and after training (test) and the train subset.
+    let evals = lines.iter().filter(|l| l.get("r1").is_some()).count();
+    assert_eq!(evals, 3);
+    let clip = std::fs::read(out.join("last.safetensors")).unwrap();
+    let full = std::fs::read(out.join("gadms_model.safetensors")).unwrap();
+    assert!(clip.len() > 1_000_000);
+    assert!(
+        full.len() > clip.len(),
+        "the full model holds the decoder too"
+    );
+    // The CLIP file is the one `embed`/`export` read; the full one loads into GA-DMS Tiny.
+    let mut m = <gadms::gadms_step::GaDmsTiny<f32, Dev> as dfdx::nn::BuildModule<Dev, f32>>::build(
+        &Dev::seed_from_u64(9),
+    );
+    gadms::gadms_step::load_gadms(&mut m, &out.join("gadms_model.safetensors")).unwrap();
+    // After 2 epochs every caption has been scored: its row is no longer all 0.85.
+    let scores = gadms_data::scores::ScoreTable::open(&out.join("scores.f32"), Some(16)).unwrap();
+    for r in 0..16 {
+        assert!(
+            scores
+                .get(r)
+                .iter()
+                .any(|&x| x != gadms_data::scores::INIT_SCORE),
+            "row {r} never scored"
+        );
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
