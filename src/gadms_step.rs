@@ -32,11 +32,10 @@
 //!   MTP losses merge them all in `L_sdm + β·L_mtp`. The test `tests/gadms_step.rs` checks that
 //!   the gradient of `L` equals the sum of the gradients of `L_sdm` and `β·L_mtp` computed on
 //!   separate graphs ([`loss_grads`] with [`Branches`]).
-//! * **dfdx `slice` pitfall.** The CLS row is taken with a batched `select`, not with
-//!   `gadms_nn::cls_token` (a `slice`): dfdx 0.13's CPU `slice` backward *assigns* into the
-//!   source's gradient instead of adding, so with the token map also feeding the decoder the
-//!   MTP gradient at the CLS position was overwritten (the test above failed at 9e-3 relative
-//!   error with `cls_token`, and passes at ~5e-6 with `select`).
+//! * **dfdx `slice` pitfall.** dfdx 0.13's CPU `slice` backward *assigns* into the source's
+//!   gradient instead of adding, so a slice-based CLS pick overwrote the MTP gradient at the
+//!   CLS position (the test above failed at 9e-3 relative error); `gadms_nn::cls_token` uses
+//!   a batched `select`, which accumulates (~5e-6).
 //! * **Score table (data/src/loader.rs, "Score table contract").** The step writes only the
 //!   rows of the batch it was given (`Batch::sample_index`), and returns before the caller
 //!   asks the loader for the next batch, so masks of epoch `e + 1` see exactly the scores of
@@ -227,23 +226,6 @@ pub struct Forward<E: Dtype, D: Storage<E>> {
     pub gass: Option<GassOutput>,
 }
 
-/// The CLS token of each image, [B, SEQ, EMBED] → [B, EMBED], as a batched `select` of
-/// position 0.
-///
-/// Same value as `gadms_nn::cls_token`, which uses `slice`. dfdx 0.13's CPU `slice` backward
-/// **assigns** the output gradient into the source's gradient buffer (`view[i] = g`, in
-/// `tensor_ops/slice/cpu_kernel.rs`) instead of adding it. When the token map has another
-/// consumer whose backward runs first (here the MTP decoder, recorded after SDM and hence run
-/// before it), its gradient at the CLS position is overwritten. `select` accumulates (`+=`).
-/// `tests/gadms_step.rs` (total gradient = sum of branch gradients) catches the difference.
-fn cls_row<const SEQ: usize, const EMBED: usize, D: Device<f32>, T: Tape<f32, D>>(
-    tokens: Tensor<(usize, Const<SEQ>, Const<EMBED>), f32, D, T>,
-) -> Tensor<(usize, Const<EMBED>), f32, D, T> {
-    let b = tokens.shape().0;
-    let zeros = tokens.device().tensor_from_vec(vec![0usize; b], (b,));
-    eos_token(tokens, zeros)
-}
-
 /// Caption rows of the batch as `[u32; CTX]` (the loader's are `[u32; 77]`).
 fn rows<const CTX: usize>(what: &str, ids: &[[u32; 77]], b: usize) -> Vec<[u32; CTX]> {
     assert_eq!(
@@ -330,7 +312,7 @@ impl<
 
         // (b) GASS on the clean captions with the CLS feature detached (§3.2).
         let gass_out = gass.then(|| {
-            let cls = cls_row(tokens.retaped::<NoneTape>());
+            let cls = gadms_nn::cls_token(tokens.retaped::<NoneTape>());
             gass_scores(text, cls, &clean, &cfg.gass).unwrap_or_else(|e| panic!("train_step: {e}"))
         });
 
@@ -364,7 +346,7 @@ impl<
         let (loss, parts) = match branches {
             Branches::All => {
                 // The tokens' tape goes to MTP; the CLS row is a second use (empty tape).
-                let cls = cls_row(tokens.with_empty_tape());
+                let cls = gadms_nn::cls_token(tokens.with_empty_tape());
                 let l_sdm = sdm(cls);
                 let (l_mtp, masked) = mtp(tokens);
                 let (s, m) = (l_sdm.as_vec()[0], l_mtp.as_vec()[0]);
@@ -378,7 +360,7 @@ impl<
                 (loss, parts)
             }
             Branches::Sdm => {
-                let l_sdm = sdm(cls_row(tokens));
+                let l_sdm = sdm(gadms_nn::cls_token(tokens));
                 let s = l_sdm.as_vec()[0];
                 let parts = LossParts {
                     loss: s,

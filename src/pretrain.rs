@@ -494,10 +494,12 @@ pub fn text_features_trimmed<
     let ids = dev.tensor_from_vec(flat, (b, len));
     let x = text.token_embedding.forward(ids.put_tape(tape));
     let shape = *x.shape();
+    // `gather` (not `slice`): dfdx 0.13's CPU slice backward overwrites instead of adding.
+    let rows_idx = dev.tensor_from_vec((0..len).collect::<Vec<usize>>(), (len,));
     let pos = text
         .positional_embedding
         .retaped::<T>()
-        .slice((0..len, ..))
+        .gather(rows_idx)
         .broadcast_like::<_, Axis<0>>(&shape);
     let x = x + pos;
     let mask: Tensor<(usize, usize), E, D> = dev.upper_tri_like(&(len, len), E::neg_infinity(), 1);
