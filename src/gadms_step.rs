@@ -214,6 +214,11 @@ pub trait GaDmsForward<E: Float, D: Device<E>>: TensorCollection<E, D> {
         gass: bool,
         grads: Gradients<E, D>,
     ) -> Forward<E, D>;
+
+    /// Seconds per call of the step's GASS part alone (`gass_scores` on the clean captions of
+    /// `batch` against the image CLS features, computed once up front), over `iters` calls
+    /// after one warm-up: the GASS overhead of a step (`gadms bench train`).
+    fn time_gass(&self, batch: &Batch, cfg: &StepConfig, iters: usize) -> f64;
 }
 
 /// The result of [`GaDmsForward::forward_losses`].
@@ -388,6 +393,27 @@ impl<
             parts,
             gass: gass_out,
         }
+    }
+
+    fn time_gass(&self, batch: &Batch, cfg: &StepConfig, iters: usize) -> f64 {
+        let b = batch.len();
+        let dev = self.clip.text.text_projection.device().clone();
+        let clean = TextInput::<CTX, D>::new(&dev, &rows::<CTX>("clean", &batch.ids_clean, b));
+        let images = dev.tensor_from_vec(
+            batch.images.clone(),
+            (b, Const::<3>, Const::<IMG_H>, Const::<IMG_W>),
+        );
+        let cls = gadms_nn::cls_token(self.clip.visual.forward(images, None));
+        let run = || {
+            gass_scores(&self.clip.text, cls.clone(), &clean, &cfg.gass)
+                .unwrap_or_else(|e| panic!("time_gass: {e}"))
+        };
+        run();
+        let t = std::time::Instant::now();
+        for _ in 0..iters.max(1) {
+            run();
+        }
+        t.elapsed().as_secs_f64() / iters.max(1) as f64
     }
 }
 

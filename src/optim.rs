@@ -5,6 +5,17 @@
 //! Update (`torch.optim.Adam`, coupled L2 as GA-DMS uses): `g ← g + wd·p`,
 //! `m ← β₁m + (1−β₁)g`, `v ← β₂v + (1−β₂)g²`, `p ← p − lr/(1−β₁ᵗ) · m / (√v/√(1−β₂ᵗ) + ε)`.
 //! Decoupled (`AdamW`): `p ← p·(1 − lr·wd)` first, no L2 term in `g`.
+//!
+//! # Where the arithmetic runs
+//! * **Host path** (dfdx `Cpu`, the default there): parameters, gradients and moments as
+//!   `Vec<f32>`, one fused loop per tensor.
+//! * **Tensor path** (dfdx `Cuda`, always; `Cpu` with [`Adam::tensor_path`]): the same update as
+//!   dfdx tensor ops on the parameter's device, moments kept there as tensors of the
+//!   parameter's shape, the parameter written in place (`axpy`, so its id and buffer stay).
+//!   Nothing crosses to the host but one scalar per tensor for the gradient norm. The two
+//!   paths agree to rounding (`tests/optim.rs`, and CPU vs CUDA in `tests/cuda.rs`).
+//!   Checkpoints ([`Adam::save`]) copy device moments to the host; a loaded state moves to the
+//!   device on first use.
 
 use anyhow::{Context, Result};
 use dfdx::nn::tensor_collection::*;
@@ -12,6 +23,7 @@ use dfdx::prelude::*;
 use gadms_ckpt::tensors::{read_file, write_file};
 use gadms_ckpt::{Array, TensorMap};
 use gadms_nn::Float;
+use std::any::{Any, TypeId};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -65,11 +77,67 @@ impl Group {
     };
 }
 
-/// First and second moments of one parameter.
+/// First and second moments of one parameter, on the host.
 #[derive(Clone, Debug, Default, PartialEq)]
 struct Moments {
     m: Vec<f32>,
     v: Vec<f32>,
+}
+
+/// A device tensor behind `dyn Any` (moments of the tensor path), with what is needed to clone
+/// it and read it back without knowing its type.
+struct AnyTensor {
+    val: Box<dyn Any>,
+    clone: fn(&dyn Any) -> Box<dyn Any>,
+    host: fn(&dyn Any) -> Vec<f32>,
+}
+
+impl Clone for AnyTensor {
+    fn clone(&self) -> Self {
+        AnyTensor {
+            val: (self.clone)(self.val.as_ref()),
+            clone: self.clone,
+            host: self.host,
+        }
+    }
+}
+
+impl AnyTensor {
+    fn new<S: Shape, D: Device<f32>>(t: Tensor<S, f32, D>) -> Self {
+        AnyTensor {
+            val: Box::new(t),
+            clone: |a| Box::new(a.downcast_ref::<Tensor<S, f32, D>>().unwrap().clone()),
+            host: |a| a.downcast_ref::<Tensor<S, f32, D>>().unwrap().as_vec(),
+        }
+    }
+}
+
+/// Moments of one parameter: on the host, or as device tensors (tensor path).
+#[derive(Clone)]
+enum State {
+    Host(Moments),
+    Device { m: AnyTensor, v: AnyTensor },
+}
+
+impl State {
+    fn to_host(&self) -> Moments {
+        match self {
+            State::Host(h) => h.clone(),
+            State::Device { m, v } => Moments {
+                m: (m.host)(m.val.as_ref()),
+                v: (v.host)(v.val.as_ref()),
+            },
+        }
+    }
+}
+
+impl std::fmt::Debug for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            State::Host(h) => write!(f, "Host({} values)", h.m.len()),
+            State::Device { .. } => write!(f, "Device"),
+        }
+    }
 }
 
 /// The optimiser: config, step count and moments by parameter name.
@@ -79,7 +147,9 @@ pub struct Adam {
     pub cfg: AdamConfig,
     /// Steps taken.
     pub step: u64,
-    moments: BTreeMap<String, Moments>,
+    /// Run the update as device tensor ops even on `Cpu` (always on other devices).
+    pub tensor_path: bool,
+    moments: BTreeMap<String, State>,
 }
 
 /// What one update saw.
@@ -92,6 +162,7 @@ pub struct UpdateStats {
 struct NormPass<'a, E: Dtype, D: Storage<E>> {
     grads: &'a Gradients<E, D>,
     sq: f64,
+    on_device: bool,
 }
 
 impl<E: Float, D: Device<E>> TensorVisitor<E, D> for NormPass<'_, E, D> {
@@ -105,8 +176,16 @@ impl<E: Float, D: Device<E>> TensorVisitor<E, D> for NormPass<'_, E, D> {
         t: &Tensor<S, E, D>,
     ) -> Result<Option<Tensor<S, E, D>>, D::Err> {
         if opts.do_gradient_update {
-            let g = self.grads.get(t).as_vec();
-            self.sq += g.iter().map(|x| x.to_f64().unwrap().powi(2)).sum::<f64>();
+            let g = self.grads.get(t);
+            self.sq += if self.on_device {
+                let n = g.shape().num_elements();
+                g.reshape_like(&(n,)).square().sum::<Rank0, _>().as_vec()[0]
+                    .to_f64()
+                    .unwrap()
+            } else {
+                let g = g.as_vec();
+                g.iter().map(|x| x.to_f64().unwrap().powi(2)).sum::<f64>()
+            };
         }
         Ok(None)
     }
@@ -133,6 +212,17 @@ impl<E: Float, D: Device<E>> TensorVisitor<E, D> for UpdatePass<'_, E, D> {
         if !opts.do_gradient_update {
             return Ok(None);
         }
+        let group = (self.rule)(&name);
+        let k = Coeffs::new(
+            &self.opt.cfg,
+            self.opt.step,
+            self.lr * group.lr_mult,
+            group.wd_mult,
+            self.scale,
+        );
+        if tensor_update::<S, E, D>(self.opt, t, self.grads, &name, &k) {
+            return Ok(None);
+        }
         let g: Vec<f32> = self
             .grads
             .get(t)
@@ -141,56 +231,184 @@ impl<E: Float, D: Device<E>> TensorVisitor<E, D> for UpdatePass<'_, E, D> {
             .map(|x| x.to_f32().unwrap())
             .collect();
         let mut p: Vec<f32> = t.as_vec().iter().map(|x| x.to_f32().unwrap()).collect();
-        let group = (self.rule)(&name);
-        let (cfg, step) = (self.opt.cfg, self.opt.step);
-        let mom = self.opt.moments.entry(name).or_insert_with(|| Moments {
-            m: vec![0.0; p.len()],
-            v: vec![0.0; p.len()],
+        let state = self.opt.moments.entry(name).or_insert_with(|| {
+            State::Host(Moments {
+                m: vec![0.0; p.len()],
+                v: vec![0.0; p.len()],
+            })
         });
-        adam_update(
-            &mut p,
-            &g,
-            mom,
-            &cfg,
-            step,
-            self.lr * group.lr_mult,
-            group.wd_mult,
-            self.scale,
-        );
+        if let State::Device { .. } = state {
+            *state = State::Host(state.to_host());
+        }
+        let State::Host(mom) = state else {
+            unreachable!()
+        };
+        adam_update(&mut p, &g, mom, &k);
         let back: Vec<E> = p.into_iter().map(|x| E::from_f32(x).unwrap()).collect();
         t.copy_from(&back);
         Ok(None)
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn adam_update(
-    p: &mut [f32],
-    g: &[f32],
-    mom: &mut Moments,
-    cfg: &AdamConfig,
-    step: u64,
+/// The scalars of one tensor's update.
+struct Coeffs {
+    b1: f32,
+    b2: f32,
+    eps: f32,
+    /// `1 − β₁ᵗ`.
+    bc1: f32,
+    /// `√(1 − β₂ᵗ)`.
+    bc2_sqrt: f32,
+    /// Group learning rate.
     lr: f32,
-    wd_mult: f32,
+    /// Coupled L2 coefficient (0 when decoupled).
+    l2: f32,
+    /// Decoupled decay coefficient (0 when coupled).
+    decoupled: f32,
+    /// Gradient scale from norm clipping.
     scale: f32,
-) {
-    let [b1, b2] = cfg.betas;
-    let bc1 = 1.0 - b1.powi(step as i32);
-    let bc2_sqrt = (1.0 - b2.powi(step as i32)).sqrt();
-    let (l2, decoupled) = match cfg.weight_decay {
-        WeightDecay::L2(w) => (w * wd_mult, 0.0),
-        WeightDecay::Decoupled(w) => (0.0, w * wd_mult),
-    };
-    for i in 0..p.len() {
-        let gi = g[i] * scale + l2 * p[i];
-        if decoupled != 0.0 {
-            p[i] *= 1.0 - lr * decoupled;
+}
+
+impl Coeffs {
+    fn new(cfg: &AdamConfig, step: u64, lr: f32, wd_mult: f32, scale: f32) -> Self {
+        let [b1, b2] = cfg.betas;
+        let (l2, decoupled) = match cfg.weight_decay {
+            WeightDecay::L2(w) => (w * wd_mult, 0.0),
+            WeightDecay::Decoupled(w) => (0.0, w * wd_mult),
+        };
+        Coeffs {
+            b1,
+            b2,
+            eps: cfg.eps,
+            bc1: 1.0 - b1.powi(step as i32),
+            bc2_sqrt: (1.0 - b2.powi(step as i32)).sqrt(),
+            lr,
+            l2,
+            decoupled,
+            scale,
         }
-        mom.m[i] = b1 * mom.m[i] + (1.0 - b1) * gi;
-        mom.v[i] = b2 * mom.v[i] + (1.0 - b2) * gi * gi;
-        let denom = mom.v[i].sqrt() / bc2_sqrt + cfg.eps;
-        p[i] -= lr / bc1 * mom.m[i] / denom;
     }
+}
+
+fn adam_update(p: &mut [f32], g: &[f32], mom: &mut Moments, k: &Coeffs) {
+    for i in 0..p.len() {
+        let gi = g[i] * k.scale + k.l2 * p[i];
+        if k.decoupled != 0.0 {
+            p[i] *= 1.0 - k.lr * k.decoupled;
+        }
+        mom.m[i] = k.b1 * mom.m[i] + (1.0 - k.b1) * gi;
+        mom.v[i] = k.b2 * mom.v[i] + (1.0 - k.b2) * gi * gi;
+        let denom = mom.v[i].sqrt() / k.bc2_sqrt + k.eps;
+        p[i] -= k.lr / k.bc1 * mom.m[i] / denom;
+    }
+}
+
+/// The tensor path for one parameter when `(E, D)` is `(f32, Cpu)` with
+/// [`Adam::tensor_path`] or `(f32, Cuda)`: `true` when done, `false` to take the host path.
+fn tensor_update<S: Shape, E: Dtype, D: Device<E>>(
+    opt: &mut Adam,
+    t: &mut Tensor<S, E, D>,
+    grads: &Gradients<E, D>,
+    name: &str,
+    k: &Coeffs,
+) -> bool {
+    if !uses_tensor_path::<E, D>(opt.tensor_path) {
+        return false;
+    }
+    let g: Box<dyn Any> = Box::new(grads.get(t));
+    let t: &mut dyn Any = t;
+    device_step!(Cpu, opt, t, g, name, k);
+    #[cfg(feature = "cuda")]
+    device_step!(Cuda, opt, t, g, name, k);
+    false
+}
+
+/// True when `(E, D)` takes the tensor path.
+fn uses_tensor_path<E: 'static, D: 'static>(forced: bool) -> bool {
+    if TypeId::of::<E>() != TypeId::of::<f32>() {
+        return false;
+    }
+    if TypeId::of::<D>() == TypeId::of::<Cpu>() {
+        return forced;
+    }
+    #[cfg(feature = "cuda")]
+    if TypeId::of::<D>() == TypeId::of::<Cuda>() {
+        return true;
+    }
+    false
+}
+
+/// The update of one parameter (`$t: &mut dyn Any`, gradient `$g: Box<dyn Any>`) when both
+/// are `Tensor<S, f32, $Dev>`; returns `true` from the enclosing function when it ran. A
+/// macro because the in-place `axpy` is callable on concrete devices only (its kernel trait
+/// is private to dfdx).
+macro_rules! device_step {
+    ($Dev:ty, $opt:expr, $t:expr, $g:expr, $name:expr, $k:expr) => {
+        if let Some(t) = $t.downcast_mut::<Tensor<S, f32, $Dev>>() {
+            let g = *$g
+                .downcast::<Tensor<S, f32, $Dev>>()
+                .expect("gradient on the parameter's device");
+            let k: &Coeffs = $k;
+            let (m, v) = moments_on_device::<S, $Dev>($opt, $name, t);
+            let delta = adam_tensors(t, g, m, v, k);
+            // p ← p·(1 − lr·wd_decoupled) − delta, in place (same id, same buffer).
+            t.axpy(1.0 - k.lr * k.decoupled, &delta, -1.0);
+            return true;
+        }
+    };
+}
+use device_step;
+
+/// The moments of parameter `name` as device tensors of `t`'s shape (zeros at first; a host
+/// state, e.g. just loaded, moves to the device).
+fn moments_on_device<'a, S: Shape, D: Device<f32>>(
+    opt: &'a mut Adam,
+    name: &str,
+    t: &Tensor<S, f32, D>,
+) -> (&'a mut Tensor<S, f32, D>, &'a mut Tensor<S, f32, D>) {
+    let n = t.shape().num_elements();
+    let state = opt.moments.entry(name.to_string()).or_insert_with(|| {
+        State::Host(Moments {
+            m: vec![0.0; n],
+            v: vec![0.0; n],
+        })
+    });
+    if let State::Host(h) = state {
+        let dev = t.device().clone();
+        let up = |x: &[f32]| AnyTensor::new(dev.tensor_from_vec(x.to_vec(), *t.shape()));
+        *state = State::Device {
+            m: up(&h.m),
+            v: up(&h.v),
+        };
+    }
+    let State::Device { m, v } = state else {
+        unreachable!("moved to the device above")
+    };
+    let what = "moments of the parameter's shape and device";
+    (
+        m.val.downcast_mut().expect(what),
+        v.val.downcast_mut().expect(what),
+    )
+}
+
+/// One Adam update as device ops (the host loop of [`adam_update`], same order of operations):
+/// updates `m` and `v` and returns `lr/bc1 · m / (√v/√bc2 + ε)`, to be subtracted from `p`.
+fn adam_tensors<S: Shape, D: Device<f32>>(
+    p: &Tensor<S, f32, D>,
+    g: Tensor<S, f32, D>,
+    m: &mut Tensor<S, f32, D>,
+    v: &mut Tensor<S, f32, D>,
+    k: &Coeffs,
+) -> Tensor<S, f32, D> {
+    let gi = if k.l2 != 0.0 {
+        g * k.scale + p.clone() * k.l2
+    } else {
+        g * k.scale
+    };
+    *m = m.clone() * k.b1 + gi.clone() * (1.0 - k.b1);
+    *v = v.clone() * k.b2 + gi.square() * (1.0 - k.b2);
+    let denom = v.clone().sqrt() / k.bc2_sqrt + k.eps;
+    (m.clone() * (k.lr / k.bc1)) / denom
 }
 
 impl Adam {
@@ -199,6 +417,7 @@ impl Adam {
         Adam {
             cfg,
             step: 0,
+            tensor_path: false,
             moments: BTreeMap::new(),
         }
     }
@@ -213,7 +432,11 @@ impl Adam {
         lr: f32,
         rule: &dyn Fn(&str) -> Group,
     ) -> UpdateStats {
-        let mut norm = NormPass { grads, sq: 0.0 };
+        let mut norm = NormPass {
+            grads,
+            sq: 0.0,
+            on_device: uses_tensor_path::<E, D>(self.tensor_path),
+        };
         let walked = M::iter_tensors(&mut RecursiveWalker {
             m: &*model,
             f: &mut norm,
@@ -243,7 +466,8 @@ impl Adam {
     /// Saves step, config and moments to a safetensors file (atomic).
     pub fn save(&self, path: &Path) -> Result<()> {
         let mut map = TensorMap::default();
-        for (k, mo) in &self.moments {
+        for (k, state) in &self.moments {
+            let mo = state.to_host();
             map.insert(format!("m.{k}"), Array::new(vec![mo.m.len()], mo.m.clone()));
             map.insert(format!("v.{k}"), Array::new(vec![mo.v.len()], mo.v.clone()));
         }
@@ -282,7 +506,16 @@ impl Adam {
                 _ => anyhow::bail!("{}: unexpected key {k}", path.display()),
             }
         }
-        Ok(Adam { cfg, step, moments })
+        let moments = moments
+            .into_iter()
+            .map(|(k, m)| (k, State::Host(m)))
+            .collect();
+        Ok(Adam {
+            cfg,
+            step,
+            tensor_path: false,
+            moments,
+        })
     }
 
     /// Number of parameter tensors with state (frozen tensors have none).

@@ -30,9 +30,15 @@ fn grads_for(dev: &Cpu, m: &Model, i: usize) -> Gradients<f32, Cpu> {
 }
 
 fn run(cfg: AdamConfig) -> Model {
+    run_path(cfg, false)
+}
+
+/// `tensor_path`: the device-op update (what CUDA runs), forced on the CPU.
+fn run_path(cfg: AdamConfig, tensor_path: bool) -> Model {
     let dev = Cpu::default();
     let mut m = init(&dev);
     let mut opt = Adam::new(cfg);
+    opt.tensor_path = tensor_path;
     let lrs = tensor(FILE, "lrs").data;
     for (i, lr) in lrs.iter().enumerate() {
         let g = grads_for(&dev, &m, i);
@@ -126,4 +132,63 @@ fn group_multipliers_scale_the_step() {
         "lr multiplier 0 must leave the bias unchanged"
     );
     assert_eq!(opt.tracked(), 2);
+}
+
+/// The tensor path (device ops, in-place parameter write) against the same PyTorch references,
+/// and against the host loop.
+#[test]
+fn tensor_path_matches_torch_and_the_host_path() {
+    let cases = [
+        ("adam_l2", AdamConfig::default()),
+        (
+            "adamw",
+            AdamConfig {
+                weight_decay: WeightDecay::Decoupled(0.05),
+                ..Default::default()
+            },
+        ),
+        (
+            "adam_l2_clip1",
+            AdamConfig {
+                clip_norm: Some(1.0),
+                ..Default::default()
+            },
+        ),
+    ];
+    for (tag, cfg) in cases {
+        let (host, dev) = (run_path(cfg, false), run_path(cfg, true));
+        check(&dev, tag);
+        let e = rel_err(&dev.weight.as_vec(), &host.weight.as_vec());
+        assert!(e < 1e-6, "{tag}: tensor vs host path {e}");
+    }
+}
+
+/// The tensor path keeps the parameter's id (gradient stores stay valid) and its state
+/// saves, loads (back on the host) and resumes exactly like the host path's.
+#[test]
+fn tensor_path_keeps_ids_and_resumes() {
+    let dev = Cpu::default();
+    let lrs = tensor(FILE, "lrs").data;
+    let (mut a, mut opt) = (init(&dev), Adam::new(AdamConfig::default()));
+    opt.tensor_path = true;
+    let store = a.alloc_grads();
+    for i in 0..2 {
+        let g = grads_for(&dev, &a, i);
+        opt.update(&mut a, &g, lrs[i], &|_| Group::PLAIN);
+    }
+    // Panics if the update replaced the tensors (new ids) instead of writing them in place.
+    let _ = (store.get(&a.weight), store.get(&a.bias));
+    let path =
+        std::env::temp_dir().join(format!("gadms-adam-t-{}.safetensors", std::process::id()));
+    opt.save(&path).unwrap();
+    let mut resumed = Adam::load(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    resumed.tensor_path = true;
+    let mut b = a.clone();
+    let g = grads_for(&dev, &a, 2);
+    opt.update(&mut a, &g, lrs[2], &|_| Group::PLAIN);
+    resumed.update(&mut b, &g, lrs[2], &|_| Group::PLAIN);
+    assert_eq!(a.weight.as_vec(), b.weight.as_vec());
+    assert_eq!(a.bias.as_vec(), b.bias.as_vec());
+    check(&a, "adam_l2");
 }

@@ -14,6 +14,9 @@ use std::time::Instant;
 /// Time the vision and text towers (forward+backward of sum(tokens·r), and vision forward
 /// only) on random weights and inputs; with `--torch PYTHON` also run the PyTorch baseline with
 /// the same sizes and thread count and print the ratio. Threads: RAYON_NUM_THREADS.
+/// `gadms bench train` times the full GA-DMS training step (GASS, SDM, MTP, Adam) on
+/// synthetic batches, on `--device cpu|cuda`, with `--torch` next to
+/// benches/torch_gadms_step.py (eager f32, AMP bf16, TF32 on a GPU).
 /// `gadms bench loader` instead times the data loader (decode + §6.3 augmentation, images/s
 /// total and per worker), with `--torch` next to benches/loader_torch.py over the same images.
 #[derive(FromArgs)]
@@ -50,6 +53,16 @@ pub struct BenchArgs {
     /// loader: images decoded+augmented in the timed run (default 2048)
     #[argh(option, default = "2048")]
     pub images: usize,
+    /// model/train: device, cpu or cuda[:N] (default cpu; cuda needs a `cuda` build)
+    #[argh(option, default = "Default::default()")]
+    pub device: crate::device::DeviceChoice,
+    /// train: untimed warm-up steps (default 1)
+    #[argh(option, default = "1")]
+    pub warmup: usize,
+    /// train: PyTorch modes to run with --torch (default eager-f32,amp-bf16,tf32; CPU runs
+    /// eager-f32 only)
+    #[argh(option, default = "String::from(\"eager-f32,amp-bf16,tf32\")")]
+    pub torch_modes: String,
 }
 
 /// Median seconds per iteration of each measurement.
@@ -83,12 +96,15 @@ pub fn run(a: BenchArgs) -> Result<()> {
     if a.what == "loader" {
         return crate::cmd::bench_loader::run(&a);
     }
+    if a.what == "train" {
+        return crate::cmd::bench_train::run(&a);
+    }
     if a.what == "open" {
         return crate::cmd::bench_open::run(a.samples, 5000);
     }
     if a.what != "model" {
         bail!(
-            "unknown benchmark '{}': use `gadms bench model`, `gadms bench loader` or `gadms bench open`",
+            "unknown benchmark '{}': use `gadms bench model`, `train`, `loader` or `open`",
             a.what
         );
     }

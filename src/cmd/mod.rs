@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod bench_loader;
 pub mod bench_open;
+pub mod bench_train;
 pub mod embed;
 pub mod export;
 pub mod inspect;

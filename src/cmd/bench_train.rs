@@ -1,0 +1,262 @@
+//! `gadms bench train`: throughput of the full GA-DMS pretraining step
+//! ([`crate::gadms_step::train_step`]: GASS, dual-masked SDM + β·MTP, backward, Adam) on
+//! synthetic batches, on the CPU or a GPU (`--device`), optionally next to the PyTorch step of
+//! `benches/torch_gadms_step.py` run in the same invocation with the same sizes.
+//!
+//! Reported: mean seconds per step over `--iters` steps after `--warmup`, pairs/s (`batch /
+//! step`), and the GASS fraction (the time of `gass_scores` alone on the same batch over the
+//! step time). One JSON line per implementation on stdout, in the format the PyTorch script
+//! writes, then a table.
+
+use crate::cmd::bench::BenchArgs;
+use crate::device::DeviceChoice;
+use crate::gadms_step::{GaDmsForward, GaDmsTiny, GaDmsViTB16, StepConfig, train_step};
+use crate::optim::{Adam, AdamConfig};
+use crate::preset::Preset;
+use anyhow::{Context, Result, bail};
+use dfdx::prelude::*;
+use gadms_data::loader::Batch;
+use gadms_data::scores::ScoreTable;
+use gadms_data::tokenizer::{EOT, MASK, SOT};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::{Value, json};
+use std::path::Path;
+use std::time::Instant;
+
+/// Runs `gadms bench train`.
+pub fn run(a: &BenchArgs) -> Result<()> {
+    if a.batch == 0 || a.iters == 0 {
+        bail!("--batch and --iters must be at least 1");
+    }
+    let ours = crate::with_device!(a.device, 0, D, dev => match a.preset {
+        Preset::Tiny => bench::<D, GaDmsTiny<f32, D>>(&dev, a)?,
+        Preset::VitB16 => bench::<D, GaDmsViTB16<f32, D>>(&dev, a)?,
+    })?;
+    println!("{ours}");
+    let mut rows = vec![ours];
+    if let Some(py) = &a.torch {
+        rows.extend(run_torch(py, a)?);
+    }
+    print_table(&rows);
+    if let Some(p) = &a.json {
+        std::fs::write(p, serde_json::to_string_pretty(&rows)?)
+            .with_context(|| format!("writing {}", p.display()))?;
+    }
+    Ok(())
+}
+
+/// Builds the model on `dev`, runs the timed steps, returns the JSON line.
+fn bench<D: Device<f32>, M>(dev: &D, a: &BenchArgs) -> Result<Value>
+where
+    M: GaDmsForward<f32, D> + BuildModule<D, f32>,
+{
+    let spec = a.preset.spec();
+    let threads = rayon::current_num_threads();
+    eprintln!(
+        "gadms: bench train, preset {:?}, batch {}, device {}, {} warm-up + {} timed steps{}",
+        a.preset,
+        a.batch,
+        a.device,
+        a.warmup,
+        a.iters,
+        match a.device {
+            DeviceChoice::Cpu => format!(", {threads} threads"),
+            _ => String::new(),
+        }
+    );
+    let mut model = M::build(dev);
+    let mut opt = Adam::new(AdamConfig::default());
+    let batch = synthetic_batch(a.batch, spec.vision.image_h, spec.vision.image_w, 7);
+    let scores = ScoreTable::in_memory(a.batch);
+    let cfg = StepConfig::default();
+    let lr = 1e-5;
+    for _ in 0..a.warmup {
+        train_step(&mut model, &mut opt, &batch, &scores, &cfg, lr);
+    }
+    let t = Instant::now();
+    let mut last = f32::NAN;
+    for _ in 0..a.iters {
+        last = train_step(&mut model, &mut opt, &batch, &scores, &cfg, lr).loss;
+    }
+    sync(&model);
+    let step_s = t.elapsed().as_secs_f64() / a.iters as f64;
+
+    let gass_s = model.time_gass(&batch, &cfg, a.iters.min(3));
+    Ok(json!({
+        "impl": "gadms", "mode": "f32", "preset": preset_name(a.preset), "batch": a.batch,
+        "steps": a.iters, "step_s": step_s, "pairs_per_s": a.batch as f64 / step_s,
+        "peak_mem_mib": Value::Null, "gass_fraction": gass_s / step_s,
+        "device": a.device.to_string(), "threads": threads, "last_loss": last,
+    }))
+}
+
+/// Waits for the device: reads one parameter back.
+fn sync<D: Device<f32>, M: GaDmsForward<f32, D>>(model: &M) {
+    let mut first = None;
+    let _ = M::iter_tensors(&mut dfdx::nn::tensor_collection::RecursiveWalker {
+        m: model,
+        f: &mut FirstValue(&mut first),
+    });
+}
+
+struct FirstValue<'a>(&'a mut Option<f32>);
+
+impl<D: Device<f32>> dfdx::nn::tensor_collection::TensorVisitor<f32, D> for FirstValue<'_> {
+    type Viewer = dfdx::nn::tensor_collection::ViewTensorRef;
+    type Err = D::Err;
+    type E2 = f32;
+    type D2 = D;
+    fn visit<S: Shape>(
+        &mut self,
+        _: dfdx::nn::tensor_collection::TensorOptions<S, f32, D>,
+        t: &Tensor<S, f32, D>,
+    ) -> Result<Option<Tensor<S, f32, D>>, D::Err> {
+        if self.0.is_none() {
+            *self.0 = t.as_vec().first().copied();
+        }
+        Ok(None)
+    }
+}
+
+/// A deterministic synthetic batch: N(0,1) images, captions of 10–40 random word ids between
+/// SOT and EOT, a noise-masked copy (20 % of words → MASK), an informative-masked copy (15 %
+/// → MASK, labelled), pids 0..B (per-caption identities, §5.1).
+pub fn synthetic_batch(b: usize, h: usize, w: usize, seed: u64) -> Batch {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let images: Vec<f32> = (0..b * 3 * h * w)
+        .map(|_| {
+            let (u, v): (f32, f32) = (rng.r#gen::<f32>().max(1e-7), rng.r#gen());
+            (-2.0 * u.ln()).sqrt() * (std::f32::consts::TAU * v).cos()
+        })
+        .collect();
+    let (mut clean, mut noise, mut info, mut labels) = (vec![], vec![], vec![], vec![]);
+    for _ in 0..b {
+        let len = rng.gen_range(10..=40);
+        let mut r = [0u32; 77];
+        r[0] = SOT;
+        for x in r.iter_mut().take(len + 1).skip(1) {
+            *x = rng.gen_range(1..49_000);
+        }
+        r[len + 1] = EOT;
+        let (mut n, mut i, mut l) = (r, r, [0u32; 77]);
+        for p in 1..=len {
+            if rng.r#gen::<f32>() < 0.2 {
+                n[p] = MASK;
+            }
+            if rng.r#gen::<f32>() < 0.15 {
+                l[p] = r[p];
+                i[p] = MASK;
+            }
+        }
+        if l.iter().all(|&x| x == 0) {
+            (l[1], i[1]) = (r[1], MASK);
+        }
+        clean.push(r);
+        noise.push(n);
+        info.push(i);
+        labels.push(l);
+    }
+    Batch {
+        epoch: 0,
+        step: 0,
+        height: h,
+        width: w,
+        images,
+        ids_clean: clean,
+        ids_noise: noise,
+        ids_info: info,
+        info_labels: labels,
+        pids: (0..b as u64).collect(),
+        image_ids: (0..b as u64).collect(),
+        caption_idx: vec![0; b],
+        sample_index: (0..b as u64).collect(),
+    }
+}
+
+fn preset_name(p: Preset) -> &'static str {
+    match p {
+        Preset::VitB16 => "vit-b-16",
+        Preset::Tiny => "tiny",
+    }
+}
+
+/// Runs `benches/torch_gadms_step.py` with the same preset, batch, steps and device kind;
+/// returns its JSON lines.
+fn run_torch(py: &Path, a: &BenchArgs) -> Result<Vec<Value>> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/torch_gadms_step.py");
+    let script = if script.exists() {
+        script
+    } else {
+        Path::new("benches/torch_gadms_step.py").to_path_buf()
+    };
+    let device = match a.device {
+        DeviceChoice::Cpu => "cpu".to_string(),
+        DeviceChoice::Cuda(n) => format!("cuda:{n}"),
+    };
+    let out = std::process::Command::new(py)
+        .arg(&script)
+        .args(["--device", &device, "--preset", preset_name(a.preset)])
+        .args([
+            "--batch",
+            &a.batch.to_string(),
+            "--steps",
+            &a.iters.to_string(),
+        ])
+        .args(["--warmup", &a.warmup.to_string()])
+        .args(["--threads", &rayon::current_num_threads().to_string()])
+        .args(["--modes", &a.torch_modes])
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .with_context(|| format!("cannot run {}", py.display()))?;
+    if !out.status.success() {
+        bail!(
+            "{} {} failed ({})",
+            py.display(),
+            script.display(),
+            out.status
+        );
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut rows = vec![];
+    for line in text.lines().filter(|l| l.trim_start().starts_with('{')) {
+        println!("{line}");
+        rows.push(serde_json::from_str(line).with_context(|| format!("baseline line {line}"))?);
+    }
+    Ok(rows)
+}
+
+/// The comparison table: each row's pairs/s and its ratio to gadms (first row).
+pub fn print_table(rows: &[Value]) {
+    let base = rows[0]["pairs_per_s"].as_f64().unwrap_or(f64::NAN);
+    println!(
+        "| implementation | mode | device | batch | step s | pairs/s | gadms / this (pairs/s) | GASS fraction |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    for r in rows {
+        let s = |k: &str| r[k].as_str().unwrap_or("–").to_string();
+        let f = |k: &str| r[k].as_f64();
+        if let Some(e) = r.get("error") {
+            println!(
+                "| {} | {} | {} | {} | error: {e} | | | |",
+                s("impl"),
+                s("mode"),
+                s("device"),
+                r["batch"]
+            );
+            continue;
+        }
+        let pps = f("pairs_per_s").unwrap_or(f64::NAN);
+        println!(
+            "| {} | {} | {} | {} | {:.4} | {:.2} | {:.3} | {} |",
+            s("impl"),
+            s("mode"),
+            s("device"),
+            r["batch"],
+            f("step_s").unwrap_or(f64::NAN),
+            pps,
+            base / pps,
+            f("gass_fraction").map_or("–".into(), |g| format!("{g:.3}")),
+        );
+    }
+}

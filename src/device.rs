@@ -1,0 +1,160 @@
+//! Run-time choice of the dfdx device (`--device cpu|cuda[:N]`).
+//!
+//! Every model, loss, GASS and optimiser path is generic over `D: Device<f32>`; a command
+//! picks the concrete device once with [`with_device!`](crate::with_device). CUDA exists only
+//! in binaries built with the `cuda` cargo feature (`scripts/build-cuda.sh`); asking for it in
+//! a CPU build is a clear error, as is asking for a GPU that is not there.
+
+use anyhow::{Result, bail};
+use std::fmt;
+use std::str::FromStr;
+
+/// A device named on the command line.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DeviceChoice {
+    /// dfdx's `Cpu` (threads: `RAYON_NUM_THREADS`).
+    #[default]
+    Cpu,
+    /// dfdx's `Cuda` on GPU ordinal `N` (`cuda` = `cuda:0`).
+    Cuda(usize),
+}
+
+impl FromStr for DeviceChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim().to_ascii_lowercase();
+        match s.as_str() {
+            "cpu" => Ok(DeviceChoice::Cpu),
+            "cuda" | "gpu" => Ok(DeviceChoice::Cuda(0)),
+            _ => match s.strip_prefix("cuda:").map(str::parse::<usize>) {
+                Some(Ok(n)) => Ok(DeviceChoice::Cuda(n)),
+                _ => Err(format!(
+                    "unknown device '{s}': use cpu, cuda or cuda:N (N = GPU ordinal)"
+                )),
+            },
+        }
+    }
+}
+
+impl fmt::Display for DeviceChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DeviceChoice::Cpu => write!(f, "cpu"),
+            DeviceChoice::Cuda(n) => write!(f, "cuda:{n}"),
+        }
+    }
+}
+
+/// True when this binary was built with CUDA support.
+pub const CUDA_BUILT: bool = cfg!(feature = "cuda");
+
+/// Fails with a clear message when `choice` names CUDA and this binary has none.
+pub fn check_available(choice: DeviceChoice) -> Result<()> {
+    if let DeviceChoice::Cuda(_) = choice {
+        if !CUDA_BUILT {
+            bail!(
+                "--device {choice}: this gadms binary was built without CUDA. Build one with \
+                 `scripts/build-cuda.sh` (cargo feature `cuda`), or use --device cpu"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Builds the CUDA device on `ordinal` with RNG `seed`, with a clear error when there is none.
+#[cfg(feature = "cuda")]
+pub fn cuda(ordinal: usize, seed: u64) -> Result<dfdx::prelude::Cuda> {
+    dfdx::prelude::Cuda::try_build(ordinal, seed).map_err(|e| {
+        anyhow::anyhow!(
+            "--device cuda:{ordinal}: no usable CUDA device ({e:?}). Check `nvidia-smi`, the \
+             ordinal, and that libcuda.so.1, libcublas.so.13 and libnvrtc.so.13 are on \
+             LD_LIBRARY_PATH (scripts/gpu-check.sh shows how)"
+        )
+    })
+}
+
+/// Runs `$body` with the type `$D` bound to the device chosen by `$choice` and `$dev` a value
+/// of it built with RNG seed `$seed`. Evaluates to `anyhow::Result<_>` of the body's value;
+/// a CUDA choice in a CPU build, or a missing GPU, is an `Err`.
+#[macro_export]
+macro_rules! with_device {
+    ($choice:expr, $seed:expr, $D:ident, $dev:ident => $body:expr) => {{
+        let choice: $crate::device::DeviceChoice = $choice;
+        match $crate::device::check_available(choice) {
+            Err(e) => Err(e),
+            Ok(()) => match choice {
+                $crate::device::DeviceChoice::Cpu => {
+                    type $D = dfdx::prelude::Cpu;
+                    let $dev = dfdx::prelude::Cpu::seed_from_u64($seed);
+                    Ok($body)
+                }
+                #[allow(unused_variables)]
+                $crate::device::DeviceChoice::Cuda(ordinal) => {
+                    $crate::__cuda_arm!(ordinal, $seed, $D, $dev, $body)
+                }
+            },
+        }
+    }};
+}
+
+/// The CUDA arm of [`with_device!`] (a CUDA build).
+#[cfg(feature = "cuda")]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __cuda_arm {
+    ($ordinal:expr, $seed:expr, $D:ident, $dev:ident, $body:expr) => {{
+        type $D = dfdx::prelude::Cuda;
+        match $crate::device::cuda($ordinal, $seed) {
+            Ok($dev) => Ok($body),
+            Err(e) => Err(e),
+        }
+    }};
+}
+
+/// The CUDA arm of [`with_device!`] (a CPU build: unreachable, `check_available` refused).
+#[cfg(not(feature = "cuda"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __cuda_arm {
+    ($ordinal:expr, $seed:expr, $D:ident, $dev:ident, $body:expr) => {{
+        let _ = ($ordinal, $seed);
+        Err(anyhow::anyhow!("CUDA is not built in"))
+    }};
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_device_names() {
+        assert_eq!("cpu".parse(), Ok(DeviceChoice::Cpu));
+        assert_eq!("CUDA".parse(), Ok(DeviceChoice::Cuda(0)));
+        assert_eq!("cuda:3".parse(), Ok(DeviceChoice::Cuda(3)));
+        assert!("cuda:x".parse::<DeviceChoice>().is_err());
+        assert!("tpu".parse::<DeviceChoice>().is_err());
+        assert_eq!(DeviceChoice::Cuda(1).to_string(), "cuda:1");
+    }
+
+    #[cfg(not(feature = "cuda"))]
+    #[test]
+    fn cuda_in_a_cpu_build_is_a_clear_error() {
+        let e = check_available(DeviceChoice::Cuda(0))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("built without CUDA") && e.contains("build-cuda.sh"),
+            "{e}"
+        );
+        let r: Result<usize> = crate::with_device!(DeviceChoice::Cuda(0), 0, D, dev => {
+            let _ = &dev;
+            1
+        });
+        assert!(r.is_err());
+        let r: Result<usize> = crate::with_device!(DeviceChoice::Cpu, 0, D, dev => {
+            let _: &D = &dev;
+            2
+        });
+        assert_eq!(r.unwrap(), 2);
+    }
+}
