@@ -62,7 +62,7 @@ ldd "$DIST/gadms" | grep -E "cuda|cublas|nvrtc"
 
 # 1. CPU vs CUDA parity
 say "(a) CUDA parity tests"
-timeout 240 "$DIST/cuda-tests" --test-threads=1 --nocapture 2>&1 | tee "$LOG/cuda-tests.log" | grep -E "^\[|test result|panicked|FAILED|error" 
+timeout 150 "$DIST/cuda-tests" --test-threads=1 --nocapture 2>&1 | tee "$LOG/cuda-tests.log" | grep -E "^\[|test result|panicked|FAILED|error" 
 TESTS_RC=${PIPESTATUS[0]}
 PARITY=$(grep -c "^\[.*\] ok " "$LOG/cuda-tests.log"); BAD=$(grep -c "^\[.*\] BAD " "$LOG/cuda-tests.log")
 WORST=$(grep -E "^\[.*\] (ok|BAD) " "$LOG/cuda-tests.log" | awk '{print $3}' | sort -g | tail -1)
@@ -73,7 +73,7 @@ mem_watch() { nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -
 BASE=$(nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits | head -1)
 say "(b) gadms bench train: ViT-B/16 GA-DMS step, batch $BATCH, $STEPS steps"
 W=$(mem_watch "$LOG/mem-gadms.txt")
-timeout 240 "$DIST/gadms" bench train --device cuda --preset vit-b-16 --batch "$BATCH" \
+timeout 180 "$DIST/gadms" bench train --device cuda --preset vit-b-16 --batch "$BATCH" \
     --iters "$STEPS" --warmup "$WARMUP" 2>&1 | tee "$LOG/gadms-train.log"
 kill "$W" 2>/dev/null
 PEAK=$(sort -n "$LOG/mem-gadms.txt" | tail -1)
@@ -85,7 +85,7 @@ for l in sys.stdin:
 
 # 3. PyTorch, same step and sizes
 say "(c) PyTorch: eager f32, TF32, AMP bf16"
-timeout 200 "$PY" benches/torch_gadms_step.py --device cuda --preset vit-b-16 --batch "$BATCH" \
+timeout 150 "$PY" benches/torch_gadms_step.py --device cuda --preset vit-b-16 --batch "$BATCH" \
     --steps "$STEPS" --warmup "$WARMUP" --modes eager-f32,tf32,amp-bf16 2> "$LOG/torch.err" \
     | tee -a "$LOG/rows.jsonl"
 tail -5 "$LOG/torch.err"
