@@ -64,6 +64,23 @@ pub fn check_available(choice: DeviceChoice) -> Result<()> {
 /// Builds the CUDA device on `ordinal` with RNG `seed`, with a clear error when there is none.
 #[cfg(feature = "cuda")]
 pub fn cuda(ordinal: usize, seed: u64) -> Result<dfdx::prelude::Cuda> {
+    use cudarc::driver::result;
+    // dfdx (cudarc 0.9) unwraps both of these; check them first for a clear error.
+    result::init().map_err(|e| {
+        anyhow::anyhow!(
+            "--device cuda:{ordinal}: the CUDA driver did not initialise ({e:?}); check \
+             `nvidia-smi`, or use --device cpu"
+        )
+    })?;
+    let count = result::device::get_count()
+        .map_err(|e| anyhow::anyhow!("--device cuda:{ordinal}: cannot count CUDA devices ({e:?})"))?
+        .max(0) as usize;
+    if ordinal >= count {
+        bail!(
+            "--device cuda:{ordinal}: this machine has {count} CUDA device(s); use cuda:0..cuda:{}",
+            count.saturating_sub(1)
+        );
+    }
     dfdx::prelude::Cuda::try_build(ordinal, seed).map_err(|e| {
         anyhow::anyhow!(
             "--device cuda:{ordinal}: no usable CUDA device ({e:?}). Check `nvidia-smi`, the \

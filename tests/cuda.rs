@@ -260,8 +260,80 @@ fn losses_and_their_input_gradients() {
     r.finish("losses");
 }
 
+/// The optimiser alone, on identical gradients: the device (tensor-path) Adam against the
+/// host Adam, three steps each of coupled L2, decoupled decay and clipping.
 #[test]
-fn training_steps_with_adam_match() {
+fn adam_on_the_device_matches_the_host_on_the_same_gradients() {
+    type Lin<D> = dfdx::nn::modules::Linear<48, 24, f32, D>;
+    let (cpu, gpu) = (Cpu::seed_from_u64(9), cuda());
+    let mut r = Report::default();
+    let cfgs = [
+        ("coupled L2", AdamConfig::default()),
+        (
+            "decoupled",
+            AdamConfig {
+                weight_decay: gadms::optim::WeightDecay::Decoupled(0.05),
+                ..Default::default()
+            },
+        ),
+        (
+            "clip 0.5",
+            AdamConfig {
+                clip_norm: Some(0.5),
+                ..Default::default()
+            },
+        ),
+    ];
+    for (tag, cfg) in cfgs {
+        let mut mc = Lin::<Cpu>::build(&cpu);
+        let mut mg = mc.to_device(&gpu);
+        let (mut oc, mut og) = (Adam::new(cfg), Adam::new(cfg));
+        for step in 0..3 {
+            // Gradients = backward of Σ w·Gw + Σ b·Gb: exactly Gw, Gb on both devices.
+            let gw: Tensor<Rank2<24, 48>, f32, Cpu> = cpu.sample_normal();
+            let gb: Tensor<Rank1<24>, f32, Cpu> = cpu.sample_normal();
+            let grads_c = {
+                let w = mc.weight.leaky_trace();
+                let b = mc.bias.leaky_trace();
+                ((w * gw.clone()).sum::<Rank0, _>() + (b * gb.clone()).sum::<Rank0, _>()).backward()
+            };
+            let grads_g = {
+                let (gwg, gbg) = (gw.to_device(&gpu), gb.to_device(&gpu));
+                let w = mg.weight.leaky_trace();
+                let b = mg.bias.leaky_trace();
+                ((w * gwg).sum::<Rank0, _>() + (b * gbg).sum::<Rank0, _>()).backward()
+            };
+            let lr = 1e-2 * (step + 1) as f32;
+            let sc = oc.update(&mut mc, &grads_c, lr, &|_| gadms::optim::Group::PLAIN);
+            let sg = og.update(&mut mg, &grads_g, lr, &|_| gadms::optim::Group::PLAIN);
+            r.cmp(
+                &format!("{tag} step {step}: grad norm"),
+                &[sg.grad_norm],
+                &[sc.grad_norm],
+            );
+        }
+        r.cmp(
+            &format!("{tag}: weight after 3 steps"),
+            &mg.weight.as_vec(),
+            &mc.weight.as_vec(),
+        );
+        r.cmp(
+            &format!("{tag}: bias after 3 steps"),
+            &mg.bias.as_vec(),
+            &mc.bias.as_vec(),
+        );
+    }
+    r.finish("adam");
+}
+
+/// Three full GA-DMS steps on both devices: losses, gradient norms and the GASS score table
+/// must agree. The parameters themselves are printed, not asserted: Adam divides each
+/// gradient by its running RMS (ε 1e-3), which turns the ~1e-5 relative rounding differences of
+/// the GPU's gradients into ~1e-4 differences of the updates of near-ε entries (measured on an
+/// H200: 3e-4 of max|p| after 3 steps at lr 1e-4); the optimiser alone is checked exactly by
+/// the test above.
+#[test]
+fn training_steps_match() {
     let (mut m, mut g, _, _) = models();
     let cfg = StepConfig::default();
     let (sc, sg) = (ScoreTable::in_memory(8), ScoreTable::in_memory(8));
@@ -284,10 +356,17 @@ fn training_steps_with_adam_match() {
     }
     let rows = |t: &ScoreTable| (0..8).flat_map(|i| t.get(i)).collect::<Vec<f32>>();
     r.cmp("score table after 3 steps", &rows(&sg), &rows(&sc));
-    r.maps(
-        "parameters after 3 Adam steps",
-        &module_to_map(&g),
-        &module_to_map(&m),
+    let (pg, pc) = (module_to_map(&g), module_to_map(&m));
+    let worst = pc
+        .tensors
+        .iter()
+        .map(|(k, a)| (rel_err(&pg.tensors[k].data, &a.data), k))
+        .fold((0.0, String::new()), |w, (e, k)| {
+            if e > w.0 { (e, k.clone()) } else { w }
+        });
+    println!(
+        "[train] info {:.3e}  parameters after 3 Adam steps (worst {})",
+        worst.0, worst.1
     );
     r.finish("train");
 }
