@@ -4,6 +4,7 @@
 
 pub mod checkpoint;
 pub mod cmd;
+pub mod finetune;
 pub mod gadms_step;
 pub mod init;
 pub mod model_io;

@@ -240,6 +240,31 @@ impl Adam {
         UpdateStats { grad_norm }
     }
 
+    /// One update of a tensor kept outside the model's `TensorCollection` (e.g. the ID
+    /// classifier, whose class count is only known at run time), with its state under `name`
+    /// and the step count of the last [`Adam::update`] (call this right after it). Gradient
+    /// clipping does not see this tensor.
+    pub fn update_slice(&mut self, name: &str, p: &mut [f32], g: &[f32], lr: f32, group: Group) {
+        let (cfg, step) = (self.cfg, self.step.max(1));
+        let mom = self
+            .moments
+            .entry(name.to_string())
+            .or_insert_with(|| Moments {
+                m: vec![0.0; p.len()],
+                v: vec![0.0; p.len()],
+            });
+        adam_update(
+            p,
+            g,
+            mom,
+            &cfg,
+            step,
+            lr * group.lr_mult,
+            group.wd_mult,
+            1.0,
+        );
+    }
+
     /// Saves step, config and moments to a safetensors file (atomic).
     pub fn save(&self, path: &Path) -> Result<()> {
         let mut map = TensorMap::default();

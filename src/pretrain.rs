@@ -1493,7 +1493,7 @@ pub(crate) fn metrics_from_json(v: &serde_json::Value) -> Option<Metrics> {
     })
 }
 
-fn print_table(rows: &[(&str, &Metrics)]) {
+pub(crate) fn print_table(rows: &[(&str, &Metrics)]) {
     println!(
         "  {:<22} {:>7} {:>7} {:>7} {:>7} {:>7} {:>9} {:>8}",
         "split", "R1", "R5", "R10", "mAP", "mINP", "chanceR1", "Q x G"
@@ -1513,7 +1513,7 @@ fn print_table(rows: &[(&str, &Metrics)]) {
     }
 }
 
-fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
+pub(crate) fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
     std::fs::write(path, bytes).with_context(|| format!("cannot write {}", path.display()))
 }
 

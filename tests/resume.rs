@@ -201,6 +201,27 @@ fn pretrain_ga_dms_killed_and_resumed_is_bit_identical() {
 }
 
 #[test]
+fn finetune_killed_and_resumed_is_bit_identical() {
+    // A pretrained starting point (one short SDM epoch).
+    let dir = temp_dir("ft-init");
+    let (train, _) = tiny_packed(&dir);
+    let pre = dir.join("pre");
+    ok(&gadms(&[
+        "pretrain",
+        "--data",
+        s(&train),
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--out",
+        s(&pre),
+    ]));
+    kill_and_resume("ft", "finetune", &["--init", s(&pre)], false);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn a_nan_loss_stops_the_run_and_keeps_the_last_checkpoint() {
     let dir = temp_dir("nan");
     let (train, test) = tiny_packed(&dir);
