@@ -356,3 +356,52 @@ fn init_loads_clip_files_and_refuses_other_shapes() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("no such file"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The pointer only ever names a complete checkpoint: a save that fails half-way (here: the
+/// tensor writer errors) leaves `checkpoint.json` on the previous one, and the next good save
+/// removes the half-written directory.
+#[test]
+fn a_failed_save_leaves_the_previous_checkpoint_in_place() {
+    let run = temp_dir("atomic");
+    let state = |step| TrainState {
+        command: "pretrain".into(),
+        step,
+        epoch: 1,
+        loader: Default::default(),
+        seed: 0,
+        rng: checkpoint::RNG_NOTE.into(),
+        best_r1: None,
+        evaluated_epoch: 0,
+        args: serde_json::json!({}),
+    };
+    let write = |d: &Path| -> anyhow::Result<()> {
+        std::fs::write(d.join(checkpoint::MODEL_FILE), b"weights")?;
+        Ok(())
+    };
+    checkpoint::save(&run, &state(2), write).unwrap();
+    let failed = checkpoint::save(&run, &state(4), |d| {
+        std::fs::write(d.join(checkpoint::MODEL_FILE), b"half")?;
+        anyhow::bail!("disk full")
+    });
+    assert!(failed.is_err());
+    let (dir, st) = checkpoint::latest(&run).unwrap();
+    assert_eq!(st.step, 2);
+    assert_eq!(
+        std::fs::read(dir.join(checkpoint::MODEL_FILE)).unwrap(),
+        b"weights"
+    );
+    checkpoint::save(&run, &state(6), write).unwrap();
+    let left: Vec<_> = std::fs::read_dir(run.join(checkpoint::CKPT_DIR))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(left, vec!["step-00000006".to_string()]);
+    // Not a run directory / no checkpoint: clear errors.
+    let e = checkpoint::latest(&run.join("nope")).unwrap_err();
+    assert!(format!("{e:#}").contains("no such run directory"), "{e:#}");
+    let empty = temp_dir("atomic-empty");
+    let e = checkpoint::latest(&empty).unwrap_err();
+    assert!(format!("{e:#}").contains("no checkpoint"), "{e:#}");
+    let _ = std::fs::remove_dir_all(&run);
+    let _ = std::fs::remove_dir_all(&empty);
+}
