@@ -2,9 +2,12 @@
 //!
 //! The model lives in `gadms-nn`, data in `gadms-data`, checkpoints in `gadms-ckpt`.
 
+pub mod checkpoint;
 pub mod cmd;
 pub mod device;
+pub mod finetune;
 pub mod gadms_step;
+pub mod init;
 pub mod model_io;
 pub mod optim;
 pub mod preset;

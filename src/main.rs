@@ -1,4 +1,4 @@
-//! `gadms` — GA-DMS text-based person retrieval: pretrain, embed, export, inspect, bench.
+//! `gadms` — GA-DMS text-based person retrieval: pretrain, finetune, embed, export, inspect, bench.
 
 use argh::FromArgs;
 use gadms::cmd;
@@ -14,6 +14,7 @@ struct Cli {
 #[argh(subcommand)]
 enum Command {
     Pretrain(gadms::pretrain::PretrainArgs),
+    Finetune(gadms::finetune::FinetuneArgs),
     Embed(cmd::embed::EmbedArgs),
     Tokenize(cmd::tokenize::TokenizeArgs),
     Export(cmd::export::ExportArgs),
@@ -26,6 +27,7 @@ fn main() {
     let cli: Cli = argh::from_env();
     let res = match cli.command {
         Command::Pretrain(a) => gadms::pretrain::run(a),
+        Command::Finetune(a) => gadms::finetune::run(a),
         Command::Embed(a) => cmd::embed::run(a),
         Command::Tokenize(a) => cmd::tokenize::run(a),
         Command::Export(a) => cmd::export::run(a),

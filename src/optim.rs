@@ -463,6 +463,33 @@ impl Adam {
         UpdateStats { grad_norm }
     }
 
+    /// One update of a tensor kept outside the model's `TensorCollection` (e.g. the ID
+    /// classifier, whose class count is only known at run time), with its state under `name`
+    /// and the step count of the last [`Adam::update`] (call this right after it). Gradient
+    /// clipping does not see this tensor.
+    pub fn update_slice(&mut self, name: &str, p: &mut [f32], g: &[f32], lr: f32, group: Group) {
+        let k = Coeffs::new(
+            &self.cfg,
+            self.step.max(1),
+            lr * group.lr_mult,
+            group.wd_mult,
+            1.0,
+        );
+        let state = self.moments.entry(name.to_string()).or_insert_with(|| {
+            State::Host(Moments {
+                m: vec![0.0; p.len()],
+                v: vec![0.0; p.len()],
+            })
+        });
+        if let State::Device { .. } = state {
+            *state = State::Host(state.to_host());
+        }
+        let State::Host(mom) = state else {
+            unreachable!()
+        };
+        adam_update(p, g, mom, &k);
+    }
+
     /// Saves step, config and moments to a safetensors file (atomic).
     pub fn save(&self, path: &Path) -> Result<()> {
         let mut map = TensorMap::default();

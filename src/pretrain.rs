@@ -42,7 +42,9 @@
 //!   which is the paper's 5 for the default 24 epochs. Then a cosine to 0, stepped once per
 //!   epoch, as in the paper.
 //! * **Batch 32, 24 epochs** over the 1400 training captions: 43 steps per epoch, 1032 steps in
-//!   80–100 s on 2 cores. Test R1 goes from 1 to 56 at seed 0 and to 48 at seed 1 (chance 1).
+//!   80–100 s on 2 cores. Test R1 goes from 1 to 56 at seed 0 and to 48 at seed 1 (chance 1)
+//!   with dfdx's Adam; with the checkpointable [`crate::optim::Adam`] (same update, other
+//!   rounding) 1 to 47.75 at seed 0 (107 s of CPU time).
 //!   From random init the towers first collapse to identical features (loss ≈ 27.9 at batch 64)
 //!   and need a few hundred steps to leave that plateau. The number of steps therefore matters
 //!   more than the number of negatives per batch.
@@ -59,12 +61,15 @@ pub mod eval;
 pub mod schedule;
 pub mod synth;
 
-use crate::gadms_step::{GaDmsTiny, StepConfig, save_gadms, train_step};
+use crate::checkpoint;
+use crate::gadms_step::{GaDmsTiny, StepConfig, load_gadms, save_gadms, train_step};
+use crate::optim::{
+    Adam as OptAdam, AdamConfig as OptAdamConfig, Group, WeightDecay as OptWeightDecay,
+};
 use crate::preset::{Dev, Preset};
 use anyhow::{Context, Result, bail};
 use argh::FromArgs;
 use dfdx::nn::ZeroGrads;
-use dfdx::optim::{Adam, AdamConfig, Optimizer, WeightDecay};
 use dfdx::prelude::*;
 use eval::{EvalSet, Metrics};
 use gadms_data::TokenIds;
@@ -76,7 +81,7 @@ use gadms_nn::gass::{GassConfig, GassNorm};
 use gadms_nn::loss::{SDM_EPS, SDM_LOGIT_SCALE, sdm_loss};
 use gadms_nn::{HasClipSpec, Tiny, cls_token};
 use indicatif::{ProgressBar, ProgressStyle};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -92,7 +97,7 @@ use synth::{IMG_H, IMG_LEN, IMG_W};
 /// CUHK-PEDES form), packed into RUN_DIR/data; --data trains on any `gadms pack` output at
 /// 64x32. Writes RUN_DIR/config.json, metrics.jsonl and last.safetensors (CLIP weights); with
 /// ga-dms also gadms_model.safetensors (CLIP + decoder) and scores.f32.
-#[derive(FromArgs, Debug, Clone, Serialize)]
+#[derive(FromArgs, Debug, Clone, Serialize, Deserialize)]
 #[argh(subcommand, name = "pretrain")]
 pub struct PretrainArgs {
     /// training epochs (default 24)
@@ -117,10 +122,11 @@ pub struct PretrainArgs {
     /// set, unpacked and packed into RUN_DIR/data)
     #[argh(option)]
     pub data: Option<PathBuf>,
-    /// evaluation data: a `gadms pack` output at 64x32 (default: the embedded set's test split
+    /// evaluation data: a `gadms pack` output at 64x32; repeat the flag for several sets
+    /// (best.safetensors follows the first one's R1) (default: the embedded set's test split
     /// without --data, none with it)
     #[argh(option)]
-    pub eval_data: Option<PathBuf>,
+    pub eval_data: Vec<PathBuf>,
     /// augmentation: horizontal flip probability (default 0.5)
     #[argh(option, default = "DEFAULT_AUG_FLIP")]
     pub aug_flip: f64,
@@ -131,15 +137,41 @@ pub struct PretrainArgs {
     /// augmentation: random erasing probability (default 0; IRRA's is 0.5)
     #[argh(option, default = "DEFAULT_AUG_ERASE")]
     pub aug_erase: f64,
-    /// also save RUN_DIR/last.safetensors every N epochs (default 0: only at the end)
+    /// write a resumable checkpoint (RUN_DIR/checkpoints, RUN_DIR/checkpoint.json) and
+    /// last.safetensors every N optimiser steps (default 0: only at the end)
     #[argh(option, default = "0")]
     pub save_every: usize,
-    /// evaluate every N epochs (default 0: only before and after)
+    /// evaluate every N epochs and keep RUN_DIR/best.safetensors by R1 (default 0: only before
+    /// and after training)
     #[argh(option, default = "0")]
     pub eval_every: usize,
+    /// start from these weights: an OpenAI/open_clip/HF CLIP safetensors, a gadms weight file
+    /// or a gadms run directory (default: random init)
+    #[argh(option)]
+    pub init: Option<PathBuf>,
+    /// continue the run in RUN_DIR from its latest checkpoint, exactly (takes every other
+    /// setting from the run; give no other flags)
+    #[argh(option)]
+    pub resume: Option<PathBuf>,
+    /// step the warm-up + cosine schedule after every optimiser step instead of once per
+    /// epoch (the reference)
+    #[argh(switch)]
+    pub schedule_per_step: bool,
+    /// SDM identities: caption (every caption its own pid, GA-DMS pretraining §5.1) or
+    /// identity (the dataset's person ids) (default: identity for sdm, caption for ga-dms)
+    #[argh(option)]
+    pub pids: Option<PidMode>,
+    /// test hook: make the batch of this step (1-based) non-finite
+    #[argh(option, hidden_help)]
+    #[serde(skip)]
+    pub debug_nan_at_step: Option<u64>,
+    /// test hook: sleep this many milliseconds after every step
+    #[argh(option, hidden_help, default = "0")]
+    #[serde(skip)]
+    pub debug_step_delay_ms: u64,
     /// model preset; only tiny is supported (default tiny)
     #[argh(option, default = "Preset::Tiny")]
-    #[serde(serialize_with = "ser_preset")]
+    #[serde(serialize_with = "ser_preset", deserialize_with = "de_preset")]
     pub preset: Preset,
     /// training objective: sdm (CLIP towers, SDM loss only) or ga-dms (GASS + dual masking +
     /// MTP decoder, loss SDM + beta*MTP) (default sdm)
@@ -165,8 +197,30 @@ pub struct PretrainArgs {
     pub mask_lambda: f64,
 }
 
+/// `--pids`: which identities SDM's matching distribution uses (shared/ga-dms-method.md §5.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PidMode {
+    /// Every caption is its own identity (`pid = sample index`; GA-DMS pretraining: q = I).
+    #[serde(rename = "caption")]
+    Caption,
+    /// The dataset's person ids (IRRA fine-tuning; more positives per batch).
+    #[serde(rename = "identity")]
+    Identity,
+}
+
+impl std::str::FromStr for PidMode {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "caption" => Ok(PidMode::Caption),
+            "identity" | "person" => Ok(PidMode::Identity),
+            _ => Err(format!("unknown pid mode '{s}': use caption or identity")),
+        }
+    }
+}
+
 /// `--objective`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Objective {
     /// CLIP towers, SDM loss only.
     #[serde(rename = "sdm")]
@@ -188,7 +242,7 @@ impl std::str::FromStr for Objective {
 }
 
 /// `--gass-norm`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum GassNormArg {
     /// [`GassNorm::Paper`].
     #[serde(rename = "paper")]
@@ -220,8 +274,15 @@ impl From<GassNormArg> for GassNorm {
     }
 }
 
-fn ser_preset<S: serde::Serializer>(p: &Preset, s: S) -> Result<S::Ok, S::Error> {
+/// Serialises a preset as its name (`tiny`, `vit-b-16`).
+pub fn ser_preset<S: serde::Serializer>(p: &Preset, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(p.spec().name)
+}
+
+/// Reads a preset name back.
+pub fn de_preset<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Preset, D::Error> {
+    let name = String::deserialize(d)?;
+    name.parse().map_err(serde::de::Error::custom)
 }
 
 /// Default `--epochs`.
@@ -262,12 +323,18 @@ impl Default for PretrainArgs {
             seed: 0,
             out: PathBuf::from(DEFAULT_OUT),
             data: None,
-            eval_data: None,
+            eval_data: Vec::new(),
             aug_flip: DEFAULT_AUG_FLIP,
             aug_pad: DEFAULT_AUG_PAD,
             aug_erase: DEFAULT_AUG_ERASE,
             save_every: 0,
             eval_every: 0,
+            init: None,
+            resume: None,
+            schedule_per_step: false,
+            pids: None,
+            debug_nan_at_step: None,
+            debug_step_delay_ms: 0,
             preset: Preset::Tiny,
             objective: Objective::Sdm,
             beta: DEFAULT_BETA,
@@ -294,6 +361,9 @@ impl PretrainArgs {
         }
         if self.epochs == 0 {
             bail!("--epochs must be at least 1");
+        }
+        if let Some(p) = &self.init {
+            crate::init::resolve(p)?;
         }
         if self.batch_size < 2 {
             bail!("--batch-size must be at least 2 (SDM contrasts the pairs of a batch)");
@@ -367,6 +437,14 @@ impl PretrainArgs {
         }
     }
 
+    /// `--pids`, or the objective's default (identity for sdm, caption for ga-dms).
+    pub fn pid_mode(&self) -> PidMode {
+        self.pids.unwrap_or(match self.objective {
+            Objective::Sdm => PidMode::Identity,
+            Objective::GaDms => PidMode::Caption,
+        })
+    }
+
     /// The dual-masking curves of these flags (`--alpha-n`, `--alpha-i`, `--mask-lambda`).
     pub fn masking_config(&self) -> MaskingConfig {
         MaskingConfig {
@@ -381,22 +459,24 @@ impl PretrainArgs {
 /// The model trained here.
 pub type Model = Tiny<f32, Dev>;
 
-/// One SDM training step's worth of state: the model, Adam and the gradient buffers.
+/// One SDM training step's worth of state: the model, Adam ([`crate::optim::Adam`], PyTorch
+/// semantics, saveable for exact resume) and the gradient buffers.
 pub struct Trainer {
     /// The model.
     pub model: Model,
-    opt: Adam<Model, f32, Dev>,
+    opt: OptAdam,
+    lr: f64,
     grads: Option<Gradients<f32, Dev>>,
     dev: Dev,
 }
 
 /// Adam as in GA-DMS §6.1: β = (0.9, 0.999), ε = 1e-3, coupled L2 weight decay 4e-5.
-pub fn adam_config(lr: f64) -> AdamConfig {
-    AdamConfig {
-        lr,
+pub fn adam_config() -> OptAdamConfig {
+    OptAdamConfig {
         betas: [0.9, 0.999],
         eps: 1e-3,
-        weight_decay: Some(WeightDecay::L2(4e-5)),
+        weight_decay: OptWeightDecay::L2(4e-5),
+        clip_norm: None,
     }
 }
 
@@ -405,10 +485,10 @@ impl Trainer {
     pub fn new(dev: &Dev, lr: f64) -> Self {
         let model = <Model as dfdx::nn::BuildModule<Dev, f32>>::build(dev);
         let grads = Some(model.alloc_grads());
-        let opt = Adam::new(&model, adam_config(lr));
         Trainer {
             model,
-            opt,
+            opt: OptAdam::new(adam_config()),
+            lr,
             grads,
             dev: dev.clone(),
         }
@@ -416,16 +496,23 @@ impl Trainer {
 
     /// Sets the learning rate of the next steps.
     pub fn set_lr(&mut self, lr: f64) {
-        self.opt.cfg.lr = lr;
+        self.lr = lr;
     }
 
     /// The current learning rate.
     pub fn lr(&self) -> f64 {
-        self.opt.cfg.lr
+        self.lr
+    }
+
+    /// The optimiser (step count, moments).
+    pub fn optimizer(&self) -> &OptAdam {
+        &self.opt
     }
 
     /// One step on a batch: `pixels` are `B × [3, 64, 32]` CLIP-normalised images, `rows` the
     /// paired captions' ids, `pids` their identities. Returns the SDM loss before the update.
+    /// A non-finite loss is returned without any update (the model and optimiser are
+    /// unchanged); the caller stops the run.
     pub fn step(&mut self, pixels: Vec<f32>, rows: &[TokenIds], pids: &[usize]) -> Result<f32> {
         let b = rows.len();
         if pixels.len() != b * IMG_LEN || pids.len() != b || b == 0 {
@@ -449,12 +536,11 @@ impl Trainer {
         let loss = sdm_loss(img, txt, pids, SDM_LOGIT_SCALE, SDM_EPS);
         let value = loss.array();
         let grads = loss.backward();
-        let res = self.opt.update(&mut self.model, &grads);
-        self.grads = Some(grads);
-        res.map_err(|e| anyhow::anyhow!("optimizer update failed: {e:?}"))?;
-        if !value.is_finite() {
-            bail!("the loss became {value}; try a smaller --lr");
+        if value.is_finite() {
+            self.opt
+                .update(&mut self.model, &grads, self.lr as f32, &|_| Group::PLAIN);
         }
+        self.grads = Some(grads);
         Ok(value)
     }
 }
@@ -545,7 +631,7 @@ enum Runner {
     Sdm(Box<Trainer>),
     GaDms {
         model: Box<GaDmsModel>,
-        opt: crate::optim::Adam,
+        opt: OptAdam,
         scores: Arc<ScoreTable>,
         cfg: StepConfig,
         lr: f64,
@@ -562,7 +648,7 @@ impl Runner {
                 let model = <GaDmsModel as dfdx::nn::BuildModule<Dev, f32>>::build(dev);
                 Runner::GaDms {
                     model: Box::new(model),
-                    opt: crate::optim::Adam::new(crate::optim::AdamConfig::default()),
+                    opt: OptAdam::new(adam_config()),
                     scores: scores.context("ga-dms needs a score table")?,
                     cfg,
                     lr: a.lr,
@@ -579,6 +665,21 @@ impl Runner {
         }
     }
 
+    /// `--init`: CLIP weights (and, for GA-DMS, the decoder when the file has one).
+    fn init(&mut self, path: &Path) -> Result<String> {
+        let spec = Model::SPEC;
+        let r = match self {
+            Runner::Sdm(t) => {
+                crate::init::load_init::<Dev, Model, Model>(&mut t.model, &spec, None, path)?
+            }
+            Runner::GaDms { model, .. } => {
+                let GaDmsModel { clip, mtp } = model.as_mut();
+                crate::init::load_init(clip, &spec, Some(mtp), path)?
+            }
+        };
+        Ok(r.summary)
+    }
+
     fn set_lr(&mut self, new: f64) {
         match self {
             Runner::Sdm(t) => t.set_lr(new),
@@ -586,6 +687,7 @@ impl Runner {
         }
     }
 
+    /// One step. A non-finite loss changes nothing and is reported in `StepOut::loss`.
     fn step(&mut self, batch: gadms_data::loader::Batch) -> Result<StepOut> {
         match self {
             Runner::Sdm(t) => {
@@ -607,14 +709,7 @@ impl Runner {
                 lr,
             } => {
                 let r = train_step(model.as_mut(), opt, &batch, scores, cfg, *lr as f32);
-                if !r.applied {
-                    bail!(
-                        "the loss became {} (SDM {}, MTP {}); try a smaller --lr",
-                        r.loss,
-                        r.loss_sdm,
-                        r.loss_mtp
-                    );
-                }
+                debug_assert_eq!(r.applied, r.loss.is_finite());
                 Ok(StepOut {
                     loss: r.loss,
                     loss_sdm: r.loss_sdm,
@@ -629,7 +724,7 @@ impl Runner {
     /// Saves `dir/last.safetensors` (CLIP) and, for GA-DMS, `dir/gadms_model.safetensors` and
     /// `dir/scores.f32`. Returns the paths written.
     fn save(&self, dir: &Path) -> Result<Vec<PathBuf>> {
-        let mut out = vec![save(self.clip(), dir)?];
+        let mut out = vec![save(self.clip(), &dir.join(LAST_FILE))?];
         if let Runner::GaDms { model, scores, .. } = self {
             let path = dir.join(GADMS_MODEL_FILE);
             save_gadms(model.as_ref(), &path)?;
@@ -642,25 +737,103 @@ impl Runner {
         }
         Ok(out)
     }
+
+    /// Writes the resumable state into a fresh checkpoint directory ([`checkpoint`]).
+    fn save_checkpoint(&self, dir: &Path) -> Result<()> {
+        let model_path = dir.join(checkpoint::MODEL_FILE);
+        let adam_path = dir.join(checkpoint::ADAM_FILE);
+        match self {
+            Runner::Sdm(t) => {
+                save_gadms(&t.model, &model_path)?;
+                t.opt.save(&adam_path)?;
+            }
+            Runner::GaDms {
+                model, opt, scores, ..
+            } => {
+                save_gadms(model.as_ref(), &model_path)?;
+                opt.save(&adam_path)?;
+                let p = dir.join(checkpoint::SCORES_FILE);
+                scores
+                    .save_copy(&p)
+                    .map_err(|e| anyhow::anyhow!("saving {}: {e}", p.display()))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Restores what [`Runner::save_checkpoint`] wrote.
+    fn load_checkpoint(&mut self, dir: &Path) -> Result<()> {
+        let model_path = dir.join(checkpoint::MODEL_FILE);
+        let adam_path = dir.join(checkpoint::ADAM_FILE);
+        match self {
+            Runner::Sdm(t) => {
+                load_gadms(&mut t.model, &model_path)?;
+                t.opt = OptAdam::load(&adam_path)?;
+            }
+            Runner::GaDms {
+                model, opt, scores, ..
+            } => {
+                load_gadms(model.as_mut(), &model_path)?;
+                *opt = OptAdam::load(&adam_path)?;
+                let p = dir.join(checkpoint::SCORES_FILE);
+                let saved = ScoreTable::open(&p, Some(scores.rows()))
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
+                scores
+                    .copy_from(&saved)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The full GA-DMS model of a `--objective ga-dms` run (CLIP + decoder, `save_gadms`).
 pub const GADMS_MODEL_FILE: &str = "gadms_model.safetensors";
+/// The CLIP weights at the end of the run (and at every checkpoint), open_clip layout.
+pub const LAST_FILE: &str = "last.safetensors";
+/// The CLIP weights of the epoch with the best R1 on the first evaluation set.
+pub const BEST_FILE: &str = "best.safetensors";
 
+/// One evaluation line of metrics.jsonl.
 #[derive(Serialize)]
-struct EvalLine<'a> {
-    step: usize,
-    epoch: usize,
-    split: &'a str,
+pub(crate) struct EvalLine<'a> {
+    pub step: usize,
+    pub epoch: usize,
+    /// The split of the packed set (`test`, `train`, …) or `train-subset`.
+    pub split: &'a str,
+    /// The directory of the packed set.
+    pub data: &'a str,
     #[serde(flatten)]
-    m: Metrics,
+    pub m: Metrics,
 }
 
 /// Writes one JSON value per line, flushing each (so a killed run keeps its metrics).
-struct Jsonl(BufWriter<File>);
+pub(crate) struct Jsonl(BufWriter<File>);
 
 impl Jsonl {
-    fn write<T: Serialize>(&mut self, v: &T) -> Result<()> {
+    /// Opens `path`: a new file, or on resume the old one cut back to the lines of steps up to
+    /// `keep_upto` (lines written after the checkpoint by the killed process are dropped).
+    pub fn open(path: &Path, keep_upto: Option<u64>) -> Result<(Jsonl, Vec<serde_json::Value>)> {
+        let mut kept = Vec::new();
+        if let Some(upto) = keep_upto {
+            let old = std::fs::read_to_string(path).unwrap_or_default();
+            for l in old.lines() {
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(l)
+                    && v.get("step").and_then(|s| s.as_u64()).unwrap_or(u64::MAX) <= upto
+                {
+                    kept.push(v);
+                }
+            }
+        }
+        let f = File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+        let mut j = Jsonl(BufWriter::new(f));
+        for v in &kept {
+            j.write(v)?;
+        }
+        Ok((j, kept))
+    }
+
+    pub fn write<T: Serialize>(&mut self, v: &T) -> Result<()> {
         serde_json::to_writer(&mut self.0, v)?;
         self.0.write_all(b"\n")?;
         self.0.flush()?;
@@ -668,17 +841,64 @@ impl Jsonl {
     }
 }
 
-/// The data of a run: the packed training split and, optionally, the evaluation split.
+/// An evaluation set of a run.
+pub(crate) struct NamedEval {
+    /// Its directory (as given).
+    pub dir: String,
+    /// The manifest's split (`test`, `val`, `train`).
+    pub split: String,
+    /// The dataset name of the manifest.
+    pub dataset: String,
+    pub set: EvalSet,
+}
+
+impl NamedEval {
+    /// Opens a packed set for evaluation.
+    pub fn open(dir: &Path, flag: &str) -> Result<NamedEval> {
+        let ds = data::open_packed(dir, flag)?;
+        let set = EvalSet::from_dataset(&ds, None)?;
+        Ok(NamedEval {
+            dir: dir.display().to_string(),
+            split: ds.manifest.config.split.clone(),
+            dataset: ds.manifest.config.dataset.clone(),
+            set,
+        })
+    }
+
+    /// A label for tables: `test` or `test (DIR)` when there are several sets.
+    pub fn label(&self, several: bool) -> String {
+        if several {
+            format!("{} ({})", self.split, self.dir)
+        } else {
+            self.split.clone()
+        }
+    }
+
+    /// The line saying, plainly, when model selection uses the test split.
+    pub fn selection_note(&self) -> Option<String> {
+        (self.split == "test").then(|| {
+            format!(
+                "note: the evaluation set {} is the TEST split of {}: evaluating on it during \
+                 training and keeping best.safetensors by its R1 selects the model on test \
+                 data, as IRRA and GA-DMS do (shared/ga-dms-method.md §6.1-6.2); such numbers \
+                 are optimistic",
+                self.dir, self.dataset
+            )
+        })
+    }
+}
+
+/// The data of a run: the packed training split and the evaluation splits.
 struct RunData {
     train: Arc<gadms_data::manifest::Dataset>,
-    test: Option<EvalSet>,
+    evals: Vec<NamedEval>,
     probe: EvalSet,
     source: serde_json::Value,
 }
 
 fn load_data(a: &PretrainArgs) -> Result<RunData> {
     let t = Instant::now();
-    let (train_dir, eval_dir, source) = match &a.data {
+    let (train_dir, eval_dirs, source) = match &a.data {
         None => {
             let root = a.out.join("data");
             let d = data::prepare_default(&root)?;
@@ -693,21 +913,22 @@ fn load_data(a: &PretrainArgs) -> Result<RunData> {
                 d.reused_shards,
                 t.elapsed().as_secs_f64()
             );
-            let eval = a.eval_data.clone().unwrap_or(d.test.clone());
-            (d.train, Some(eval), "embedded fixtures/synth-pedes")
+            let eval = if a.eval_data.is_empty() {
+                vec![d.test.clone()]
+            } else {
+                a.eval_data.clone()
+            };
+            (d.train, eval, "embedded fixtures/synth-pedes")
         }
         Some(dir) => (dir.clone(), a.eval_data.clone(), "--data"),
     };
     let train = Arc::new(data::open_packed(&train_dir, "--data")?);
-    let test = match &eval_dir {
-        Some(dir) => {
-            let ds = data::open_packed(dir, "--eval-data")?;
-            Some(EvalSet::from_dataset(&ds, None)?)
-        }
-        None => None,
-    };
+    let evals = eval_dirs
+        .iter()
+        .map(|d| NamedEval::open(d, "--eval-data"))
+        .collect::<Result<Vec<_>>>()?;
     // The probe of the fit: the first identities of the training set, as many as the test has.
-    let probe_ids = test.as_ref().map_or(100, |s| s.n_ids());
+    let probe_ids = evals.first().map_or(100, |s| s.set.n_ids());
     let probe = EvalSet::from_dataset(&train, Some(probe_ids))?;
     let m = &train.manifest;
     let mut source = serde_json::json!({
@@ -718,36 +939,112 @@ fn load_data(a: &PretrainArgs) -> Result<RunData> {
         },
         "image_hw": [IMG_H, IMG_W],
     });
-    if let (Some(dir), Some(s)) = (&eval_dir, &test) {
+    if let Some(e) = evals.first() {
         source["eval"] = serde_json::json!({
-            "dir": dir, "ids": s.n_ids(), "images": s.n_images(), "captions": s.n_captions(),
+            "dir": e.dir, "split": e.split, "ids": e.set.n_ids(), "images": e.set.n_images(),
+            "captions": e.set.n_captions(),
         });
     }
+    source["evals"] = serde_json::json!(
+        evals
+            .iter()
+            .map(|e| serde_json::json!({"dir": e.dir, "split": e.split, "dataset": e.dataset}))
+            .collect::<Vec<_>>()
+    );
     Ok(RunData {
         train,
-        test,
+        evals,
         probe,
         source,
     })
 }
 
+/// `--resume RUN_DIR`: the run's own arguments (from its checkpoint) and the checkpoint. Any
+/// other flag given with `--resume` is an error (the run's settings are fixed), except the
+/// hidden test hooks, which are kept.
+pub(crate) fn resume_args<A: Serialize + serde::de::DeserializeOwned + Default>(
+    given: &A,
+    run_dir: &Path,
+    command: &str,
+    ignore: &[&str],
+) -> Result<(A, PathBuf, checkpoint::TrainState)> {
+    let mut g = serde_json::to_value(given)?;
+    let d = serde_json::to_value(A::default())?;
+    let mut differ = Vec::new();
+    if let (Some(g), Some(d)) = (g.as_object_mut(), d.as_object()) {
+        for (k, v) in g.iter() {
+            if ["resume", "out"].contains(&k.as_str()) || ignore.contains(&k.as_str()) {
+                continue;
+            }
+            if d.get(k) != Some(v) {
+                differ.push(format!("--{}", k.replace('_', "-")));
+            }
+        }
+    }
+    if !differ.is_empty() {
+        bail!(
+            "--resume {} continues the run with its own settings; drop {}",
+            run_dir.display(),
+            differ.join(", ")
+        );
+    }
+    let (dir, state) = checkpoint::latest(run_dir)?;
+    if state.command != command {
+        bail!(
+            "--resume {}: the checkpoint is of `gadms {}`, not `gadms {command}`",
+            run_dir.display(),
+            state.command
+        );
+    }
+    let args: A = serde_json::from_value(state.args.clone()).with_context(|| {
+        format!(
+            "{}: the stored arguments do not parse",
+            dir.join(checkpoint::STATE_FILE).display()
+        )
+    })?;
+    Ok((args, dir, state))
+}
+
 /// Runs the command.
-pub fn run(a: PretrainArgs) -> Result<()> {
+pub fn run(given: PretrainArgs) -> Result<()> {
+    let (a, resume) = match &given.resume {
+        Some(dir) => {
+            let (mut a, ckdir, state) = resume_args(&given, dir, "pretrain", &[])?;
+            a.out = dir.clone();
+            a.resume = Some(dir.clone());
+            a.debug_nan_at_step = given.debug_nan_at_step;
+            a.debug_step_delay_ms = given.debug_step_delay_ms;
+            (a, Some((ckdir, state)))
+        }
+        None => (given, None),
+    };
     let warmup = a.validate()?;
     let t0 = Instant::now();
     let spec = Model::SPEC;
+    let pid_mode = a.pid_mode();
     match a.objective {
         Objective::Sdm => println!(
-            "gadms pretrain --objective sdm: trains the two CLIP towers of the '{}' preset from \
-             random init with the SDM loss only (no masking, no MTP decoder).",
+            "gadms pretrain --objective sdm: trains the two CLIP towers of the '{}' preset with \
+             the SDM loss only (no masking, no MTP decoder; pids: {pid_mode:?}).",
             spec.name
         ),
         Objective::GaDms => println!(
-            "gadms pretrain --objective ga-dms: trains the '{}' preset (CLIP + MTP decoder) from \
-             random init with GASS scores, dual noise/informative caption masking and loss \
-             SDM + {}*MTP (GASS: {} layers, {:?} norm; masking alpha_n {} alpha_i {} lambda {}).",
+            "gadms pretrain --objective ga-dms: trains the '{}' preset (CLIP + MTP decoder) with \
+             GASS scores, dual noise/informative caption masking and loss SDM + {}*MTP (GASS: \
+             {} layers, {:?} norm; masking alpha_n {} alpha_i {} lambda {}; pids: {pid_mode:?}).",
             spec.name, a.beta, a.gass_layers, a.gass_norm, a.alpha_n, a.alpha_i, a.mask_lambda
         ),
+    }
+    if let Some((dir, st)) = &resume {
+        println!(
+            "resuming {} from {} (step {}, epoch {}, loader at epoch {} batch {})",
+            a.out.display(),
+            dir.display(),
+            st.step,
+            st.epoch,
+            st.loader.epoch + 1,
+            st.loader.next_batch
+        );
     }
 
     // Run directory and data.
@@ -755,7 +1052,7 @@ pub fn run(a: PretrainArgs) -> Result<()> {
         .with_context(|| format!("cannot create run directory {}", a.out.display()))?;
     let RunData {
         train,
-        test,
+        evals,
         probe,
         source,
     } = load_data(&a)?;
@@ -766,12 +1063,18 @@ pub fn run(a: PretrainArgs) -> Result<()> {
         m.images,
         m.samples,
         train.dir.display(),
-        match &test {
-            Some(s) => format!(
-                "; test: {} ids / {} images / {} captions (disjoint identities)",
-                s.n_ids(),
-                s.n_images(),
-                s.n_captions()
+        match evals.first() {
+            Some(e) => format!(
+                "; eval: {} ids / {} images / {} captions ({}){}",
+                e.set.n_ids(),
+                e.set.n_images(),
+                e.set.n_captions(),
+                e.dir,
+                if evals.len() > 1 {
+                    format!(" and {} more", evals.len() - 1)
+                } else {
+                    String::new()
+                }
             ),
             None => "; no --eval-data: only the fit on the training identities is measured".into(),
         }
@@ -783,6 +1086,11 @@ pub fn run(a: PretrainArgs) -> Result<()> {
             m.config.split,
             m.config.dataset
         );
+    }
+    for e in &evals {
+        if let Some(n) = e.selection_note() {
+            println!("{n}");
+        }
     }
     // GA-DMS: one score row per training caption (row = sample index), 0.85 at the start.
     let scores =
@@ -813,8 +1121,15 @@ pub fn run(a: PretrainArgs) -> Result<()> {
     )
     .context("building the loader")?;
     let steps_per_epoch = loader.batches_per_epoch() as usize;
+    if steps_per_epoch == 0 {
+        bail!(
+            "--batch-size {} is larger than the {} training captions: no full batch",
+            a.batch_size,
+            train.len()
+        );
+    }
 
-    let config = serde_json::json!({
+    let mut config = serde_json::json!({
         "args": &a,
         "warmup_epochs_used": warmup,
         "steps_per_epoch": steps_per_epoch,
@@ -824,15 +1139,18 @@ pub fn run(a: PretrainArgs) -> Result<()> {
             Objective::GaDms => "sdm(noise-masked) + beta * mtp(informative-masked)",
         },
         "logit_scale": SDM_LOGIT_SCALE,
-        "pids": "identity",
+        "pids": pid_mode,
         "optimizer": { "name": "adam", "betas": [0.9, 0.999], "eps": 1e-3, "weight_decay_l2": 4e-5 },
-        "schedule": "per-epoch linear warm-up from 0.1x, then cosine to 0",
+        "schedule": if a.schedule_per_step {
+            "per-step linear warm-up from 0.1x, then cosine to 0"
+        } else {
+            "per-epoch linear warm-up from 0.1x, then cosine to 0"
+        },
         "augment": a.augment(),
         "loader": { "workers": LOADER_WORKERS, "shuffle_buffer": 10_000, "drop_last": true },
         "model": gadms_ckpt::clip_io::open_clip_model_cfg(&spec),
         "data": source,
     });
-    let mut config = config;
     if a.objective == Objective::GaDms {
         let sc = a.step_config();
         config["ga_dms"] = serde_json::json!({
@@ -840,7 +1158,7 @@ pub fn run(a: PretrainArgs) -> Result<()> {
             "gass": { "layers": sc.gass.layers, "scales": sc.gass.scales, "norm": a.gass_norm },
             "masking": a.masking_config(),
             "score_rows": train.len(),
-            "optimizer": crate::optim::AdamConfig::default(),
+            "optimizer": adam_config(),
             "decoder": "MtpTiny",
         });
     }
@@ -849,33 +1167,64 @@ pub fn run(a: PretrainArgs) -> Result<()> {
         &serde_json::to_vec_pretty(&config)?,
     )?;
     let metrics_path = a.out.join("metrics.jsonl");
-    let mut jsonl = Jsonl(BufWriter::new(
-        File::create(&metrics_path)
-            .with_context(|| format!("cannot create {}", metrics_path.display()))?,
-    ));
+    let (mut jsonl, old_lines) = Jsonl::open(&metrics_path, resume.as_ref().map(|(_, s)| s.step))?;
 
-    // Model.
+    // Model: random init, then --init, then (resume) the checkpoint.
     let dev = Dev::seed_from_u64(a.seed);
     let mut tr = Runner::new(&a, &dev, scores)?;
+    if let Some(p) = &a.init
+        && resume.is_none()
+    {
+        println!("{}", tr.init(p)?);
+    }
+    let (mut step, mut best, mut evaluated_epoch) = (0usize, None::<(f64, usize)>, 0usize);
+    if let Some((dir, st)) = &resume {
+        tr.load_checkpoint(dir)?;
+        loader
+            .resume(st.loader)
+            .with_context(|| format!("resuming the loader from {}", dir.display()))?;
+        step = st.step as usize;
+        best = st.best_r1;
+        evaluated_epoch = st.evaluated_epoch;
+    }
     let evaluate = |model: &Model, set: &EvalSet| -> Result<Metrics> {
         eval::evaluate(model, set, 128).map_err(anyhow::Error::msg)
     };
+    let several = evals.len() > 1;
 
-    let before = match &test {
-        Some(set) => {
-            let m = evaluate(tr.clip(), set)?;
+    // Before training (a resumed run reads these lines back from metrics.jsonl).
+    let mut before: Vec<Option<Metrics>> = vec![None; evals.len()];
+    if resume.is_none() {
+        for (i, e) in evals.iter().enumerate() {
+            let m = evaluate(tr.clip(), &e.set)?;
             jsonl.write(&EvalLine {
                 step: 0,
                 epoch: 0,
-                split: "test",
+                split: &e.split,
+                data: &e.dir,
                 m,
             })?;
-            println!("zero-shot text->image retrieval before training (random init):");
-            print_table(&[("test", &m)]);
-            Some(m)
+            before[i] = Some(m);
         }
-        None => None,
-    };
+        if let Some(m) = before.first().copied().flatten() {
+            println!(
+                "zero-shot text->image retrieval before training ({}):",
+                if a.init.is_some() {
+                    "--init weights"
+                } else {
+                    "random init"
+                }
+            );
+            print_table(&[(evals[0].label(several).as_str(), &m)]);
+        }
+    } else {
+        for (i, e) in evals.iter().enumerate() {
+            before[i] = old_lines
+                .iter()
+                .find(|l| l["step"] == 0 && l["data"] == e.dir.as_str() && l.get("r1").is_some())
+                .and_then(|l| metrics_from_json(l));
+        }
+    }
 
     // Training.
     let total_steps = steps_per_epoch * a.epochs;
@@ -887,6 +1236,7 @@ pub fn run(a: PretrainArgs) -> Result<()> {
         .expect("valid template")
         .progress_chars("=> "),
     );
+    pb.set_position(step as u64);
     let say = |s: String| {
         if pb.is_hidden() {
             println!("{s}");
@@ -894,22 +1244,71 @@ pub fn run(a: PretrainArgs) -> Result<()> {
             pb.println(s);
         }
     };
-    let (mut step, mut pairs_done) = (0usize, 0usize);
+    let mut pairs_done = 0usize;
+    let mut last_ckpt: Option<PathBuf> = resume.as_ref().map(|(d, _)| d.clone());
     let train_start = Instant::now();
-    for epoch in 1..=a.epochs {
-        let lr = a.lr * schedule::lr_factor(epoch - 1, a.epochs, warmup);
-        tr.set_lr(lr);
+    let start = loader.state();
+    let (mut data_wait, mut compute) = (0.0f64, 0.0f64);
+    for epoch in (start.epoch as usize + 1)..=a.epochs {
+        let first = if epoch == start.epoch as usize + 1 {
+            start.next_batch as usize
+        } else {
+            0
+        };
         let (mut sum, mut n, mut pairs) = (0.0f64, 0usize, 0usize);
         let epoch_start = Instant::now();
-        for _ in 0..steps_per_epoch {
+        for _ in first..steps_per_epoch {
+            let lr = a.lr
+                * schedule::lr_factor_at(
+                    step,
+                    steps_per_epoch,
+                    a.epochs,
+                    warmup,
+                    a.schedule_per_step,
+                );
+            tr.set_lr(lr);
             let t = Instant::now();
-            let batch = loader.next_batch().context("loading a batch")?;
+            let mut batch = loader.next_batch().context("loading a batch")?;
+            let waited = t.elapsed().as_secs_f64();
+            if a.debug_nan_at_step == Some(step as u64 + 1) {
+                batch.images.iter_mut().for_each(|x| *x = f32::NAN);
+            }
+            if pid_mode == PidMode::Caption {
+                batch.pids = batch.sample_index.clone();
+            }
             let b = batch.len();
+            let tc = Instant::now();
             let out = tr.step(batch)?;
             let loss = out.loss;
+            if !loss.is_finite() {
+                pb.finish_and_clear();
+                let good = match &last_ckpt {
+                    Some(d) => format!(
+                        "the last good checkpoint {} is intact (to continue, start a new run with \
+                         a smaller --lr and --init {}; --resume would reach this step again)",
+                        d.display(),
+                        d.join(checkpoint::MODEL_FILE).display()
+                    ),
+                    None => "no checkpoint was written yet (--save-every N writes one every N \
+                             steps)"
+                        .to_string(),
+                };
+                bail!(
+                    "step {} (epoch {epoch}): the loss became {loss} (SDM {}{}); the run stopped \
+                     without applying this step; {good}; try a smaller --lr",
+                    step + 1,
+                    out.loss_sdm,
+                    out.loss_mtp
+                        .map(|m| format!(", MTP {m}"))
+                        .unwrap_or_default()
+                );
+            }
             step += 1;
             pairs += b;
-            let rate = b as f64 / t.elapsed().as_secs_f64();
+            let secs = t.elapsed().as_secs_f64();
+            data_wait += waited;
+            compute += tc.elapsed().as_secs_f64();
+            let rate = b as f64 / secs;
             sum += loss as f64;
             n += 1;
             jsonl.write(&StepLine {
@@ -925,81 +1324,137 @@ pub fn run(a: PretrainArgs) -> Result<()> {
             })?;
             pb.set_position(step as u64);
             pb.set_message(format!(
-                "epoch {epoch}/{} loss {loss:.4} lr {lr:.2e} {rate:.0} pairs/s",
-                a.epochs
+                "epoch {epoch}/{} loss {loss:.4}{} lr {lr:.2e} {rate:.0} pairs/s data {:.0}% of time",
+                a.epochs,
+                out.loss_mtp
+                    .map(|m| format!(" (sdm {:.3} mtp {m:.3})", out.loss_sdm))
+                    .unwrap_or_default(),
+                100.0 * data_wait / (data_wait + compute).max(1e-9)
             ));
-        }
-        pairs_done += pairs;
-        let mean = sum / n.max(1) as f64;
-        let secs = epoch_start.elapsed().as_secs_f64();
-        let mut line = format!(
-            "epoch {epoch:>3}/{}  mean loss {mean:.4}  lr {lr:.2e}  {:.0} pairs/s",
-            a.epochs,
-            pairs as f64 / secs
-        );
-        if a.eval_every > 0
-            && epoch % a.eval_every == 0
-            && epoch != a.epochs
-            && let Some(set) = &test
-        {
-            let m = evaluate(tr.clip(), set)?;
-            jsonl.write(&EvalLine {
-                step,
-                epoch,
-                split: "test",
-                m,
-            })?;
-            line += &format!("  test R1 {:.2} mAP {:.2}", m.r1, m.map);
-        }
-        say(line);
-        if a.save_every > 0 && epoch % a.save_every == 0 && epoch != a.epochs {
-            tr.save(&a.out)?;
+            if a.debug_step_delay_ms > 0 {
+                std::thread::sleep(std::time::Duration::from_millis(a.debug_step_delay_ms));
+            }
+            let epoch_end = loader.state().next_batch == 0;
+            if epoch_end {
+                // End of the epoch: evaluation (every --eval-every epochs and after the last)
+                // and best.safetensors, before any checkpoint of this step.
+                pairs_done += pairs;
+                let mean = sum / n.max(1) as f64;
+                let secs = epoch_start.elapsed().as_secs_f64();
+                let mut line = format!(
+                    "epoch {epoch:>3}/{}  mean loss {mean:.4}  lr {lr:.2e}  {:.0} pairs/s",
+                    a.epochs,
+                    pairs as f64 / secs
+                );
+                let due = (a.eval_every > 0 && epoch % a.eval_every == 0) || epoch == a.epochs;
+                if due {
+                    for (i, e) in evals.iter().enumerate() {
+                        let m = evaluate(tr.clip(), &e.set)?;
+                        jsonl.write(&EvalLine {
+                            step,
+                            epoch,
+                            split: &e.split,
+                            data: &e.dir,
+                            m,
+                        })?;
+                        line += &format!("  {} R1 {:.2} mAP {:.2}", e.label(several), m.r1, m.map);
+                        if i == 0 && best.is_none_or(|(r, _)| m.r1 > r) {
+                            best = Some((m.r1, epoch));
+                            save(tr.clip(), &a.out.join(BEST_FILE))?;
+                            line += " (best)";
+                        }
+                    }
+                    evaluated_epoch = epoch;
+                }
+                say(line);
+            }
+            let last = epoch == a.epochs && epoch_end;
+            if a.save_every > 0 && step % a.save_every == 0 && !last {
+                let st = checkpoint::TrainState {
+                    command: "pretrain".into(),
+                    step: step as u64,
+                    epoch,
+                    loader: loader.state(),
+                    seed: a.seed,
+                    rng: checkpoint::RNG_NOTE.into(),
+                    best_r1: best,
+                    evaluated_epoch,
+                    args: serde_json::to_value(&a)?,
+                };
+                let d = checkpoint::save(&a.out, &st, |d| tr.save_checkpoint(d))?;
+                save(tr.clip(), &a.out.join(LAST_FILE))?;
+                last_ckpt = Some(d);
+            }
         }
     }
     pb.finish_and_clear();
     let train_secs = train_start.elapsed().as_secs_f64();
 
-    let after = match &test {
-        Some(set) => {
-            let m = evaluate(tr.clip(), set)?;
-            jsonl.write(&EvalLine {
-                step,
-                epoch: a.epochs,
-                split: "test",
-                m,
-            })?;
-            Some(m)
-        }
-        None => None,
-    };
+    // After training: the last epoch's evaluation, and the fit on the training identities.
+    // (Read back from metrics.jsonl: a resumed run may have evaluated before its restart.)
+    let after: Vec<Option<Metrics>> = evals
+        .iter()
+        .map(|e| last_eval(&metrics_path, &e.dir, a.epochs))
+        .collect();
     let fit = evaluate(tr.clip(), &probe)?;
     jsonl.write(&EvalLine {
         step,
         epoch: a.epochs,
         split: "train-subset",
+        data: &train.dir.display().to_string(),
         m: fit,
     })?;
+    // The final state, as a checkpoint too (so --init RUN_DIR and --resume find it).
+    let st = checkpoint::TrainState {
+        command: "pretrain".into(),
+        step: step as u64,
+        epoch: a.epochs,
+        loader: loader.state(),
+        seed: a.seed,
+        rng: checkpoint::RNG_NOTE.into(),
+        best_r1: best,
+        evaluated_epoch,
+        args: serde_json::to_value(&a)?,
+    };
+    if a.save_every > 0 {
+        checkpoint::save(&a.out, &st, |d| tr.save_checkpoint(d))?;
+    }
     let ckpts = tr.save(&a.out)?;
 
     println!(
-        "trained {step} steps ({} epochs) in {train_secs:.1} s ({:.0} pairs/s)",
+        "trained {step} steps ({} epochs) in {train_secs:.1} s ({:.0} pairs/s; data wait {:.1} s, \
+         compute {:.1} s)",
         a.epochs,
-        pairs_done as f64 / train_secs
+        pairs_done as f64 / train_secs,
+        data_wait,
+        compute
     );
     println!(
         "zero-shot text->image retrieval (queries = captions, gallery = images, relevant = same identity):"
     );
-    let mut rows: Vec<(&str, &Metrics)> = Vec::new();
-    if let (Some(b), Some(af)) = (&before, &after) {
-        rows.push(("test, before", b));
-        rows.push(("test, after", af));
+    let mut rows: Vec<(String, Metrics)> = Vec::new();
+    for (i, e) in evals.iter().enumerate() {
+        if let Some(b) = before[i] {
+            rows.push((format!("{}, before", e.label(several)), b));
+        }
+        if let Some(af) = after[i] {
+            rows.push((format!("{}, after", e.label(several)), af));
+        }
     }
-    rows.push(("train subset, after", &fit));
-    print_table(&rows);
-    if let (Some(b), Some(af)) = (&before, &after) {
+    rows.push(("train subset, after".into(), fit));
+    let rows_ref: Vec<(&str, &Metrics)> = rows.iter().map(|(n, m)| (n.as_str(), m)).collect();
+    print_table(&rows_ref);
+    if let (Some(Some(b)), Some(Some(af))) = (before.first(), after.first()) {
         println!(
-            "test chance R1 = {:.2} (random ranking); R1 {:.2} -> {:.2}",
-            af.chance_r1, b.r1, af.r1
+            "{} chance R1 = {:.2} (random ranking); R1 {:.2} -> {:.2}",
+            evals[0].split, af.chance_r1, b.r1, af.r1
+        );
+    }
+    if let Some((r, e)) = best {
+        println!(
+            "best R1 {r:.2} on {} at epoch {e}: {}",
+            evals[0].dir,
+            a.out.join(BEST_FILE).display()
         );
     }
     let ckpts: Vec<String> = ckpts.iter().map(|p| p.display().to_string()).collect();
@@ -1013,7 +1468,34 @@ pub fn run(a: PretrainArgs) -> Result<()> {
     Ok(())
 }
 
-fn print_table(rows: &[(&str, &Metrics)]) {
+/// The last evaluation of `data` at `epoch` in metrics.jsonl.
+pub(crate) fn last_eval(path: &Path, data: &str, epoch: usize) -> Option<Metrics> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["data"] == data && v["epoch"] == epoch && v.get("r1").is_some())
+        .last()
+        .and_then(|v| metrics_from_json(&v))
+}
+
+/// A [`Metrics`] back from its JSON line.
+pub(crate) fn metrics_from_json(v: &serde_json::Value) -> Option<Metrics> {
+    let f = |k: &str| v.get(k).and_then(|x| x.as_f64());
+    let u = |k: &str| v.get(k).and_then(|x| x.as_u64()).map(|x| x as usize);
+    Some(Metrics {
+        r1: f("r1")?,
+        r5: f("r5")?,
+        r10: f("r10")?,
+        map: f("map")?,
+        minp: f("minp")?,
+        chance_r1: f("chance_r1")?,
+        queries: u("queries")?,
+        gallery: u("gallery")?,
+    })
+}
+
+pub(crate) fn print_table(rows: &[(&str, &Metrics)]) {
     println!(
         "  {:<22} {:>7} {:>7} {:>7} {:>7} {:>7} {:>9} {:>8}",
         "split", "R1", "R5", "R10", "mAP", "mINP", "chanceR1", "Q x G"
@@ -1033,13 +1515,13 @@ fn print_table(rows: &[(&str, &Metrics)]) {
     }
 }
 
-fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
+pub(crate) fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
     std::fs::write(path, bytes).with_context(|| format!("cannot write {}", path.display()))
 }
 
-fn save(model: &Model, dir: &Path) -> Result<PathBuf> {
-    let path = dir.join("last.safetensors");
-    gadms_ckpt::save_clip(model, &Model::SPEC, &path)
+/// Saves the CLIP towers at `path` (open_clip layout, gadms metadata; atomic).
+pub(crate) fn save(model: &Model, path: &Path) -> Result<PathBuf> {
+    gadms_ckpt::save_clip(model, &Model::SPEC, path)
         .with_context(|| format!("saving {}", path.display()))?;
-    Ok(path)
+    Ok(path.to_path_buf())
 }

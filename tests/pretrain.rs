@@ -5,7 +5,7 @@
 use dfdx::prelude::*;
 use gadms::pretrain::data::{fixture_files, open_packed, pack_split, prepare_default};
 use gadms::pretrain::eval::{EvalSet, retrieval_metrics};
-use gadms::pretrain::schedule::{default_warmup, lr_factor};
+use gadms::pretrain::schedule::{default_warmup, lr_factor, lr_factor_at};
 use gadms::pretrain::synth::{
     self, FIXTURE, GARMENT_COLOURS, IMG_H, IMG_LEN, IMG_W, LOWER_TYPES, SynthConfig,
 };
@@ -44,6 +44,44 @@ fn schedule_warmup_then_cosine() {
     assert_eq!(default_warmup(10), 2);
     assert_eq!(default_warmup(3), 0);
     assert_eq!(lr_factor(0, 3, 0), 1.0);
+}
+
+/// `--schedule-per-step`: the warm-up + cosine curve evaluated at the fractional epoch; equal
+/// to the per-epoch schedule at every epoch start, linear in between during warm-up, monotone
+/// decreasing after, towards 0 at the end. Without it, every step of an epoch gets that epoch's
+/// factor.
+#[test]
+fn schedule_per_step_follows_the_same_curve() {
+    let (spe, epochs, w) = (10, 30, 5);
+    for e in 0..epochs {
+        let per_epoch = lr_factor(e, epochs, w);
+        assert!((lr_factor_at(e * spe, spe, epochs, w, true) - per_epoch).abs() < 1e-12);
+        for k in 0..spe {
+            assert_eq!(lr_factor_at(e * spe + k, spe, epochs, w, false), per_epoch);
+        }
+    }
+    // Warm-up: linear from 0.1 to 1 over 5 epochs (step 25 = epoch 2.5 -> 0.1 + 0.9 * 0.5).
+    assert!((lr_factor_at(25, spe, epochs, w, true) - 0.55).abs() < 1e-12);
+    assert!((lr_factor_at(0, spe, epochs, w, true) - 0.1).abs() < 1e-12);
+    // Strictly increasing during warm-up, strictly decreasing after, ending near 0.
+    for t in 0..(epochs * spe - 1) {
+        let (a, b) = (
+            lr_factor_at(t, spe, epochs, w, true),
+            lr_factor_at(t + 1, spe, epochs, w, true),
+        );
+        if t + 1 < w * spe {
+            assert!(b > a, "step {t}: {a} -> {b}");
+        } else if t >= w * spe {
+            assert!(b < a, "step {t}: {a} -> {b}");
+        }
+    }
+    let last = lr_factor_at(epochs * spe - 1, spe, epochs, w, true);
+    assert!(last > 0.0 && last < 1e-4, "{last}");
+    // Half-way through the cosine: 0.5.
+    let mid = w * spe + (epochs - w) * spe / 2;
+    assert!((lr_factor_at(mid, spe, epochs, w, true) - 0.5).abs() < 1e-12);
+    // No warm-up.
+    assert_eq!(lr_factor_at(0, spe, epochs, 0, true), 1.0);
 }
 
 /// Hand-computed metrics with ties (ties rank by ascending gallery index).
@@ -491,7 +529,7 @@ fn end_to_end_tiny_run_writes_its_files() {
         save_every: 1,
         eval_every: 1,
         data: Some(train.clone()),
-        eval_data: Some(test),
+        eval_data: vec![test],
         out: out.clone(),
         ..PretrainArgs::default()
     };
@@ -555,7 +593,7 @@ fn end_to_end_tiny_ga_dms_run_writes_its_files() {
         batch_size: 8,
         gass_layers: 2,
         data: Some(train),
-        eval_data: Some(test),
+        eval_data: vec![test],
         out: out.clone(),
         ..PretrainArgs::default()
     })

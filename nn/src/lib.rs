@@ -10,6 +10,7 @@ pub mod attention;
 pub mod block;
 pub mod clip;
 pub mod gass;
+pub mod id;
 pub mod layers;
 pub mod loss;
 pub mod mtp;
@@ -23,6 +24,7 @@ pub use clip::{
     TinyVision, VITB16_SPEC, ViTB16, ViTB16Text, ViTB16Vision, VisionSpec, spec_of,
 };
 pub use gass::{GassConfig, GassError, GassLayer, GassNorm, GassOutput, gass_scores};
+pub use id::{IdClassifier, IdGrads, ce_rows};
 pub use layers::{Float, LayerNorm, Mlp, quick_gelu, tape_with};
 pub use loss::{l2_normalize, sdm_loss};
 pub use mtp::{MlmHead, MtpDecoder, MtpTiny, MtpViTB16};

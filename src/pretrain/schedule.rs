@@ -29,3 +29,34 @@ pub fn lr_factor(epoch: usize, epochs: usize, warmup: usize) -> f64 {
 pub fn default_warmup(epochs: usize) -> usize {
     PAPER_WARMUP_EPOCHS.min(epochs / 4)
 }
+
+/// Multiplier for the optimiser step `step` (0-based, counted over the whole run) of a run of
+/// `epochs` epochs of `steps_per_epoch` steps with `warmup` warm-up epochs.
+///
+/// * `per_step = false` (the reference, stepped once per epoch): [`lr_factor`] of the epoch
+///   `⌊step / steps_per_epoch⌋` the step belongs to.
+/// * `per_step = true`: the same curve evaluated at the fractional epoch
+///   `e = step / steps_per_epoch`: `0.1·(1 − e/W) + e/W` for `e < W`, then
+///   `0.5·(1 + cos(π·(e − W)/(E − W)))`. It agrees with the per-epoch schedule at the first step
+///   of every epoch and moves smoothly in between (linear warm-up, cosine decay towards 0).
+pub fn lr_factor_at(
+    step: usize,
+    steps_per_epoch: usize,
+    epochs: usize,
+    warmup: usize,
+    per_step: bool,
+) -> f64 {
+    let spe = steps_per_epoch.max(1);
+    if !per_step {
+        return lr_factor(step / spe, epochs, warmup);
+    }
+    let e = step as f64 / spe as f64;
+    let w = warmup as f64;
+    if e < w {
+        let alpha = e / w;
+        return WARMUP_FACTOR * (1.0 - alpha) + alpha;
+    }
+    let span = epochs.saturating_sub(warmup).max(1) as f64;
+    let ratio = ((e - w) / span).min(1.0);
+    0.5 * (1.0 + (std::f64::consts::PI * ratio).cos())
+}
