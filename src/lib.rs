@@ -8,5 +8,6 @@ pub mod model_io;
 pub mod optim;
 pub mod preset;
 pub mod pretrain;
+pub mod rank;
 
 pub use preset::{Dev, Preset};

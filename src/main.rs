@@ -20,6 +20,7 @@ enum Command {
     Inspect(cmd::inspect::InspectArgs),
     Bench(cmd::bench::BenchArgs),
     Pack(cmd::pack::PackArgs),
+    Eval(cmd::eval::EvalArgs),
 }
 
 fn main() {
@@ -32,6 +33,7 @@ fn main() {
         Command::Inspect(a) => cmd::inspect::run(a),
         Command::Bench(a) => cmd::bench::run(a),
         Command::Pack(a) => cmd::pack::run(a),
+        Command::Eval(a) => cmd::eval::run(a),
     };
     if let Err(e) = res {
         eprintln!("error: {e:#}");
