@@ -9,5 +9,6 @@ pub mod optim;
 pub mod preset;
 pub mod pretrain;
 pub mod rank;
+pub mod report;
 
 pub use preset::{Dev, Preset};
