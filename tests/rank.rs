@@ -118,3 +118,22 @@ fn thousand_by_thousand_is_fast() {
     assert!((m.chance_r1 - 1.0).abs() < 1e-9);
     assert!(m.r1 < 5.0);
 }
+
+#[test]
+fn similarity_matches_dot_products_across_blocks() {
+    let (n, m, d) = (4100, 3, 5);
+    let a: Vec<f32> = (0..n * d)
+        .map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0)
+        .collect();
+    let b: Vec<f32> = (0..m * d)
+        .map(|i| ((i * 13 % 29) as f32 - 14.0) / 14.0)
+        .collect();
+    let s = gadms::rank::similarity_par(&a, &b, d);
+    assert_eq!(s.len(), n * m);
+    for i in [0, 4095, 4096, 4099] {
+        for j in 0..m {
+            let want: f32 = (0..d).map(|k| a[i * d + k] * b[j * d + k]).sum();
+            assert!((s[i * m + j] - want).abs() < 1e-5, "({i},{j})");
+        }
+    }
+}

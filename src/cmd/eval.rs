@@ -3,14 +3,16 @@
 
 use crate::model_io::{build_loaded, read_with_preset};
 use crate::preset::{Dev, Preset};
-use crate::pretrain::eval::{EvalSet, encode_set};
 use crate::rank::{RankMetrics, order_of, random_problem, rank_metrics, similarity_par};
 use crate::with_preset;
 use anyhow::{Context, Result, bail};
 use argh::FromArgs;
 use gadms_ckpt::tensors::write_atomic;
+use gadms_data::augment::{decode_rgb8, test_transform};
 use gadms_data::manifest::Dataset;
 use gadms_data::tokenizer::tokenizer_hash;
+use gadms_nn::ClipInference;
+use rayon::prelude::*;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -111,25 +113,24 @@ pub fn run(a: EvalArgs) -> Result<()> {
         );
     }
     let t0 = Instant::now();
-    let set = EvalSet::from_dataset_at(&ds, None, h, wd)?;
-    let qp: Vec<u64> = set.caption_pid.iter().map(|&x| x as u64).collect();
-    let gp: Vec<u64> = set.image_pid.iter().map(|&x| x as u64).collect();
-    check_pids(&qp, &gp, data, &c.dataset)?;
+    let split = read_split(&ds)?;
+    let (qp, gp) = (&split.caption_pid, &split.image_pid);
+    check_pids(qp, gp, data, &c.dataset)?;
     let load_s = t0.elapsed().as_secs_f64();
     let dev = Dev::default();
     let t1 = Instant::now();
     let (txt, img) = with_preset!(preset, M => {
         let m: M = build_loaded(&dev, w, weights)?;
-        encode_set(&m, &set, a.batch_size)
+        encode_split(&m, &ds, &split, (h, wd), a.batch_size)?
     });
     let enc_s = t1.elapsed().as_secs_f64();
     let d = spec.embed();
     let t2 = Instant::now();
     let sims = similarity_par(&txt, &img, d);
-    let t2i = rank_metrics(&sims, &qp, &gp)?;
+    let t2i = rank_metrics(&sims, qp, gp)?;
     let i2t = if a.i2t {
         let simt = similarity_par(&img, &txt, d);
-        Some(rank_metrics(&simt, &gp, &qp)?)
+        Some(rank_metrics(&simt, gp, qp)?)
     } else {
         None
     };
@@ -150,7 +151,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
     println!(
         "chance R1 {:.2}; load {load_s:.1} s, encode {enc_s:.1} s ({:.0} items/s), rank {rank_s:.2} s",
         t2i.chance_r1,
-        (set.n_images() + set.n_captions()) as f64 / enc_s.max(1e-9)
+        (gp.len() + qp.len()) as f64 / enc_s.max(1e-9)
     );
     let report = EvalReport {
         r1: t2i.r1,
@@ -174,10 +175,88 @@ pub fn run(a: EvalArgs) -> Result<()> {
         println!("wrote {}", p.display());
     }
     if let Some(p) = &a.save_sims {
-        save_sims(p, &sims, &qp, &gp, weights, data)?;
+        save_sims(p, &sims, qp, gp, weights, data)?;
         println!("wrote {}", p.display());
     }
     Ok(())
+}
+
+/// A packed split's queries and gallery, without pixels: each distinct image once (by
+/// `image_id`, its first sample), every caption as a query.
+pub struct Split {
+    /// (shard, index) of each gallery image's sample.
+    pub images: Vec<(usize, usize)>,
+    /// Person id of each gallery image.
+    pub image_pid: Vec<u64>,
+    /// Token ids of every caption, flat [n, 77].
+    pub tokens: Vec<u32>,
+    /// Person id of every caption.
+    pub caption_pid: Vec<u64>,
+}
+
+/// Reads the index of a packed split (no image is decoded).
+pub fn read_split(ds: &Dataset) -> Result<Split> {
+    let mut sp = Split {
+        images: Vec::new(),
+        image_pid: Vec::new(),
+        tokens: Vec::new(),
+        caption_pid: Vec::new(),
+    };
+    let mut seen = HashSet::new();
+    for (si, shard) in ds.shards.iter().enumerate() {
+        for i in 0..shard.len() {
+            let s = shard.sample(i)?;
+            if seen.insert(s.image_id) {
+                sp.images.push((si, i));
+                sp.image_pid.push(s.pid);
+            }
+            sp.tokens.extend_from_slice(&s.ids);
+            sp.caption_pid.push(s.pid);
+        }
+    }
+    Ok(sp)
+}
+
+/// Encodes a split: (caption EOS features, image CLS features), L2-normalised. Images are
+/// decoded (in parallel), resized to `size` and test-transformed one batch at a time, so memory
+/// holds one batch of pixels, not the whole gallery.
+pub fn encode_split<M: ClipInference<f32, Dev>>(
+    m: &M,
+    ds: &Dataset,
+    sp: &Split,
+    size: (usize, usize),
+    batch: usize,
+) -> Result<(Vec<f32>, Vec<f32>)> {
+    let (h, w) = size;
+    let d = m.spec().embed();
+    let mut img = Vec::with_capacity(sp.images.len() * d);
+    for chunk in sp.images.chunks(batch) {
+        let px: Vec<Vec<f32>> = chunk
+            .par_iter()
+            .map(|&(si, i)| {
+                let shard = &ds.shards[si];
+                let s = shard.sample(i)?;
+                let rgb = decode_rgb8(s.image, h, w).map_err(|msg| {
+                    anyhow::anyhow!(
+                        "{} sample {i}: cannot decode the image ({msg})",
+                        shard.path().display()
+                    )
+                })?;
+                let mut out = vec![0.0; 3 * h * w];
+                test_transform(&rgb, h, w, &mut out);
+                Ok(out)
+            })
+            .collect::<Result<_>>()?;
+        img.extend(m.image_features(px.concat(), chunk.len()));
+    }
+    let mut txt = Vec::with_capacity(sp.caption_pid.len() * d);
+    for chunk in sp.tokens.chunks(batch * 77) {
+        txt.extend(m.text_features(chunk, chunk.len() / 77));
+    }
+    Ok((
+        crate::cmd::embed::l2_normalize_rows(txt, d),
+        crate::cmd::embed::l2_normalize_rows(img, d),
+    ))
 }
 
 /// Opens a packed split for evaluation with a clear error when it is not one.
@@ -285,6 +364,18 @@ fn bench_random(n: usize) -> Result<()> {
         "counting ranking: {rank_s:.3} s  (R1 {:.3}, R5 {:.3}, R10 {:.3}, mAP {:.3}, mINP {:.3}; chance R1 {:.3})",
         m.r1, m.r5, m.r10, m.map, m.minp, m.chance_r1
     );
+    // The similarity matrix itself from random 512-d unit features (ViT-B/16's embed size).
+    let feats = |seed: u64| {
+        let (v, _, _) = random_problem(n, 512, 1, seed);
+        crate::cmd::embed::l2_normalize_rows(v, 512)
+    };
+    let (ta, ia) = (feats(1), feats(2));
+    let t = Instant::now();
+    let s = similarity_par(&ta, &ia, 512);
+    let sim_s = t.elapsed().as_secs_f64();
+    std::hint::black_box(&s);
+    drop(s);
+    println!("similarity {n}×512 · ({n}×512)ᵀ (gemm): {sim_s:.3} s");
     // Full sort per query on a sample of rows, one thread, extrapolated.
     let sample = n.min(200);
     let t = Instant::now();

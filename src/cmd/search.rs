@@ -16,6 +16,7 @@ use gadms_data::manifest::{Dataset, MANIFEST_FILE};
 use gadms_data::shard::Fnv64;
 use gadms_data::tokenizer::tokenizer_hash;
 use gadms_nn::ClipInference;
+use rayon::prelude::*;
 use std::collections::HashSet;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -318,11 +319,11 @@ pub fn run(a: SearchArgs) -> Result<()> {
                 let mut out = Vec::with_capacity(n * d);
                 for start in (0..n).step_by(a.batch_size) {
                     let end = (start + a.batch_size).min(n);
-                    let mut px = Vec::with_capacity((end - start) * 3 * h * wd);
-                    for i in start..end {
-                        px.extend(gallery.pixels(i, h, wd)?);
-                    }
-                    out.extend(m.image_features(px, end - start));
+                    let px: Vec<Vec<f32>> = (start..end)
+                        .into_par_iter()
+                        .map(|i| gallery.pixels(i, h, wd))
+                        .collect::<Result<_>>()?;
+                    out.extend(m.image_features(px.concat(), end - start));
                 }
                 (q, crate::cmd::embed::l2_normalize_rows(out, d), true)
             }
