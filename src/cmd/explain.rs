@@ -14,11 +14,11 @@ use gadms_ckpt::tensors::write_atomic;
 use gadms_data::ClipTokenizer;
 use gadms_data::image_prep::load_normalized;
 use gadms_data::masking::MaskingConfig;
+use gadms_nn::ClipInference;
 use gadms_nn::clip::Clip;
 use gadms_nn::gass::{GassConfig, gass_scores};
 use gadms_nn::text::{TextInput, TextTower};
 use gadms_nn::vision::VisionTower;
-use gadms_nn::{ClipInference, HasClipSpec};
 use std::path::PathBuf;
 
 /// Explain a match: GASS scores of the caption's tokens for an image, and the noise /
@@ -127,7 +127,7 @@ where
 
 /// Runs the command.
 pub fn run(a: ExplainArgs) -> Result<()> {
-    if let Some(w) = check_query(&a.text).map_err(anyhow::Error::msg)? {
+    if let Some(w) = check_query(&a.text).map_err(|m| anyhow::anyhow!("--text: {m}"))? {
         eprintln!("warning: {w}");
     }
     let tok = ClipTokenizer::new()?;
@@ -143,7 +143,6 @@ pub fn run(a: ExplainArgs) -> Result<()> {
     let dev = Dev::default();
     let (scores, cos) = with_preset!(preset, M => {
         let m: M = build_loaded(&dev, w, &a.weights)?;
-        let _ = M::SPEC;
         m.explain_pair(pixels, &ids, &cfg)?
     });
     let eos = ClipTokenizer::eos_index(&ids);
