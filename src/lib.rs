@@ -10,5 +10,6 @@ pub mod preset;
 pub mod pretrain;
 pub mod rank;
 pub mod report;
+pub mod screenshot;
 
 pub use preset::{Dev, Preset};

@@ -5,8 +5,8 @@
 mod common;
 
 use common::fixture;
-use gadms::cmd::screenshot::{find_chromium, screenshot};
 use gadms::rank::rank_metrics;
+use gadms::screenshot::{find_chromium, screenshot};
 use gadms_ckpt::tensors::{read_file_filtered, read_ints};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -618,4 +618,45 @@ fn html_pages_render_in_headless_chromium() {
         image::open(&plot).unwrap().into_rgb8().dimensions(),
         (1200, 800)
     );
+}
+
+#[test]
+fn search_query_pid_flag_marks_results() {
+    let d = TempDir::new("qpid");
+    let mut args = search_args(
+        packed_test(),
+        "a person in a red shirt",
+        &d.join("cache"),
+        &d.join("q.html"),
+    );
+    args.extend(["--query-pid".to_string(), "351".to_string()]);
+    let (out, _) = ok(&args);
+    assert!(out.contains("(person id 351)"), "{out}");
+    let marks = out
+        .lines()
+        .filter(|l| l.ends_with('✓') || l.ends_with('✗'))
+        .count();
+    assert_eq!(marks, 6, "{out}");
+    let page = std::fs::read_to_string(d.join("q.html")).unwrap();
+    assert!(page.contains("person id 351"));
+}
+
+#[test]
+fn report_helpers() {
+    use gadms::report::{base64, check_query, escape, image_mime};
+    assert_eq!(base64(b""), "");
+    assert_eq!(base64(b"f"), "Zg==");
+    assert_eq!(base64(b"fo"), "Zm8=");
+    assert_eq!(base64(b"foo"), "Zm9v");
+    assert_eq!(base64(b"foobar"), "Zm9vYmFy");
+    assert_eq!(base64(&[0xff, 0xfe, 0x00]), "//4A");
+    assert_eq!(
+        escape("<a href=\"x\">&'</a>"),
+        "&lt;a href=&quot;x&quot;&gt;&amp;&#39;&lt;/a&gt;"
+    );
+    assert_eq!(image_mime(b"\x89PNG\r\n"), "image/png");
+    assert_eq!(image_mime(&[0xff, 0xd8, 0xff]), "image/jpeg");
+    assert!(check_query("a man in a red coat").unwrap().is_none());
+    assert!(check_query("The of A").unwrap().is_some());
+    assert!(check_query("?!").is_err());
 }

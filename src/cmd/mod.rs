@@ -10,6 +10,5 @@ pub mod export;
 pub mod inspect;
 pub mod pack;
 pub mod plot;
-pub mod screenshot;
 pub mod search;
 pub mod tokenize;

@@ -2,7 +2,7 @@
 //! throughput and evaluation metrics against the step, as one SVG (drawn with `plotters`) or a
 //! PNG (that SVG rendered by headless Chromium).
 
-use crate::cmd::screenshot::{find_chromium, screenshot};
+use crate::screenshot::{find_chromium, screenshot};
 use anyhow::{Context, Result, bail};
 use argh::FromArgs;
 use gadms_ckpt::tensors::write_atomic;
