@@ -297,7 +297,7 @@ pub fn similarity_on<D: dfdx::prelude::Device<f32>>(
 ) -> Vec<f32> {
     use dfdx::prelude::*;
     assert!(
-        d > 0 && a.len() % d == 0 && b.len() % d == 0,
+        d > 0 && a.len().is_multiple_of(d) && b.len().is_multiple_of(d),
         "similarity: ragged rows"
     );
     let (n, m) = (a.len() / d, b.len() / d);
