@@ -12,5 +12,8 @@ pub mod model_io;
 pub mod optim;
 pub mod preset;
 pub mod pretrain;
+pub mod rank;
+pub mod report;
+pub mod screenshot;
 
 pub use preset::{Dev, Preset};

@@ -1,4 +1,5 @@
-//! `gadms` — GA-DMS text-based person retrieval: pretrain, finetune, embed, export, inspect, bench.
+//! `gadms` — GA-DMS text-based person retrieval: pretrain, finetune, embed, export, inspect,
+//! bench, pack, eval, search, explain, plot.
 
 use argh::FromArgs;
 use gadms::cmd;
@@ -21,6 +22,10 @@ enum Command {
     Inspect(cmd::inspect::InspectArgs),
     Bench(cmd::bench::BenchArgs),
     Pack(cmd::pack::PackArgs),
+    Eval(cmd::eval::EvalArgs),
+    Search(cmd::search::SearchArgs),
+    Explain(cmd::explain::ExplainArgs),
+    Plot(cmd::plot::PlotArgs),
 }
 
 fn main() {
@@ -34,6 +39,10 @@ fn main() {
         Command::Inspect(a) => cmd::inspect::run(a),
         Command::Bench(a) => cmd::bench::run(a),
         Command::Pack(a) => cmd::pack::run(a),
+        Command::Eval(a) => cmd::eval::run(a),
+        Command::Search(a) => cmd::search::run(a),
+        Command::Explain(a) => cmd::explain::run(a),
+        Command::Plot(a) => cmd::plot::run(a),
     };
     if let Err(e) = res {
         eprintln!("error: {e:#}");

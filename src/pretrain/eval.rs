@@ -2,6 +2,7 @@
 //! and the zero-shot evaluation of a model on a packed split.
 
 use crate::preset::Dev;
+use crate::rank::{rank_metrics, similarity_par};
 use anyhow::{Context, Result, bail};
 use gadms_data::TokenIds;
 use gadms_data::augment::{decode_rgb8, test_transform};
@@ -41,78 +42,26 @@ pub struct Metrics {
 /// INP = n_rel / (k_last + 1),  k_last = 0-based rank of the last relevant item
 /// ```
 ///
-/// Errors if the sizes disagree, the gallery is empty, or a query has no relevant item.
+/// Computed by counting, threaded ([`crate::rank::rank_metrics`]). Errors if the sizes
+/// disagree, the gallery is empty, or a query has no relevant item.
 pub fn retrieval_metrics(
     sim: &[f32],
     query_ids: &[usize],
     gallery_ids: &[usize],
 ) -> Result<Metrics, String> {
-    let (nq, ng) = (query_ids.len(), gallery_ids.len());
-    if ng == 0 || nq == 0 {
-        return Err("retrieval_metrics: empty query set or gallery".into());
-    }
-    if sim.len() != nq * ng {
-        return Err(format!(
-            "retrieval_metrics: similarity has {} entries, expected {nq}×{ng}",
-            sim.len()
-        ));
-    }
-    let mut m = Metrics {
-        queries: nq,
-        gallery: ng,
-        ..Metrics::default()
-    };
-    let mut order: Vec<usize> = Vec::with_capacity(ng);
-    for (q, &qid) in query_ids.iter().enumerate() {
-        let row = &sim[q * ng..(q + 1) * ng];
-        let key = |g: usize| {
-            if row[g].is_nan() {
-                f32::NEG_INFINITY
-            } else {
-                row[g]
-            }
-        };
-        order.clear();
-        order.extend(0..ng);
-        // Stable sort, descending score: equal scores keep ascending gallery index.
-        order.sort_by(|&a, &b| key(b).total_cmp(&key(a)));
-        let n_rel = gallery_ids.iter().filter(|&&g| g == qid).count();
-        if n_rel == 0 {
-            return Err(format!(
-                "retrieval_metrics: query {q} (id {qid}) has no relevant gallery item"
-            ));
-        }
-        let mut hits = 0usize;
-        let mut ap = 0.0;
-        let mut first = None;
-        let mut last = 0;
-        for (k, &g) in order.iter().enumerate() {
-            if gallery_ids[g] == qid {
-                hits += 1;
-                ap += hits as f64 / (k + 1) as f64;
-                first.get_or_insert(k);
-                last = k;
-                if hits == n_rel {
-                    break;
-                }
-            }
-        }
-        let first = first.expect("n_rel > 0");
-        m.r1 += (first < 1) as u8 as f64;
-        m.r5 += (first < 5) as u8 as f64;
-        m.r10 += (first < 10) as u8 as f64;
-        m.map += ap / n_rel as f64;
-        m.minp += n_rel as f64 / (last + 1) as f64;
-        m.chance_r1 += n_rel as f64 / ng as f64;
-    }
-    let k = 100.0 / nq as f64;
-    m.r1 *= k;
-    m.r5 *= k;
-    m.r10 *= k;
-    m.map *= k;
-    m.minp *= k;
-    m.chance_r1 *= k;
-    Ok(m)
+    let q: Vec<u64> = query_ids.iter().map(|&x| x as u64).collect();
+    let g: Vec<u64> = gallery_ids.iter().map(|&x| x as u64).collect();
+    let m = rank_metrics(sim, &q, &g).map_err(|e| e.to_string())?;
+    Ok(Metrics {
+        r1: m.r1,
+        r5: m.r5,
+        r10: m.r10,
+        map: m.map,
+        minp: m.minp,
+        chance_r1: m.chance_r1,
+        queries: m.queries,
+        gallery: m.gallery,
+    })
 }
 
 /// L2-normalises each row of a row-major [n, d] buffer in place (IRRA normalises the features
@@ -128,13 +77,7 @@ pub fn normalize_rows(x: &mut [f32], d: usize) {
 
 /// `a` [n, d] · `b` [m, d]ᵀ → [n, m].
 pub fn similarity(a: &[f32], b: &[f32], d: usize) -> Vec<f32> {
-    let mut out = Vec::with_capacity(a.len() / d * (b.len() / d));
-    for ra in a.chunks_exact(d) {
-        for rb in b.chunks_exact(d) {
-            out.push(ra.iter().zip(rb).map(|(x, y)| x * y).sum());
-        }
-    }
-    out
+    similarity_par(a, b, d)
 }
 
 /// An evaluation split in memory: the gallery (distinct images, test-transformed) and the
@@ -175,7 +118,17 @@ impl EvalSet {
     /// large training set).
     pub fn from_dataset(ds: &Dataset, max_ids: Option<usize>) -> Result<EvalSet> {
         let c = &ds.manifest.config;
-        let (h, w) = (c.image_h as usize, c.image_w as usize);
+        Self::from_dataset_at(ds, max_ids, c.image_h as usize, c.image_w as usize)
+    }
+
+    /// [`EvalSet::from_dataset`] with the images resized (bilinear) to `h`×`w` when the
+    /// dataset was packed at another size.
+    pub fn from_dataset_at(
+        ds: &Dataset,
+        max_ids: Option<usize>,
+        h: usize,
+        w: usize,
+    ) -> Result<EvalSet> {
         let px = 3 * h * w;
         let mut set = EvalSet {
             height: h,
@@ -218,13 +171,13 @@ impl EvalSet {
     }
 }
 
-/// Zero-shot text→image retrieval on `set`: queries = captions (EOS features), gallery =
-/// images (CLS features), relevant = same pid.
-pub fn evaluate<M: ClipInference<f32, Dev>>(
+/// Encodes `set`: (text EOS features [n_captions, D], image CLS features [n_images, D]), both
+/// L2-normalised, `batch` items per forward pass.
+pub fn encode_set<M: ClipInference<f32, Dev>>(
     model: &M,
     set: &EvalSet,
     batch: usize,
-) -> Result<Metrics, String> {
+) -> (Vec<f32>, Vec<f32>) {
     let d = model.spec().embed();
     let batch = batch.max(1);
     let px = 3 * set.height * set.width;
@@ -242,6 +195,18 @@ pub fn evaluate<M: ClipInference<f32, Dev>>(
     }
     normalize_rows(&mut img, d);
     normalize_rows(&mut txt, d);
+    (txt, img)
+}
+
+/// Zero-shot text→image retrieval on `set`: queries = captions (EOS features), gallery =
+/// images (CLS features), relevant = same pid.
+pub fn evaluate<M: ClipInference<f32, Dev>>(
+    model: &M,
+    set: &EvalSet,
+    batch: usize,
+) -> Result<Metrics, String> {
+    let d = model.spec().embed();
+    let (txt, img) = encode_set(model, set, batch);
     let sim = similarity(&txt, &img, d);
     retrieval_metrics(&sim, &set.caption_pid, &set.image_pid)
 }

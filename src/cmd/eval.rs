@@ -1,0 +1,392 @@
+//! `gadms eval`: text→image retrieval metrics of a model on a packed test split (IRRA protocol,
+//! shared/ga-dms-method.md §7), and `--bench-random N`, the ranking benchmark.
+
+use crate::model_io::{build_loaded, read_with_preset};
+use crate::preset::{Dev, Preset};
+use crate::rank::{RankMetrics, order_of, random_problem, rank_metrics, similarity_par};
+use crate::with_preset;
+use anyhow::{Context, Result, bail};
+use argh::FromArgs;
+use gadms_ckpt::tensors::write_atomic;
+use gadms_data::augment::{decode_rgb8, test_transform};
+use gadms_data::manifest::Dataset;
+use gadms_data::tokenizer::tokenizer_hash;
+use gadms_nn::ClipInference;
+use rayon::prelude::*;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Text→image retrieval on a `gadms pack` output: queries = every caption, gallery = every
+/// distinct image, relevant = same person id; R1/R5/R10/mAP/mINP (×100), ties broken by
+/// ascending gallery index.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "eval")]
+pub struct EvalArgs {
+    /// weight file (OpenAI/open_clip, HF CLIPModel or gadms safetensors)
+    #[argh(option)]
+    pub weights: Option<PathBuf>,
+    /// model preset (vit-b-16 or tiny); inferred from the tensor shapes when omitted
+    #[argh(option)]
+    pub preset: Option<Preset>,
+    /// packed test split (a `gadms pack` output directory)
+    #[argh(option)]
+    pub data: Option<PathBuf>,
+    /// images or captions per forward pass (default 64)
+    #[argh(option, default = "64")]
+    pub batch_size: usize,
+    /// write the metrics as JSON (keys r1, r5, r10, map, minp, …)
+    #[argh(option)]
+    pub json: Option<PathBuf>,
+    /// write the similarity matrix (`sims` [Q, G] f32) with `query_pids` and `gallery_pids`
+    /// (i64) to this safetensors file
+    #[argh(option)]
+    pub save_sims: Option<PathBuf>,
+    /// also report image→text retrieval (queries = images, gallery = captions)
+    #[argh(switch)]
+    pub i2t: bool,
+    /// benchmark the ranking alone on a random N×N similarity matrix (N/20 identities, like
+    /// ICFG-PEDES) instead of evaluating a model
+    #[argh(option)]
+    pub bench_random: Option<usize>,
+}
+
+/// Text→image metrics, and image→text ones when asked, as written by `--json`.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct EvalReport {
+    /// R@1 (× 100), text→image.
+    pub r1: f64,
+    /// R@5.
+    pub r5: f64,
+    /// R@10.
+    pub r10: f64,
+    /// mAP.
+    pub map: f64,
+    /// mINP.
+    pub minp: f64,
+    /// Expected R@1 of a random ranking.
+    pub chance_r1: f64,
+    /// Number of queries (captions).
+    pub queries: usize,
+    /// Gallery size (images).
+    pub gallery: usize,
+    /// Distinct person ids.
+    pub identities: usize,
+    /// The tie convention.
+    pub ties: &'static str,
+    /// Dataset directory.
+    pub data: String,
+    /// Weight file.
+    pub weights: String,
+    /// Image→text metrics (`--i2t`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub i2t: Option<RankMetrics>,
+}
+
+/// The tie convention, stated in every output.
+pub const TIES: &str = "ties broken by ascending gallery index (stable sort)";
+
+/// Runs the command.
+pub fn run(a: EvalArgs) -> Result<()> {
+    if let Some(n) = a.bench_random {
+        return bench_random(n);
+    }
+    let (Some(weights), Some(data)) = (&a.weights, &a.data) else {
+        bail!("eval needs --weights W and --data DIR (or --bench-random N)");
+    };
+    if a.batch_size == 0 {
+        bail!("--batch-size must be at least 1");
+    }
+    let ds = open_eval_data(data)?;
+    let (w, preset) = read_with_preset(weights, a.preset)?;
+    let spec = preset.spec();
+    let (h, wd) = (spec.vision.image_h, spec.vision.image_w);
+    let c = &ds.manifest.config;
+    if (c.image_h as usize, c.image_w as usize) != (h, wd) {
+        eprintln!(
+            "warning: {} was packed at {}x{}, preset {} takes {h}x{wd}: images are resized \
+             (bilinear) for evaluation",
+            data.display(),
+            c.image_h,
+            c.image_w,
+            spec.name
+        );
+    }
+    let t0 = Instant::now();
+    let split = read_split(&ds)?;
+    let (qp, gp) = (&split.caption_pid, &split.image_pid);
+    check_pids(qp, gp, data, &c.dataset)?;
+    let load_s = t0.elapsed().as_secs_f64();
+    let dev = Dev::default();
+    let t1 = Instant::now();
+    let (txt, img) = with_preset!(preset, M => {
+        let m: M = build_loaded(&dev, w, weights)?;
+        encode_split(&m, &ds, &split, (h, wd), a.batch_size)?
+    });
+    let enc_s = t1.elapsed().as_secs_f64();
+    let d = spec.embed();
+    let t2 = Instant::now();
+    let sims = similarity_par(&txt, &img, d);
+    let t2i = rank_metrics(&sims, qp, gp)?;
+    let i2t = if a.i2t {
+        let simt = similarity_par(&img, &txt, d);
+        Some(rank_metrics(&simt, gp, qp)?)
+    } else {
+        None
+    };
+    let rank_s = t2.elapsed().as_secs_f64();
+    let ids = gp.iter().collect::<HashSet<_>>().len();
+    println!(
+        "text→image retrieval on {} ({} {}): {} queries, {} gallery images, {ids} ids; {TIES}",
+        data.display(),
+        c.dataset,
+        c.split,
+        t2i.queries,
+        t2i.gallery
+    );
+    print_table("text→image", &t2i);
+    if let Some(m) = &i2t {
+        print_table("image→text", m);
+    }
+    println!(
+        "chance R1 {:.2}; load {load_s:.1} s, encode {enc_s:.1} s ({:.0} items/s), rank {rank_s:.2} s",
+        t2i.chance_r1,
+        (gp.len() + qp.len()) as f64 / enc_s.max(1e-9)
+    );
+    let report = EvalReport {
+        r1: t2i.r1,
+        r5: t2i.r5,
+        r10: t2i.r10,
+        map: t2i.map,
+        minp: t2i.minp,
+        chance_r1: t2i.chance_r1,
+        queries: t2i.queries,
+        gallery: t2i.gallery,
+        identities: ids,
+        ties: TIES,
+        data: data.display().to_string(),
+        weights: weights.display().to_string(),
+        i2t,
+    };
+    if let Some(p) = &a.json {
+        let mut s = serde_json::to_string_pretty(&report)?;
+        s.push('\n');
+        write_atomic(p, s.as_bytes()).map_err(|m| anyhow::anyhow!("{}: {m}", p.display()))?;
+        println!("wrote {}", p.display());
+    }
+    if let Some(p) = &a.save_sims {
+        save_sims(p, &sims, qp, gp, weights, data)?;
+        println!("wrote {}", p.display());
+    }
+    Ok(())
+}
+
+/// A packed split's queries and gallery, without pixels: each distinct image once (by
+/// `image_id`, its first sample), every caption as a query.
+pub struct Split {
+    /// (shard, index) of each gallery image's sample.
+    pub images: Vec<(usize, usize)>,
+    /// Person id of each gallery image.
+    pub image_pid: Vec<u64>,
+    /// Token ids of every caption, flat [n, 77].
+    pub tokens: Vec<u32>,
+    /// Person id of every caption.
+    pub caption_pid: Vec<u64>,
+}
+
+/// Reads the index of a packed split (no image is decoded).
+pub fn read_split(ds: &Dataset) -> Result<Split> {
+    let mut sp = Split {
+        images: Vec::new(),
+        image_pid: Vec::new(),
+        tokens: Vec::new(),
+        caption_pid: Vec::new(),
+    };
+    let mut seen = HashSet::new();
+    for (si, shard) in ds.shards.iter().enumerate() {
+        for i in 0..shard.len() {
+            let s = shard.sample(i)?;
+            if seen.insert(s.image_id) {
+                sp.images.push((si, i));
+                sp.image_pid.push(s.pid);
+            }
+            sp.tokens.extend_from_slice(&s.ids);
+            sp.caption_pid.push(s.pid);
+        }
+    }
+    Ok(sp)
+}
+
+/// Encodes a split: (caption EOS features, image CLS features), L2-normalised. Images are
+/// decoded (in parallel), resized to `size` and test-transformed one batch at a time, so memory
+/// holds one batch of pixels, not the whole gallery.
+pub fn encode_split<M: ClipInference<f32, Dev>>(
+    m: &M,
+    ds: &Dataset,
+    sp: &Split,
+    size: (usize, usize),
+    batch: usize,
+) -> Result<(Vec<f32>, Vec<f32>)> {
+    let (h, w) = size;
+    let d = m.spec().embed();
+    let mut img = Vec::with_capacity(sp.images.len() * d);
+    for chunk in sp.images.chunks(batch) {
+        let px: Vec<Vec<f32>> = chunk
+            .par_iter()
+            .map(|&(si, i)| {
+                let shard = &ds.shards[si];
+                let s = shard.sample(i)?;
+                let rgb = decode_rgb8(s.image, h, w).map_err(|msg| {
+                    anyhow::anyhow!(
+                        "{} sample {i}: cannot decode the image ({msg})",
+                        shard.path().display()
+                    )
+                })?;
+                let mut out = vec![0.0; 3 * h * w];
+                test_transform(&rgb, h, w, &mut out);
+                Ok(out)
+            })
+            .collect::<Result<_>>()?;
+        img.extend(m.image_features(px.concat(), chunk.len()));
+    }
+    let mut txt = Vec::with_capacity(sp.caption_pid.len() * d);
+    for chunk in sp.tokens.chunks(batch * 77) {
+        txt.extend(m.text_features(chunk, chunk.len() / 77));
+    }
+    Ok((
+        crate::cmd::embed::l2_normalize_rows(txt, d),
+        crate::cmd::embed::l2_normalize_rows(img, d),
+    ))
+}
+
+/// Opens a packed split for evaluation with a clear error when it is not one.
+pub fn open_eval_data(dir: &Path) -> Result<Dataset> {
+    let ds = Dataset::open(dir, Some(&tokenizer_hash()))
+        .with_context(|| format!("--data {}: not a usable `gadms pack` output", dir.display()))?;
+    if ds.is_empty() {
+        bail!("--data {}: the dataset holds no samples", dir.display());
+    }
+    Ok(ds)
+}
+
+/// Refuses splits whose captions' person ids do not identify gallery images (WebPerson packs
+/// give every caption its own pid; retrieval metrics need shared person ids).
+fn check_pids(qp: &[u64], gp: &[u64], dir: &Path, dataset: &str) -> Result<()> {
+    let ids: HashSet<u64> = gp.iter().copied().collect();
+    let missing = qp.iter().filter(|p| !ids.contains(p)).count();
+    if dataset.starts_with("webperson") {
+        bail!(
+            "--data {}: a {dataset} pack has no person ids (each caption gets its own pid), so \
+             retrieval metrics are undefined; evaluate on a cuhk-pedes, icfg-pedes or rstpreid \
+             test split",
+            dir.display()
+        );
+    }
+    if missing > 0 {
+        bail!(
+            "--data {}: {missing} of {} captions have a person id that no gallery image has, so \
+             the manifest does not carry usable person ids for retrieval (is this a {dataset} \
+             pack without identities?)",
+            dir.display(),
+            qp.len()
+        );
+    }
+    Ok(())
+}
+
+fn print_table(dir: &str, m: &RankMetrics) {
+    println!("  {dir:<11}     R1     R5    R10    mAP   mINP");
+    println!(
+        "  {:<11} {:>6.2} {:>6.2} {:>6.2} {:>6.2} {:>6.2}",
+        "", m.r1, m.r5, m.r10, m.map, m.minp
+    );
+}
+
+/// Writes `sims` [Q, G] (f32) and the pids (i64) as safetensors with magic/version metadata.
+fn save_sims(
+    path: &Path,
+    sims: &[f32],
+    qp: &[u64],
+    gp: &[u64],
+    weights: &Path,
+    data: &Path,
+) -> Result<()> {
+    use safetensors::tensor::{Dtype, TensorView};
+    let s_bytes: Vec<u8> = sims.iter().flat_map(|x| x.to_le_bytes()).collect();
+    let q_bytes: Vec<u8> = qp.iter().flat_map(|&x| (x as i64).to_le_bytes()).collect();
+    let g_bytes: Vec<u8> = gp.iter().flat_map(|&x| (x as i64).to_le_bytes()).collect();
+    let views = vec![
+        (
+            "sims",
+            TensorView::new(Dtype::F32, vec![qp.len(), gp.len()], &s_bytes)?,
+        ),
+        (
+            "query_pids",
+            TensorView::new(Dtype::I64, vec![qp.len()], &q_bytes)?,
+        ),
+        (
+            "gallery_pids",
+            TensorView::new(Dtype::I64, vec![gp.len()], &g_bytes)?,
+        ),
+    ];
+    let meta = std::collections::HashMap::from([
+        ("format".to_string(), "pt".to_string()),
+        ("gadms.magic".to_string(), "gadms-sims".to_string()),
+        ("gadms.version".to_string(), "1".to_string()),
+        ("gadms.ties".to_string(), TIES.to_string()),
+        ("gadms.weights".to_string(), weights.display().to_string()),
+        ("gadms.data".to_string(), data.display().to_string()),
+    ]);
+    let bytes = safetensors::serialize(views, Some(meta))?;
+    write_atomic(path, &bytes).map_err(|m| anyhow::anyhow!("{}: {m}", path.display()))
+}
+
+/// `--bench-random N`: times the counting ranking on an N×N random matrix (N/20 ids, so 20
+/// positives per query as in ICFG-PEDES), and a full stable sort per query on a sample of rows
+/// for comparison.
+fn bench_random(n: usize) -> Result<()> {
+    if n == 0 {
+        bail!("--bench-random needs N ≥ 1");
+    }
+    let ids = (n / 20).max(1);
+    let t = Instant::now();
+    let (sim, q, g) = random_problem(n, n, ids, 42);
+    let gen_s = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let m = rank_metrics(&sim, &q, &g)?;
+    let rank_s = t.elapsed().as_secs_f64();
+    let threads = rayon::current_num_threads();
+    println!(
+        "random {n}×{n} similarity, {ids} ids ({} positives/query), {threads} threads: generated in {gen_s:.2} s",
+        n / ids
+    );
+    println!(
+        "counting ranking: {rank_s:.3} s  (R1 {:.3}, R5 {:.3}, R10 {:.3}, mAP {:.3}, mINP {:.3}; chance R1 {:.3})",
+        m.r1, m.r5, m.r10, m.map, m.minp, m.chance_r1
+    );
+    // The similarity matrix itself from random 512-d unit features (ViT-B/16's embed size).
+    let feats = |seed: u64| {
+        let (v, _, _) = random_problem(n, 512, 1, seed);
+        crate::cmd::embed::l2_normalize_rows(v, 512)
+    };
+    let (ta, ia) = (feats(1), feats(2));
+    let t = Instant::now();
+    let s = similarity_par(&ta, &ia, 512);
+    let sim_s = t.elapsed().as_secs_f64();
+    std::hint::black_box(&s);
+    drop(s);
+    println!("similarity {n}×512 · ({n}×512)ᵀ (gemm): {sim_s:.3} s");
+    // Full sort per query on a sample of rows, one thread, extrapolated.
+    let sample = n.min(200);
+    let t = Instant::now();
+    let mut acc = 0usize;
+    for r in 0..sample {
+        acc += order_of(&sim[r * n..(r + 1) * n])[0];
+    }
+    let sort_s = t.elapsed().as_secs_f64() * n as f64 / sample as f64;
+    std::hint::black_box(acc);
+    println!(
+        "full stable sort per query (IRRA's argsort), 1 thread: {sort_s:.1} s extrapolated from {sample} rows"
+    );
+    Ok(())
+}
