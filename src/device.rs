@@ -45,6 +45,77 @@ impl fmt::Display for DeviceChoice {
     }
 }
 
+impl serde::Serialize for DeviceChoice {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for DeviceChoice {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// A dfdx device that a command can build from a [`DeviceChoice`] and an RNG seed: `Cpu`,
+/// and `Cuda` in a `cuda` build. Training commands are generic over it
+/// (`run_on::<D: BuildDevice>`), dispatched once by [`dispatch!`](crate::dispatch).
+pub trait BuildDevice: dfdx::prelude::Device<f32> + 'static {
+    /// The device for `choice` (which must name this kind), seeded with `seed`.
+    fn create(choice: DeviceChoice, seed: u64) -> Result<Self>;
+}
+
+impl BuildDevice for dfdx::prelude::Cpu {
+    fn create(_: DeviceChoice, seed: u64) -> Result<Self> {
+        Ok(dfdx::prelude::Cpu::seed_from_u64(seed))
+    }
+}
+
+#[cfg(feature = "cuda")]
+impl BuildDevice for dfdx::prelude::Cuda {
+    fn create(choice: DeviceChoice, seed: u64) -> Result<Self> {
+        match choice {
+            DeviceChoice::Cuda(n) => cuda(n, seed),
+            DeviceChoice::Cpu => bail!("internal: a CUDA run was asked for the CPU"),
+        }
+    }
+}
+
+/// Calls `$f::<D>($args…)` with `D` the device type of `$choice` (a `BuildDevice`); a CUDA
+/// choice in a CPU build is the clear error of [`check_available`].
+#[macro_export]
+macro_rules! dispatch {
+    ($choice:expr, $f:ident($($arg:expr),*)) => {{
+        let choice: $crate::device::DeviceChoice = $choice;
+        $crate::device::check_available(choice)?;
+        match choice {
+            $crate::device::DeviceChoice::Cpu => $f::<dfdx::prelude::Cpu>($($arg),*),
+            $crate::device::DeviceChoice::Cuda(_) => $crate::__dispatch_cuda!($f($($arg),*)),
+        }
+    }};
+}
+
+/// The CUDA arm of [`dispatch!`] (a CUDA build).
+#[cfg(feature = "cuda")]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __dispatch_cuda {
+    ($f:ident($($arg:expr),*)) => {
+        $f::<dfdx::prelude::Cuda>($($arg),*)
+    };
+}
+
+/// The CUDA arm of [`dispatch!`] (a CPU build: `check_available` already refused).
+#[cfg(not(feature = "cuda"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __dispatch_cuda {
+    ($f:ident($($arg:expr),*)) => {
+        Err(anyhow::anyhow!("CUDA is not built in"))
+    };
+}
+
 /// True when this binary was built with CUDA support.
 pub const CUDA_BUILT: bool = cfg!(feature = "cuda");
 

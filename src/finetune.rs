@@ -38,6 +38,7 @@
 //! the classifier's moments.
 
 use crate::checkpoint;
+use crate::device::{BuildDevice, DeviceChoice};
 use crate::gadms_step::{GADMS_MAGIC, GaDms};
 use crate::optim::{Adam, Group};
 use crate::preset::{Dev, Preset};
@@ -110,6 +111,11 @@ pub struct FinetuneArgs {
     /// seed of the classifier init, the order, augmentation and masking (default 0)
     #[argh(option, default = "0")]
     pub seed: u64,
+    /// device: cpu or cuda[:N] (default cpu; cuda needs a build with the `cuda` feature,
+    /// scripts/build-cuda.sh). A resumed run may change it.
+    #[argh(option, default = "Default::default()")]
+    #[serde(default)]
+    pub device: DeviceChoice,
     /// run directory (default runs/finetune-tiny)
     #[argh(option, default = "PathBuf::from(\"runs/finetune-tiny\")")]
     pub out: PathBuf,
@@ -159,6 +165,7 @@ impl Default for FinetuneArgs {
             id_weight: 1.0,
             mlm_weight: 1.0,
             seed: 0,
+            device: DeviceChoice::Cpu,
             out: PathBuf::from("runs/finetune-tiny"),
             save_every: 0,
             eval_every: 1,
@@ -453,9 +460,15 @@ struct StepLine {
 
 /// Runs the command.
 pub fn run(given: FinetuneArgs) -> Result<()> {
+    crate::dispatch!(given.device, run_on(given))
+}
+
+/// [`run`] on the device type `D` (`--device`).
+fn run_on<D: BuildDevice>(given: FinetuneArgs) -> Result<()> {
     let (a, resume) = match &given.resume {
         Some(dir) => {
-            let (mut a, ckdir, state) = resume_args(&given, dir, "finetune", &[])?;
+            let (mut a, ckdir, state) = resume_args(&given, dir, "finetune", &["device"])?;
+            a.device = given.device;
             a.out = dir.clone();
             a.resume = Some(dir.clone());
             a.debug_nan_at_step = given.debug_nan_at_step;
@@ -573,7 +586,7 @@ pub fn run(given: FinetuneArgs) -> Result<()> {
         "param_groups": "IRRA: cross 5x lr; bias 2x lr, wd 0; classifier/mlm_head 5x lr",
         "schedule": if a.schedule_per_step { "per-step" } else { "per-epoch" },
         "augment": augment,
-        "model": gadms_ckpt::clip_io::open_clip_model_cfg(&Model::SPEC),
+        "model": gadms_ckpt::clip_io::open_clip_model_cfg(&Model::<Dev>::SPEC),
         "train": { "dir": train_dir, "ids": m.identities, "captions": m.samples },
         "evals": evals.iter().map(|e| serde_json::json!({"dir": e.dir, "split": e.split})).collect::<Vec<_>>(),
     });
@@ -585,16 +598,16 @@ pub fn run(given: FinetuneArgs) -> Result<()> {
     let (mut jsonl, old_lines) = Jsonl::open(&metrics_path, resume.as_ref().map(|(_, s)| s.step))?;
 
     // Model: random init, --init (CLIP + decoder when present), or the checkpoint.
-    let dev = Dev::seed_from_u64(a.seed);
-    let mut model = <FtModel<Dev> as dfdx::nn::BuildModule<Dev, f32>>::build(&dev);
-    let mut classifier = FtClassifier::<Dev>::new(&dev, classes);
+    let dev = D::create(a.device, a.seed)?;
+    let mut model = <FtModel<D> as dfdx::nn::BuildModule<D, f32>>::build(&dev);
+    let mut classifier = FtClassifier::<D>::new(&dev, classes);
     let mut opt = Adam::new(adam_config());
     let (mut step, mut best, mut evaluated_epoch) = (0usize, None::<(f64, usize)>, 0usize);
     match &resume {
         None => {
             let init = a.init.as_ref().expect("validated");
             let FtModel { clip, mtp } = &mut model;
-            let r = crate::init::load_init(clip, &Model::SPEC, Some(mtp), init)?;
+            let r = crate::init::load_init(clip, &Model::<Dev>::SPEC, Some(mtp), init)?;
             println!(
                 "{}{}",
                 r.summary,
@@ -626,7 +639,7 @@ pub fn run(given: FinetuneArgs) -> Result<()> {
             evaluated_epoch = st.evaluated_epoch;
         }
     }
-    let evaluate = |model: &Model, set: &EvalSet| -> Result<Metrics> {
+    let evaluate = |model: &Model<D>, set: &EvalSet| -> Result<Metrics> {
         eval::evaluate(model, set, 128).map_err(anyhow::Error::msg)
     };
     let several = evals.len() > 1;

@@ -62,7 +62,8 @@ pub mod schedule;
 pub mod synth;
 
 use crate::checkpoint;
-use crate::gadms_step::{GaDmsTiny, StepConfig, load_gadms, save_gadms, train_step};
+use crate::device::{BuildDevice, DeviceChoice};
+use crate::gadms_step::{GaDms, GaDmsTiny, StepConfig, load_gadms, save_gadms, train_step};
 use crate::optim::{
     Adam as OptAdam, AdamConfig as OptAdamConfig, Group, WeightDecay as OptWeightDecay,
 };
@@ -115,6 +116,11 @@ pub struct PretrainArgs {
     /// seed of the initialisation, the batch order and the augmentation (default 0)
     #[argh(option, default = "0")]
     pub seed: u64,
+    /// device: cpu or cuda[:N] (default cpu; cuda needs a build with the `cuda` feature,
+    /// scripts/build-cuda.sh). A resumed run may change it.
+    #[argh(option, default = "Default::default()")]
+    #[serde(default)]
+    pub device: DeviceChoice,
     /// run directory (default runs/pretrain-tiny); existing files in it are overwritten
     #[argh(option, default = "PathBuf::from(DEFAULT_OUT)")]
     pub out: PathBuf,
@@ -321,6 +327,7 @@ impl Default for PretrainArgs {
             lr: DEFAULT_LR,
             warmup_epochs: None,
             seed: 0,
+            device: DeviceChoice::Cpu,
             out: PathBuf::from(DEFAULT_OUT),
             data: None,
             eval_data: Vec::new(),
@@ -457,17 +464,17 @@ impl PretrainArgs {
 }
 
 /// The model trained here.
-pub type Model = Tiny<f32, Dev>;
+pub type Model<D = Dev> = Tiny<f32, D>;
 
 /// One SDM training step's worth of state: the model, Adam ([`crate::optim::Adam`], PyTorch
 /// semantics, saveable for exact resume) and the gradient buffers.
-pub struct Trainer {
+pub struct Trainer<D: Device<f32> = Dev> {
     /// The model.
-    pub model: Model,
+    pub model: Model<D>,
     opt: OptAdam,
     lr: f64,
-    grads: Option<Gradients<f32, Dev>>,
-    dev: Dev,
+    grads: Option<Gradients<f32, D>>,
+    dev: D,
 }
 
 /// Adam as in GA-DMS §6.1: β = (0.9, 0.999), ε = 1e-3, coupled L2 weight decay 4e-5.
@@ -480,10 +487,10 @@ pub fn adam_config() -> OptAdamConfig {
     }
 }
 
-impl Trainer {
+impl<D: Device<f32>> Trainer<D> {
     /// A randomly initialised model (from `dev`'s RNG) with a fresh optimizer.
-    pub fn new(dev: &Dev, lr: f64) -> Self {
-        let model = <Model as dfdx::nn::BuildModule<Dev, f32>>::build(dev);
+    pub fn new(dev: &D, lr: f64) -> Self {
+        let model = <Model<D> as dfdx::nn::BuildModule<D, f32>>::build(dev);
         let grads = Some(model.alloc_grads());
         Trainer {
             model,
@@ -534,7 +541,7 @@ impl Trainer {
         let img = cls_token(self.model.visual.forward(images.traced(grads), None));
         let txt = text_features_trimmed(&self.model.text, &self.dev, rows, OwnedTape::default());
         let loss = sdm_loss(img, txt, pids, SDM_LOGIT_SCALE, SDM_EPS);
-        let value = loss.array();
+        let value = loss.as_vec()[0];
         let grads = loss.backward();
         if value.is_finite() {
             self.opt
@@ -623,14 +630,14 @@ struct StepOut {
 }
 
 /// The full GA-DMS model trained by `--objective ga-dms`.
-pub type GaDmsModel = GaDmsTiny<f32, Dev>;
+pub type GaDmsModel<D = Dev> = GaDmsTiny<f32, D>;
 
 /// The training state of a run: the SDM [`Trainer`], or the GA-DMS model, its optimiser and
 /// score table.
-enum Runner {
-    Sdm(Box<Trainer>),
+enum Runner<D: Device<f32>> {
+    Sdm(Box<Trainer<D>>),
     GaDms {
-        model: Box<GaDmsModel>,
+        model: Box<GaDmsModel<D>>,
         opt: OptAdam,
         scores: Arc<ScoreTable>,
         cfg: StepConfig,
@@ -638,14 +645,14 @@ enum Runner {
     },
 }
 
-impl Runner {
-    fn new(a: &PretrainArgs, dev: &Dev, scores: Option<Arc<ScoreTable>>) -> Result<Self> {
+impl<D: Device<f32>> Runner<D> {
+    fn new(a: &PretrainArgs, dev: &D, scores: Option<Arc<ScoreTable>>) -> Result<Self> {
         Ok(match a.objective {
             Objective::Sdm => Runner::Sdm(Box::new(Trainer::new(dev, a.lr))),
             Objective::GaDms => {
                 let cfg = a.step_config();
                 cfg.validate().map_err(anyhow::Error::msg)?;
-                let model = <GaDmsModel as dfdx::nn::BuildModule<Dev, f32>>::build(dev);
+                let model = <GaDmsModel<D> as dfdx::nn::BuildModule<D, f32>>::build(dev);
                 Runner::GaDms {
                     model: Box::new(model),
                     opt: OptAdam::new(adam_config()),
@@ -658,7 +665,7 @@ impl Runner {
     }
 
     /// The CLIP towers (what is evaluated and saved as last.safetensors).
-    fn clip(&self) -> &Model {
+    fn clip(&self) -> &Model<D> {
         match self {
             Runner::Sdm(t) => &t.model,
             Runner::GaDms { model, .. } => &model.clip,
@@ -667,13 +674,13 @@ impl Runner {
 
     /// `--init`: CLIP weights (and, for GA-DMS, the decoder when the file has one).
     fn init(&mut self, path: &Path) -> Result<String> {
-        let spec = Model::SPEC;
+        let spec = Model::<Dev>::SPEC;
         let r = match self {
             Runner::Sdm(t) => {
-                crate::init::load_init::<Dev, Model, Model>(&mut t.model, &spec, None, path)?
+                crate::init::load_init::<D, Model<D>, Model<D>>(&mut t.model, &spec, None, path)?
             }
             Runner::GaDms { model, .. } => {
-                let GaDmsModel { clip, mtp } = model.as_mut();
+                let GaDms { clip, mtp } = model.as_mut();
                 crate::init::load_init(clip, &spec, Some(mtp), path)?
             }
         };
@@ -1007,9 +1014,15 @@ pub(crate) fn resume_args<A: Serialize + serde::de::DeserializeOwned + Default>(
 
 /// Runs the command.
 pub fn run(given: PretrainArgs) -> Result<()> {
+    crate::dispatch!(given.device, run_on(given))
+}
+
+/// [`run`] on the device type `D` (`--device`).
+fn run_on<D: BuildDevice>(given: PretrainArgs) -> Result<()> {
     let (a, resume) = match &given.resume {
         Some(dir) => {
-            let (mut a, ckdir, state) = resume_args(&given, dir, "pretrain", &[])?;
+            let (mut a, ckdir, state) = resume_args(&given, dir, "pretrain", &["device"])?;
+            a.device = given.device;
             a.out = dir.clone();
             a.resume = Some(dir.clone());
             a.debug_nan_at_step = given.debug_nan_at_step;
@@ -1020,7 +1033,7 @@ pub fn run(given: PretrainArgs) -> Result<()> {
     };
     let warmup = a.validate()?;
     let t0 = Instant::now();
-    let spec = Model::SPEC;
+    let spec = Model::<Dev>::SPEC;
     let pid_mode = a.pid_mode();
     match a.objective {
         Objective::Sdm => println!(
@@ -1170,8 +1183,8 @@ pub fn run(given: PretrainArgs) -> Result<()> {
     let (mut jsonl, old_lines) = Jsonl::open(&metrics_path, resume.as_ref().map(|(_, s)| s.step))?;
 
     // Model: random init, then --init, then (resume) the checkpoint.
-    let dev = Dev::seed_from_u64(a.seed);
-    let mut tr = Runner::new(&a, &dev, scores)?;
+    let dev = D::create(a.device, a.seed)?;
+    let mut tr = Runner::<D>::new(&a, &dev, scores)?;
     if let Some(p) = &a.init
         && resume.is_none()
     {
@@ -1187,7 +1200,7 @@ pub fn run(given: PretrainArgs) -> Result<()> {
         best = st.best_r1;
         evaluated_epoch = st.evaluated_epoch;
     }
-    let evaluate = |model: &Model, set: &EvalSet| -> Result<Metrics> {
+    let evaluate = |model: &Model<D>, set: &EvalSet| -> Result<Metrics> {
         eval::evaluate(model, set, 128).map_err(anyhow::Error::msg)
     };
     let several = evals.len() > 1;
@@ -1520,8 +1533,8 @@ pub(crate) fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 /// Saves the CLIP towers at `path` (open_clip layout, gadms metadata; atomic).
-pub(crate) fn save(model: &Model, path: &Path) -> Result<PathBuf> {
-    gadms_ckpt::save_clip(model, &Model::SPEC, path)
+pub(crate) fn save<D: Device<f32>>(model: &Model<D>, path: &Path) -> Result<PathBuf> {
+    gadms_ckpt::save_clip(model, &Model::<Dev>::SPEC, path)
         .with_context(|| format!("saving {}", path.display()))?;
     Ok(path.to_path_buf())
 }

@@ -1,9 +1,9 @@
 //! Text→image retrieval metrics (shared/ga-dms-method.md §7.2, IRRA `utils/metrics.py rank()`)
 //! and the zero-shot evaluation of a model on a packed split.
 
-use crate::preset::Dev;
 use crate::rank::{rank_metrics, similarity_par};
 use anyhow::{Context, Result, bail};
+use dfdx::prelude::Device;
 use gadms_data::TokenIds;
 use gadms_data::augment::{decode_rgb8, test_transform};
 use gadms_data::manifest::Dataset;
@@ -173,7 +173,7 @@ impl EvalSet {
 
 /// Encodes `set`: (text EOS features [n_captions, D], image CLS features [n_images, D]), both
 /// L2-normalised, `batch` items per forward pass.
-pub fn encode_set<M: ClipInference<f32, Dev>>(
+pub fn encode_set<D: Device<f32>, M: ClipInference<f32, D>>(
     model: &M,
     set: &EvalSet,
     batch: usize,
@@ -200,7 +200,7 @@ pub fn encode_set<M: ClipInference<f32, Dev>>(
 
 /// Zero-shot text→image retrieval on `set`: queries = captions (EOS features), gallery =
 /// images (CLS features), relevant = same pid.
-pub fn evaluate<M: ClipInference<f32, Dev>>(
+pub fn evaluate<D: Device<f32>, M: ClipInference<f32, D>>(
     model: &M,
     set: &EvalSet,
     batch: usize,
