@@ -15,7 +15,9 @@
 #     pairs/s, step time, peak GPU memory (nvidia-smi, sampled every 100 ms);
 #  3. (c) the same step in PyTorch on the same card: eager f32, TF32, AMP bf16
 #     (benches/torch_gadms_step.py);
-#  4. prints one table last (also written to $OUT/gpu-check.md when $OUT is set).
+#  4. (d) `gadms pretrain --device cuda` (the README's main job, Tiny on the embedded data):
+#     wall time and test R1 before/after, next to nothing else (a smoke test of --device);
+#  5. prints one table last (also written to $OUT/gpu-check.md when $OUT is set).
 # Budget: under 8 minutes on an H100/H200.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -90,12 +92,34 @@ timeout 150 "$PY" benches/torch_gadms_step.py --device cuda --preset vit-b-16 --
     | tee -a "$LOG/rows.jsonl"
 tail -5 "$LOG/torch.err"
 
-# 4. the table
+# 4. the main job on the GPU
+say "(d) gadms pretrain --device cuda (Tiny, embedded data)"
+PT0=$(date +%s)
+timeout 150 "$DIST/gadms" pretrain --device cuda --out "$LOG/pretrain-run" > "$LOG/pretrain.log" 2>&1
+PRC=$?
+PWALL=$(( $(date +%s) - PT0 ))
+grep -E "R1|r1|error" "$LOG/pretrain.log" | grep -v "^\s*$" | tail -8
+PRETRAIN=$("$PY" - "$LOG/pretrain-run/metrics.jsonl" "$PRC" "$PWALL" <<'EOF2'
+import json, sys
+path, rc, wall = sys.argv[1:4]
+try:
+    ev = [r for r in map(json.loads, open(path)) if 'r1' in r and r.get('split') == 'test']
+    first, last = ev[0], ev[-1]
+    steps = max(json.loads(l).get("step", 0) for l in open(path))
+    print(f"(d) `gadms pretrain --device cuda` (rc {rc}): {steps} steps in {wall} s wall (incl. packing and evaluation); "
+          f"test R1 {first['r1']:.2f} -> {last['r1']:.2f}, mAP {last['map']:.2f}")
+except Exception as e:
+    print(f"(d) `gadms pretrain --device cuda` (rc {rc}, {wall} s): no metrics ({e}); see pretrain.log")
+EOF2
+)
+rm -rf "$LOG/pretrain-run/data"
+
+# 5. the table
 say "done"
-"$PY" - "$LOG/rows.jsonl" "$CARD" "$TESTS_RC" "$PARITY" "$BAD" "${WORST:-nan}" "$RESULT" <<'EOF' | tee "$LOG/gpu-check.md"
+"$PY" - "$LOG/rows.jsonl" "$CARD" "$TESTS_RC" "$PARITY" "$BAD" "${WORST:-nan}" "$RESULT" "$PRETRAIN" <<'EOF' | tee "$LOG/gpu-check.md"
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip().startswith("{")]
-card, rc, ok, bad, worst, result = sys.argv[2:8]
+card, rc, ok, bad, worst, result, pretrain = sys.argv[2:9]
 print(f"\n### gpu-check on {card}\n")
 print(f"(a) CPU vs CUDA parity: {'PASS' if rc == '0' else 'FAIL (rc ' + rc + ')'}: {ok} comparisons within 1e-4, "
       f"{bad} over; worst relative error {worst}; {result.strip()}\n")
@@ -113,5 +137,6 @@ for r in rows:
           f"{'–' if mem is None else f'{mem:.0f}'} | {'–' if gf is None else f'{gf:.3f}'} |")
 if g is None:
     print("| gadms | f32 | – | did not finish: see gadms-train.log | | | | |")
+print(f"\n{pretrain}")
 EOF
 exit "$TESTS_RC"
