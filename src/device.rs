@@ -172,6 +172,7 @@ macro_rules! with_device {
             Err(e) => Err(e),
             Ok(()) => match choice {
                 $crate::device::DeviceChoice::Cpu => {
+                    #[allow(dead_code)]
                     type $D = dfdx::prelude::Cpu;
                     let $dev = dfdx::prelude::Cpu::seed_from_u64($seed);
                     Ok($body)
@@ -191,6 +192,7 @@ macro_rules! with_device {
 #[macro_export]
 macro_rules! __cuda_arm {
     ($ordinal:expr, $seed:expr, $D:ident, $dev:ident, $body:expr) => {{
+        #[allow(dead_code)]
         type $D = dfdx::prelude::Cuda;
         match $crate::device::cuda($ordinal, $seed) {
             Ok($dev) => Ok($body),
