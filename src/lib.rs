@@ -9,5 +9,6 @@ pub mod model_io;
 pub mod optim;
 pub mod preset;
 pub mod pretrain;
+pub mod surgery;
 
 pub use preset::{Dev, Preset};
