@@ -22,7 +22,8 @@ pub mod experiments;
 /// projected tokens, so its width must be the joint width): checked at compile time,
 /// `"surgery: the MTP decoder's width must equal the towers' joint embedding width (EMBED)"`,
 /// and its vocabulary must be the text tower's. The result is the type
-/// `gadms_step::train_step` trains (`GaDmsForward`).
+/// `gadms_step::train_step` trains (`GaDmsForward`). The check is
+/// [`gadms_nn::surgery::check_decoder`].
 #[allow(clippy::type_complexity)]
 pub fn attach_decoder<
     const IMG_H: usize,
@@ -64,18 +65,7 @@ pub fn attach_decoder<
     >,
     MtpDecoder<MW, MH, MHD, MF, ML, MV, E, D>,
 > {
-    const {
-        assert!(
-            MW == EMBED,
-            "surgery: the MTP decoder's width must equal the towers' joint embedding width (EMBED)"
-        )
-    };
-    const {
-        assert!(
-            MV == VOCAB,
-            "surgery: the MTP decoder's vocabulary must equal the text tower's (VOCAB)"
-        )
-    };
+    gadms_nn::surgery::check_decoder(&clip, &mtp);
     GaDms { clip, mtp }
 }
 

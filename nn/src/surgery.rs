@@ -14,6 +14,7 @@
 //! | fresh projection of another joint width | [`replace_text_projection`], [`replace_vision_projection`], [`with_embed`] | `EMBED → NEW` |
 //! | a given projection matrix | [`with_text_projection`], [`with_vision_projection`] | `[PW, NEW]`, `PW == WIDTH` checked |
 //! | put two towers together | [`assemble`], [`graft_vision`], [`graft_text`] | vision and text `EMBED` equal, checked |
+//! | check a decoder against the towers | [`check_decoder`] | decoder width == `EMBED`, vocabularies equal |
 //! | freeze a tower | [`Frozen`], [`freeze_vision`], [`freeze_text`], [`thaw`] | `M → Frozen<M>` |
 //!
 //! Copying one tower from a *checkpoint* of another preset is in `gadms_ckpt::surgery`
@@ -28,6 +29,7 @@
 use crate::block::{ResBlock, Transformer};
 use crate::clip::Clip;
 use crate::layers::{Float, normal_fill};
+use crate::mtp::MtpDecoder;
 use crate::text::TextTower;
 use crate::vision::VisionTower;
 use dfdx::nn::modules::Repeated;
@@ -498,6 +500,61 @@ pub fn graft_text<
     donor: Clip<V1, T>,
 ) -> Clip<V2, T> {
     assemble(visual, donor.text)
+}
+
+/// Compile-time check that an MTP decoder fits a CLIP model: IRRA's cross-modal decoder reads
+/// the *projected* tokens, so its width must be the joint width
+/// (`"surgery: the MTP decoder's width must equal the towers' joint embedding width (EMBED)"`),
+/// and it predicts the text tower's tokens (`"surgery: the MTP decoder's vocabulary must equal
+/// the text tower's (VOCAB)"`). `gadms::surgery::attach_decoder` calls it before building the
+/// GA-DMS model.
+#[allow(clippy::type_complexity)]
+pub fn check_decoder<
+    const IMG_H: usize,
+    const IMG_W: usize,
+    const PATCH: usize,
+    const PATCH_DIM: usize,
+    const SEQ: usize,
+    const VW: usize,
+    const VH: usize,
+    const VHD: usize,
+    const VF: usize,
+    const VL: usize,
+    const VOCAB: usize,
+    const CTX: usize,
+    const TW: usize,
+    const TH: usize,
+    const THD: usize,
+    const TF: usize,
+    const TL: usize,
+    const EMBED: usize,
+    const MW: usize,
+    const MH: usize,
+    const MHD: usize,
+    const MF: usize,
+    const ML: usize,
+    const MV: usize,
+    E: Dtype,
+    D: Storage<E>,
+>(
+    _clip: &Clip<
+        VisionTower<IMG_H, IMG_W, PATCH, PATCH_DIM, SEQ, VW, VH, VHD, VF, VL, EMBED, E, D>,
+        TextTower<VOCAB, CTX, TW, TH, THD, TF, TL, EMBED, E, D>,
+    >,
+    _mtp: &MtpDecoder<MW, MH, MHD, MF, ML, MV, E, D>,
+) {
+    const {
+        assert!(
+            MW == EMBED,
+            "surgery: the MTP decoder's width must equal the towers' joint embedding width (EMBED)"
+        )
+    };
+    const {
+        assert!(
+            MV == VOCAB,
+            "surgery: the MTP decoder's vocabulary must equal the text tower's (VOCAB)"
+        )
+    };
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 // tower's width.
 use dfdx::nn::BuildModule;
 use dfdx::prelude::*;
-use gadms::surgery::with_text_projection;
+use gadms_nn::surgery::with_text_projection;
 use gadms_nn::TinyText;
 
 fn main() {

@@ -1,7 +1,7 @@
 // Keeping 3 blocks of Tiny's 2-block text tower.
 use dfdx::nn::BuildModule;
 use dfdx::prelude::*;
-use gadms::surgery::keep_text_layers;
+use gadms_nn::surgery::keep_text_layers;
 use gadms_nn::{TextTower, TinyText};
 
 fn main() {

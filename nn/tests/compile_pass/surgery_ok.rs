@@ -4,7 +4,7 @@
 // does not do.)
 use dfdx::nn::BuildModule;
 use dfdx::prelude::*;
-use gadms::surgery::{assemble, attach_decoder, keep_text_layers, replace_text_projection, with_text_projection};
+use gadms_nn::surgery::{assemble, check_decoder, keep_text_layers, replace_text_projection, with_text_projection};
 use gadms_nn::{HasClipSpec, MtpTiny, TextTower, Tiny, TinyText, TinyVision};
 
 fn main() {
@@ -20,5 +20,5 @@ fn main() {
     let _ = text48;
     let clip = assemble(visual, <TinyText<f32, Cpu> as BuildModule<Cpu, f32>>::build(&dev));
     assert_eq!(<Tiny<f32, Cpu> as HasClipSpec>::SPEC.name, "tiny");
-    let _model = attach_decoder(clip, <MtpTiny<f32, Cpu> as BuildModule<Cpu, f32>>::build(&dev));
+    check_decoder(&clip, &<MtpTiny<f32, Cpu> as BuildModule<Cpu, f32>>::build(&dev));
 }

@@ -2,7 +2,7 @@
 // the two features by cosine, so the joint widths must agree.
 use dfdx::nn::BuildModule;
 use dfdx::prelude::*;
-use gadms::surgery::{assemble, replace_text_projection};
+use gadms_nn::surgery::{assemble, replace_text_projection};
 use gadms_nn::{TinyText, TinyVision};
 
 fn main() {

@@ -4,7 +4,8 @@
 //! `.stderr` files with `TRYBUILD=overwrite cargo test --test surgery_compile_fail` and review
 //! the diff.
 //!
-//! trybuild builds every case against this workspace in `target/tests/trybuild` (the first
+//! trybuild builds every case against `gadms-nn` (only its dependencies: dfdx, num-traits,
+//! rand_distr) in `target/tests/trybuild` (the first
 //! run builds the dependencies there, see README "Model surgery" for the time).
 
 #[test]
