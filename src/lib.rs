@@ -15,5 +15,6 @@ pub mod pretrain;
 pub mod rank;
 pub mod report;
 pub mod screenshot;
+pub mod surgery;
 
 pub use preset::{Dev, Preset};

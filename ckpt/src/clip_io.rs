@@ -128,8 +128,21 @@ pub fn infer_preset(map: &TensorMap) -> Result<ClipSpec> {
         .copied()
         .ok_or_else(|| CkptError::NoPreset {
             path: map.origin.clone(),
-            detail: format!("{s:?}; known presets: vit-b-16, tiny"),
+            detail: format!("{s:?}; known presets: vit-b-16, tiny{}", custom_note(map)),
         })
+}
+
+/// Advice for a file saved from a custom (non-preset) model type, e.g. one made with
+/// `gadms_nn::surgery`: the command line can only instantiate the preset types.
+fn custom_note(map: &TensorMap) -> &'static str {
+    if map.metadata.get("gadms.preset").map(String::as_str) == Some("custom") {
+        ". This file was saved from a custom model type (e.g. made with gadms_nn::surgery); \
+         the command line runs the preset types only, so embed or export it from Rust with the \
+         type that made it (gadms_nn::ClipInference, gadms_ckpt::export_open_clip / export_hf; \
+         README \"Model surgery\")"
+    } else {
+        ""
+    }
 }
 
 /// The grid of the file's vision positions: from gadms metadata, else a square, else the

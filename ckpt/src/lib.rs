@@ -5,13 +5,15 @@
 //! - [`bridge`]: copying between dfdx modules and that map, strictly checked;
 //! - [`layout`]: OpenAI/open_clip and Hugging Face `CLIPModel` key layouts;
 //! - [`resize`]: the ViT position-grid resize (14×14 → 24×8, as IRRA);
-//! - [`clip_io`]: whole-model load / save / export and preset inference.
+//! - [`clip_io`]: whole-model load / save / export and preset inference;
+//! - [`surgery`]: copying one tower out of a checkpoint (run-time-checked shapes).
 
 pub mod bridge;
 pub mod clip_io;
 pub mod error;
 pub mod layout;
 pub mod resize;
+pub mod surgery;
 pub mod tensors;
 
 pub use bridge::{map_to_module, module_to_map};

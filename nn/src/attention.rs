@@ -34,7 +34,7 @@ impl<const W: usize, const H: usize, const HD: usize, E: Dtype, D: Storage<E>>
     /// Compile-time check that the heads tile the width exactly.
     pub const SHAPE_OK: () = assert!(
         W == H * HD && H > 0,
-        "attention: WIDTH must equal HEADS * HEAD_DIM"
+        "attention: the head count must divide the width (WIDTH must equal HEADS * HEAD_DIM)"
     );
 }
 

@@ -14,6 +14,7 @@ pub mod id;
 pub mod layers;
 pub mod loss;
 pub mod mtp;
+pub mod surgery;
 pub mod text;
 pub mod vision;
 
@@ -28,5 +29,6 @@ pub use id::{IdClassifier, IdGrads, ce_rows};
 pub use layers::{Float, LayerNorm, Mlp, quick_gelu, tape_with};
 pub use loss::{l2_normalize, sdm_loss};
 pub use mtp::{MlmHead, MtpDecoder, MtpTiny, MtpViTB16};
+pub use surgery::{Frozen, Tower};
 pub use text::{TextInput, TextTower, eos_index, eos_token};
 pub use vision::{VisionTower, cls_token};

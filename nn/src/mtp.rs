@@ -132,7 +132,7 @@ impl<
     pub const SHAPE_OK: () = {
         assert!(
             W == H * HD && H > 0,
-            "mtp: WIDTH must equal HEADS * HEAD_DIM"
+            "mtp: the head count must divide the width (WIDTH must equal HEADS * HEAD_DIM)"
         );
         assert!(L > 0, "mtp: at least one cross-modal block");
         assert!(

@@ -50,7 +50,10 @@ impl<
 {
     /// Compile-time consistency of the sizes.
     pub const SHAPE_OK: () = {
-        assert!(W == H * HD, "text: WIDTH must equal HEADS * HEAD_DIM");
+        assert!(
+            W == H * HD,
+            "text: the head count must divide the width (WIDTH must equal HEADS * HEAD_DIM)"
+        );
         assert!(CTX >= 2, "text: the context must hold at least SOT and EOT");
     };
 }

@@ -78,7 +78,10 @@ impl<
             SEQ == (IMG_H / PATCH) * (IMG_W / PATCH) + 1,
             "vision: SEQ must be (IMG_H / PATCH) * (IMG_W / PATCH) + 1"
         );
-        assert!(W == H * HD, "vision: WIDTH must equal HEADS * HEAD_DIM");
+        assert!(
+            W == H * HD,
+            "vision: the head count must divide the width (WIDTH must equal HEADS * HEAD_DIM)"
+        );
     };
 }
 

@@ -1,0 +1,715 @@
+//! Type-checked model surgery: functions that turn a model into a *related type* and carry the
+//! weights across, so that an architecture change (fewer text layers, another joint width, a
+//! grafted or frozen tower) is a type change the compiler checks.
+//!
+//! Every function here moves tensors, it never copies data through the host, and every size
+//! relation it relies on is a compile-time assertion whose message names the mistake in words
+//! (`const { assert!(…, "surgery: …") }`, evaluated when the function is instantiated). The
+//! README section "Model surgery" shows what the compiler prints for each mistake, and
+//! `tests/compile_fail/*.rs` (run by `tests/surgery_compile_fail.rs` with `trybuild`) checks it.
+//!
+//! | operation | function | type change |
+//! |---|---|---|
+//! | keep the first K blocks | [`keep_layers`], [`keep_text_layers`], [`keep_vision_layers`] | `L → K`, `K <= L` checked |
+//! | fresh projection of another joint width | [`replace_text_projection`], [`replace_vision_projection`], [`with_embed`] | `EMBED → NEW` |
+//! | a given projection matrix | [`with_text_projection`], [`with_vision_projection`] | `[PW, NEW]`, `PW == WIDTH` checked |
+//! | put two towers together | [`assemble`], [`graft_vision`], [`graft_text`] | vision and text `EMBED` equal, checked |
+//! | check a decoder against the towers | [`check_decoder`] | decoder width == `EMBED`, vocabularies equal |
+//! | freeze a tower | [`Frozen`], [`freeze_vision`], [`freeze_text`], [`thaw`] | `M → Frozen<M>` |
+//!
+//! Copying one tower from a *checkpoint* of another preset is in `gadms_ckpt::surgery`
+//! (`load_text_tower`, `load_vision_tower`): a checkpoint's shapes are only known at run time, so
+//! a mismatch there is a run-time error naming the key and both shapes.
+//!
+//! Reference for the pieces: OpenAI CLIP `model.py` (`VisionTransformer.proj`,
+//! `CLIP.text_projection`, both `[width, embed_dim]` initialised N(0, width^-1/2)), IRRA
+//! `model/clip_model.py`; the joint width must agree between the towers because the SDM loss
+//! compares image and text features by cosine (GA-DMS method §3.1).
+
+use crate::block::{ResBlock, Transformer};
+use crate::clip::Clip;
+use crate::layers::{Float, normal_fill};
+use crate::mtp::MtpDecoder;
+use crate::text::TextTower;
+use crate::vision::VisionTower;
+use dfdx::nn::modules::Repeated;
+use dfdx::nn::tensor_collection::*;
+use dfdx::prelude::*;
+use num_traits::NumCast;
+
+// ---------------------------------------------------------------------------------------------
+// Depth
+// ---------------------------------------------------------------------------------------------
+
+/// The first `K` blocks of a stack of `L` (`resblocks.0 … resblocks.{K-1}`, weights moved, not
+/// copied). `K <= L` is checked at compile time:
+/// `"surgery: cannot keep more layers (K) than the tower has (L)"`.
+///
+/// Shapes are unchanged: `[B, S, W] → [B, S, W]`.
+pub fn keep_layers<
+    const K: usize,
+    const W: usize,
+    const H: usize,
+    const HD: usize,
+    const F: usize,
+    const L: usize,
+    E: Dtype,
+    D: Storage<E>,
+>(
+    t: Transformer<W, H, HD, F, L, E, D>,
+) -> Transformer<W, H, HD, F, K, E, D> {
+    const {
+        assert!(
+            K <= L,
+            "surgery: cannot keep more layers (K) than the tower has (L)"
+        )
+    };
+    let mut modules: Vec<ResBlock<W, H, HD, F, E, D>> = t.resblocks.modules;
+    modules.truncate(K);
+    Transformer {
+        resblocks: Repeated { modules },
+    }
+}
+
+/// A text tower with only its first `K` of `L` blocks (`TextTower<…, L, …> → TextTower<…, K, …>`),
+/// every other weight (embeddings, `ln_final`, `text_projection`) carried over exactly.
+/// `K <= L` is checked at compile time. Output shape unchanged: `[B, CTX, EMBED]`.
+pub fn keep_text_layers<
+    const K: usize,
+    const VOCAB: usize,
+    const CTX: usize,
+    const W: usize,
+    const H: usize,
+    const HD: usize,
+    const F: usize,
+    const L: usize,
+    const EMBED: usize,
+    E: Dtype,
+    D: Storage<E>,
+>(
+    t: TextTower<VOCAB, CTX, W, H, HD, F, L, EMBED, E, D>,
+) -> TextTower<VOCAB, CTX, W, H, HD, F, K, EMBED, E, D> {
+    TextTower {
+        token_embedding: t.token_embedding,
+        positional_embedding: t.positional_embedding,
+        transformer: keep_layers::<K, W, H, HD, F, L, E, D>(t.transformer),
+        ln_final: t.ln_final,
+        text_projection: t.text_projection,
+    }
+}
+
+/// A vision tower with only its first `K` of `L` blocks; everything else carried over exactly.
+/// `K <= L` is checked at compile time. Output shape unchanged: `[B, SEQ, EMBED]`.
+pub fn keep_vision_layers<
+    const K: usize,
+    const IMG_H: usize,
+    const IMG_W: usize,
+    const PATCH: usize,
+    const PATCH_DIM: usize,
+    const SEQ: usize,
+    const W: usize,
+    const H: usize,
+    const HD: usize,
+    const F: usize,
+    const L: usize,
+    const EMBED: usize,
+    E: Dtype,
+    D: Storage<E>,
+>(
+    v: VisionTower<IMG_H, IMG_W, PATCH, PATCH_DIM, SEQ, W, H, HD, F, L, EMBED, E, D>,
+) -> VisionTower<IMG_H, IMG_W, PATCH, PATCH_DIM, SEQ, W, H, HD, F, K, EMBED, E, D> {
+    VisionTower {
+        conv1: v.conv1,
+        class_embedding: v.class_embedding,
+        positional_embedding: v.positional_embedding,
+        ln_pre: v.ln_pre,
+        transformer: keep_layers::<K, W, H, HD, F, L, E, D>(v.transformer),
+        ln_post: v.ln_post,
+        proj: v.proj,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Projection / joint width
+// ---------------------------------------------------------------------------------------------
+
+/// A fresh `[W, NEW]` projection, N(0, W^-1/2) as OpenAI CLIP initialises `proj` and
+/// `text_projection` (`scale = width ** -0.5`), drawn from `dev`'s RNG.
+pub fn fresh_projection<const W: usize, const NEW: usize, E: Float, D: Device<E>>(
+    dev: &D,
+) -> Tensor<Rank2<W, NEW>, E, D>
+where
+    rand_distr::StandardNormal: rand_distr::Distribution<E>,
+{
+    let mut p: Tensor<Rank2<W, NEW>, E, D> = dev.zeros();
+    normal_fill(&mut p, (W as f64).powf(-0.5)).unwrap_or_else(|_| unreachable!("host fill"));
+    p
+}
+
+/// The text tower with `proj` `[PW, NEW]` as its `text_projection`
+/// (`TextTower<…, EMBED, …> → TextTower<…, NEW, …>`); the rest carried over exactly.
+///
+/// The projection's input width must be the tower's residual width: `PW == W` is checked at
+/// compile time (`"surgery: the projection's input width (rows) must equal the text tower's
+/// WIDTH"`). Output `[B, CTX, NEW]`.
+pub fn with_text_projection<
+    const PW: usize,
+    const NEW: usize,
+    const VOCAB: usize,
+    const CTX: usize,
+    const W: usize,
+    const H: usize,
+    const HD: usize,
+    const F: usize,
+    const L: usize,
+    const EMBED: usize,
+    E: Dtype,
+    D: Device<E>,
+>(
+    t: TextTower<VOCAB, CTX, W, H, HD, F, L, EMBED, E, D>,
+    proj: Tensor<Rank2<PW, NEW>, E, D>,
+) -> TextTower<VOCAB, CTX, W, H, HD, F, L, NEW, E, D> {
+    const {
+        assert!(
+            PW == W,
+            "surgery: the projection's input width (rows) must equal the text tower's WIDTH"
+        )
+    };
+    TextTower {
+        token_embedding: t.token_embedding,
+        positional_embedding: t.positional_embedding,
+        transformer: t.transformer,
+        ln_final: t.ln_final,
+        // `PW == W` was asserted above; the reshape only renames the const dimension.
+        text_projection: proj.reshape::<Rank2<W, NEW>>(),
+    }
+}
+
+/// The vision tower with `proj` `[PW, NEW]` as its `proj`; `PW == W` checked at compile time
+/// (`"surgery: the projection's input width (rows) must equal the vision tower's WIDTH"`).
+/// Output `[B, SEQ, NEW]`.
+pub fn with_vision_projection<
+    const PW: usize,
+    const NEW: usize,
+    const IMG_H: usize,
+    const IMG_W: usize,
+    const PATCH: usize,
+    const PATCH_DIM: usize,
+    const SEQ: usize,
+    const W: usize,
+    const H: usize,
+    const HD: usize,
+    const F: usize,
+    const L: usize,
+    const EMBED: usize,
+    E: Dtype,
+    D: Device<E>,
+>(
+    v: VisionTower<IMG_H, IMG_W, PATCH, PATCH_DIM, SEQ, W, H, HD, F, L, EMBED, E, D>,
+    proj: Tensor<Rank2<PW, NEW>, E, D>,
+) -> VisionTower<IMG_H, IMG_W, PATCH, PATCH_DIM, SEQ, W, H, HD, F, L, NEW, E, D> {
+    const {
+        assert!(
+            PW == W,
+            "surgery: the projection's input width (rows) must equal the vision tower's WIDTH"
+        )
+    };
+    VisionTower {
+        conv1: v.conv1,
+        class_embedding: v.class_embedding,
+        positional_embedding: v.positional_embedding,
+        ln_pre: v.ln_pre,
+        transformer: v.transformer,
+        ln_post: v.ln_post,
+        proj: proj.reshape::<Rank2<W, NEW>>(),
+    }
+}
+
+/// The text tower with a freshly initialised `text_projection` `[W, NEW]` (see
+/// [`fresh_projection`]); output `[B, CTX, NEW]`.
+pub fn replace_text_projection<
+    const NEW: usize,
+    const VOCAB: usize,
+    const CTX: usize,
+    const W: usize,
+    const H: usize,
+    const HD: usize,
+    const F: usize,
+    const L: usize,
+    const EMBED: usize,
+    E: Float,
+    D: Device<E>,
+>(
+    t: TextTower<VOCAB, CTX, W, H, HD, F, L, EMBED, E, D>,
+) -> TextTower<VOCAB, CTX, W, H, HD, F, L, NEW, E, D>
+where
+    rand_distr::StandardNormal: rand_distr::Distribution<E>,
+{
+    let p = fresh_projection::<W, NEW, E, D>(t.text_projection.device());
+    with_text_projection(t, p)
+}
+
+/// The vision tower with a freshly initialised `proj` `[W, NEW]`; output `[B, SEQ, NEW]`.
+pub fn replace_vision_projection<
+    const NEW: usize,
+    const IMG_H: usize,
+    const IMG_W: usize,
+    const PATCH: usize,
+    const PATCH_DIM: usize,
+    const SEQ: usize,
+    const W: usize,
+    const H: usize,
+    const HD: usize,
+    const F: usize,
+    const L: usize,
+    const EMBED: usize,
+    E: Float,
+    D: Device<E>,
+>(
+    v: VisionTower<IMG_H, IMG_W, PATCH, PATCH_DIM, SEQ, W, H, HD, F, L, EMBED, E, D>,
+) -> VisionTower<IMG_H, IMG_W, PATCH, PATCH_DIM, SEQ, W, H, HD, F, L, NEW, E, D>
+where
+    rand_distr::StandardNormal: rand_distr::Distribution<E>,
+{
+    let p = fresh_projection::<W, NEW, E, D>(v.proj.device());
+    with_vision_projection(v, p)
+}
+
+/// Both projections replaced by fresh ones of joint width `NEW`, so the two towers stay
+/// consistent: `Clip<Vision<…, EMBED>, Text<…, EMBED>> → Clip<Vision<…, NEW>, Text<…, NEW>>`.
+/// Image features become `[B, NEW]`, text features `[B, NEW]`; every other weight is kept.
+pub fn with_embed<
+    const NEW: usize,
+    const IMG_H: usize,
+    const IMG_W: usize,
+    const PATCH: usize,
+    const PATCH_DIM: usize,
+    const SEQ: usize,
+    const VW: usize,
+    const VH: usize,
+    const VHD: usize,
+    const VF: usize,
+    const VL: usize,
+    const VOCAB: usize,
+    const CTX: usize,
+    const TW: usize,
+    const TH: usize,
+    const THD: usize,
+    const TF: usize,
+    const TL: usize,
+    const EMBED: usize,
+    E: Float,
+    D: Device<E>,
+>(
+    clip: Clip<
+        VisionTower<IMG_H, IMG_W, PATCH, PATCH_DIM, SEQ, VW, VH, VHD, VF, VL, EMBED, E, D>,
+        TextTower<VOCAB, CTX, TW, TH, THD, TF, TL, EMBED, E, D>,
+    >,
+) -> Clip<
+    VisionTower<IMG_H, IMG_W, PATCH, PATCH_DIM, SEQ, VW, VH, VHD, VF, VL, NEW, E, D>,
+    TextTower<VOCAB, CTX, TW, TH, THD, TF, TL, NEW, E, D>,
+>
+where
+    rand_distr::StandardNormal: rand_distr::Distribution<E>,
+{
+    Clip {
+        visual: replace_vision_projection::<NEW, _, _, _, _, _, _, _, _, _, _, _, E, D>(
+            clip.visual,
+        ),
+        text: replace_text_projection::<NEW, _, _, _, _, _, _, _, _, E, D>(clip.text),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Putting towers together
+// ---------------------------------------------------------------------------------------------
+
+/// A tower type, possibly wrapped in [`Frozen`]; gives the plain tower back for running it.
+pub trait Tower {
+    /// The unwrapped tower type (`VisionTower<…>` or `TextTower<…>`).
+    type Plain;
+    /// The tower to run (`model.visual.plain().forward(…)`).
+    fn plain(&self) -> &Self::Plain;
+    /// The tower without any [`Frozen`] wrapper.
+    fn into_plain(self) -> Self::Plain;
+}
+
+impl<
+    const IMG_H: usize,
+    const IMG_W: usize,
+    const PATCH: usize,
+    const PATCH_DIM: usize,
+    const SEQ: usize,
+    const W: usize,
+    const H: usize,
+    const HD: usize,
+    const F: usize,
+    const L: usize,
+    const EMBED: usize,
+    E: Dtype,
+    D: Storage<E>,
+> Tower for VisionTower<IMG_H, IMG_W, PATCH, PATCH_DIM, SEQ, W, H, HD, F, L, EMBED, E, D>
+{
+    type Plain = Self;
+    fn plain(&self) -> &Self {
+        self
+    }
+    fn into_plain(self) -> Self {
+        self
+    }
+}
+
+impl<
+    const VOCAB: usize,
+    const CTX: usize,
+    const W: usize,
+    const H: usize,
+    const HD: usize,
+    const F: usize,
+    const L: usize,
+    const EMBED: usize,
+    E: Dtype,
+    D: Storage<E>,
+> Tower for TextTower<VOCAB, CTX, W, H, HD, F, L, EMBED, E, D>
+{
+    type Plain = Self;
+    fn plain(&self) -> &Self {
+        self
+    }
+    fn into_plain(self) -> Self {
+        self
+    }
+}
+
+impl<M: Tower> Tower for Frozen<M> {
+    type Plain = M::Plain;
+    fn plain(&self) -> &M::Plain {
+        self.0.plain()
+    }
+    fn into_plain(self) -> M::Plain {
+        self.0.into_plain()
+    }
+}
+
+/// A CLIP model from a vision and a text tower (either may be [`Frozen`]). The two joint widths
+/// must agree — the SDM loss compares the features by cosine — and that is checked at compile
+/// time: `"surgery: the vision and text towers must project to the same joint width (EMBED)"`.
+#[allow(clippy::type_complexity)]
+pub fn assemble<
+    V: Tower<Plain = VisionTower<IMG_H, IMG_W, PATCH, PATCH_DIM, SEQ, VW, VH, VHD, VF, VL, VE, E, D>>,
+    T: Tower<Plain = TextTower<VOCAB, CTX, TW, TH, THD, TF, TL, TE, E, D>>,
+    const IMG_H: usize,
+    const IMG_W: usize,
+    const PATCH: usize,
+    const PATCH_DIM: usize,
+    const SEQ: usize,
+    const VW: usize,
+    const VH: usize,
+    const VHD: usize,
+    const VF: usize,
+    const VL: usize,
+    const VE: usize,
+    const VOCAB: usize,
+    const CTX: usize,
+    const TW: usize,
+    const TH: usize,
+    const THD: usize,
+    const TF: usize,
+    const TL: usize,
+    const TE: usize,
+    E: Dtype,
+    D: Storage<E>,
+>(
+    visual: V,
+    text: T,
+) -> Clip<V, T> {
+    const {
+        assert!(
+            VE == TE,
+            "surgery: the vision and text towers must project to the same joint width (EMBED)"
+        )
+    };
+    Clip { visual, text }
+}
+
+/// The (pretrained) vision tower of `donor` on a new text tower: `Clip<V, _> + T2 → Clip<V, T2>`,
+/// vision weights carried over exactly; joint widths checked as in [`assemble`].
+#[allow(clippy::type_complexity)]
+pub fn graft_vision<
+    V: Tower<Plain = VisionTower<IMG_H, IMG_W, PATCH, PATCH_DIM, SEQ, VW, VH, VHD, VF, VL, VE, E, D>>,
+    T1,
+    T2: Tower<Plain = TextTower<VOCAB, CTX, TW, TH, THD, TF, TL, TE, E, D>>,
+    const IMG_H: usize,
+    const IMG_W: usize,
+    const PATCH: usize,
+    const PATCH_DIM: usize,
+    const SEQ: usize,
+    const VW: usize,
+    const VH: usize,
+    const VHD: usize,
+    const VF: usize,
+    const VL: usize,
+    const VE: usize,
+    const VOCAB: usize,
+    const CTX: usize,
+    const TW: usize,
+    const TH: usize,
+    const THD: usize,
+    const TF: usize,
+    const TL: usize,
+    const TE: usize,
+    E: Dtype,
+    D: Storage<E>,
+>(
+    donor: Clip<V, T1>,
+    text: T2,
+) -> Clip<V, T2> {
+    assemble(donor.visual, text)
+}
+
+/// The (pretrained) text tower of `donor` under a new vision tower: `V2 + Clip<_, T> →
+/// Clip<V2, T>`; joint widths checked as in [`assemble`].
+#[allow(clippy::type_complexity)]
+pub fn graft_text<
+    V2: Tower<Plain = VisionTower<IMG_H, IMG_W, PATCH, PATCH_DIM, SEQ, VW, VH, VHD, VF, VL, VE, E, D>>,
+    V1,
+    T: Tower<Plain = TextTower<VOCAB, CTX, TW, TH, THD, TF, TL, TE, E, D>>,
+    const IMG_H: usize,
+    const IMG_W: usize,
+    const PATCH: usize,
+    const PATCH_DIM: usize,
+    const SEQ: usize,
+    const VW: usize,
+    const VH: usize,
+    const VHD: usize,
+    const VF: usize,
+    const VL: usize,
+    const VE: usize,
+    const VOCAB: usize,
+    const CTX: usize,
+    const TW: usize,
+    const TH: usize,
+    const THD: usize,
+    const TF: usize,
+    const TL: usize,
+    const TE: usize,
+    E: Dtype,
+    D: Storage<E>,
+>(
+    visual: V2,
+    donor: Clip<V1, T>,
+) -> Clip<V2, T> {
+    assemble(visual, donor.text)
+}
+
+/// Compile-time check that an MTP decoder fits a CLIP model: IRRA's cross-modal decoder reads
+/// the *projected* tokens, so its width must be the joint width
+/// (`"surgery: the MTP decoder's width must equal the towers' joint embedding width (EMBED)"`),
+/// and it predicts the text tower's tokens (`"surgery: the MTP decoder's vocabulary must equal
+/// the text tower's (VOCAB)"`). `gadms::surgery::attach_decoder` calls it before building the
+/// GA-DMS model.
+#[allow(clippy::type_complexity)]
+pub fn check_decoder<
+    const IMG_H: usize,
+    const IMG_W: usize,
+    const PATCH: usize,
+    const PATCH_DIM: usize,
+    const SEQ: usize,
+    const VW: usize,
+    const VH: usize,
+    const VHD: usize,
+    const VF: usize,
+    const VL: usize,
+    const VOCAB: usize,
+    const CTX: usize,
+    const TW: usize,
+    const TH: usize,
+    const THD: usize,
+    const TF: usize,
+    const TL: usize,
+    const EMBED: usize,
+    const MW: usize,
+    const MH: usize,
+    const MHD: usize,
+    const MF: usize,
+    const ML: usize,
+    const MV: usize,
+    E: Dtype,
+    D: Storage<E>,
+>(
+    _clip: &Clip<
+        VisionTower<IMG_H, IMG_W, PATCH, PATCH_DIM, SEQ, VW, VH, VHD, VF, VL, EMBED, E, D>,
+        TextTower<VOCAB, CTX, TW, TH, THD, TF, TL, EMBED, E, D>,
+    >,
+    _mtp: &MtpDecoder<MW, MH, MHD, MF, ML, MV, E, D>,
+) {
+    const {
+        assert!(
+            MW == EMBED,
+            "surgery: the MTP decoder's width must equal the towers' joint embedding width (EMBED)"
+        )
+    };
+    const {
+        assert!(
+            MV == VOCAB,
+            "surgery: the MTP decoder's vocabulary must equal the text tower's (VOCAB)"
+        )
+    };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Freezing
+// ---------------------------------------------------------------------------------------------
+
+/// A module whose parameters are not trained: its [`TensorCollection`] reports every tensor
+/// with `do_gradient_update = false` (dfdx's `TensorOptions::detached`), so
+///
+/// - `alloc_grads()` allocates no gradient for it (dfdx's `ZeroGrads` skips such tensors, and
+///   `backward()` drops their temporary gradients),
+/// - `gadms::optim::Adam::update` (and dfdx's optimisers) skip it and keep no moments for it
+///   (`Adam::tracked()` does not count it),
+/// - `num_trainable_params()` does not count it.
+///
+/// Tensor names are unchanged (the wrapper adds no key component), so a model with a frozen
+/// tower saves, loads and exports exactly like the plain one. Run it through `Deref`
+/// (`frozen.forward(…)`) or [`Tower::plain`]. `#[repr(transparent)]`: `&M` and `&Frozen<M>`
+/// have the same layout, which the visitor relies on.
+#[derive(Clone, Debug)]
+#[repr(transparent)]
+pub struct Frozen<M>(pub M);
+
+impl<M> Frozen<M> {
+    /// Views `&M` as `&Frozen<M>` (same layout).
+    pub fn from_ref(m: &M) -> &Self {
+        // SAFETY: `Frozen<M>` is `#[repr(transparent)]` over `M`.
+        unsafe { &*(m as *const M as *const Frozen<M>) }
+    }
+    /// Views `&mut M` as `&mut Frozen<M>` (same layout).
+    pub fn from_mut(m: &mut M) -> &mut Self {
+        // SAFETY: `Frozen<M>` is `#[repr(transparent)]` over `M`.
+        unsafe { &mut *(m as *mut M as *mut Frozen<M>) }
+    }
+    /// The module, trainable again.
+    pub fn into_inner(self) -> M {
+        self.0
+    }
+}
+
+impl<M> std::ops::Deref for Frozen<M> {
+    type Target = M;
+    fn deref(&self) -> &M {
+        &self.0
+    }
+}
+
+impl<M> std::ops::DerefMut for Frozen<M> {
+    fn deref_mut(&mut self) -> &mut M {
+        &mut self.0
+    }
+}
+
+/// Forwards a visit of `Frozen<M>` to `M`'s fields, marking every tensor non-trainable and
+/// wrapping every sub-module in `Frozen` so that the marking reaches the leaves.
+struct Freezer<'v, V>(&'v mut V);
+
+impl<M: TensorCollection<E, D>, E: Dtype, D: Device<E>, V: ModuleVisitor<Frozen<M>, E, D>>
+    ModuleVisitor<M, E, D> for Freezer<'_, V>
+{
+    type Err = V::Err;
+    type E2 = V::E2;
+    type D2 = V::D2;
+
+    fn visit_module<Field, GetRef, GetMut>(
+        &mut self,
+        name: &str,
+        mut get_refs: GetRef,
+        mut get_muts: GetMut,
+    ) -> Result<Option<Field::To<Self::E2, Self::D2>>, Self::Err>
+    where
+        GetRef: FnMut(&M) -> &Field,
+        GetMut: FnMut(&mut M) -> &mut Field,
+        Field: TensorCollection<E, D>,
+    {
+        let out = self.0.visit_module::<Frozen<Field>, _, _>(
+            name,
+            |s| Frozen::from_ref(get_refs(&s.0)),
+            |s| Frozen::from_mut(get_muts(&mut s.0)),
+        )?;
+        Ok(out.map(|f| f.0))
+    }
+
+    fn visit_tensor<S: Shape, GetRef, GetMut>(
+        &mut self,
+        name: &str,
+        mut get_refs: GetRef,
+        mut get_muts: GetMut,
+        mut opts: TensorOptions<S, E, D>,
+    ) -> Result<Option<Tensor<S, Self::E2, Self::D2>>, Self::Err>
+    where
+        GetRef: FnMut(&M) -> &Tensor<S, E, D>,
+        GetMut: FnMut(&mut M) -> &mut Tensor<S, E, D>,
+    {
+        opts.do_gradient_update = false;
+        self.0
+            .visit_tensor(name, |s| get_refs(&s.0), |s| get_muts(&mut s.0), opts)
+    }
+
+    fn visit_scalar<N, GetRef, GetMut>(
+        &mut self,
+        name: &str,
+        mut get_refs: GetRef,
+        mut get_muts: GetMut,
+        opts: ScalarOptions<N>,
+    ) -> Result<Option<N>, Self::Err>
+    where
+        N: NumCast,
+        GetRef: FnMut(&M) -> &N,
+        GetMut: FnMut(&mut M) -> &mut N,
+    {
+        self.0
+            .visit_scalar(name, |s| get_refs(&s.0), |s| get_muts(&mut s.0), opts)
+    }
+
+    fn visit_fields<Fs: ModuleFields<M, E, D>>(
+        &mut self,
+        fields: Fs,
+        builder: impl FnOnce(Fs::Output<Self::E2, Self::D2>) -> M::To<Self::E2, Self::D2>,
+    ) -> Result<Option<M::To<Self::E2, Self::D2>>, Self::Err> {
+        let options = fields.visit_fields(self)?;
+        Ok(Fs::handle_options(options).map(builder))
+    }
+}
+
+impl<E: Dtype, D: Device<E>, M: TensorCollection<E, D>> TensorCollection<E, D> for Frozen<M> {
+    type To<E2: Dtype, D2: Device<E2>> = Frozen<M::To<E2, D2>>;
+    fn iter_tensors<V: ModuleVisitor<Self, E, D>>(
+        visitor: &mut V,
+    ) -> Result<Option<Self::To<V::E2, V::D2>>, V::Err> {
+        Ok(M::iter_tensors(&mut Freezer(visitor))?.map(Frozen))
+    }
+}
+
+/// `Clip<V, T> → Clip<Frozen<V>, T>`: the vision tower keeps its weights and stops training.
+pub fn freeze_vision<V, T>(clip: Clip<V, T>) -> Clip<Frozen<V>, T> {
+    Clip {
+        visual: Frozen(clip.visual),
+        text: clip.text,
+    }
+}
+
+/// `Clip<V, T> → Clip<V, Frozen<T>>`: the text tower keeps its weights and stops training.
+pub fn freeze_text<V, T>(clip: Clip<V, T>) -> Clip<V, Frozen<T>> {
+    Clip {
+        visual: clip.visual,
+        text: Frozen(clip.text),
+    }
+}
+
+/// Removes every [`Frozen`] wrapper: back to the plain `Clip<VisionTower, TextTower>` that the
+/// rest of gadms (`ClipInference`, the CLI, the training step) works with.
+pub fn thaw<V: Tower, T: Tower>(clip: Clip<V, T>) -> Clip<V::Plain, T::Plain> {
+    Clip {
+        visual: clip.visual.into_plain(),
+        text: clip.text.into_plain(),
+    }
+}
