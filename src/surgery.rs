@@ -73,7 +73,8 @@ pub fn attach_decoder<
 /// on `batch` for any CLIP model whose towers may be [`Frozen`]: image CLS features [B, EMBED]
 /// and text EOS features [B, EMBED] (the text tower runs on the first `max EOS + 1` positions,
 /// [`text_features_trimmed`]), backward, then [`Adam::update`] with one parameter group at
-/// learning rate `lr`. Frozen tensors get no gradient buffer and no update. Returns the loss
+/// learning rate `lr` and the per-name multipliers of `rule` (`&|_| Group::PLAIN` for one
+/// group). Frozen tensors get no gradient buffer and no update. Returns the loss
 /// before the update.
 ///
 /// # Panics
@@ -121,6 +122,7 @@ pub fn sdm_step<
     opt: &mut Adam,
     batch: &Batch,
     lr: f32,
+    rule: &dyn Fn(&str) -> Group,
 ) -> f32
 where
     Clip<V, T>: TensorCollection<f32, Dev>,
@@ -153,6 +155,6 @@ where
     let loss = sdm_loss(img, txt, &pids, SDM_LOGIT_SCALE, SDM_EPS);
     let value = loss.array();
     let grads = loss.backward();
-    opt.update(model, &grads, lr, &|_| Group::PLAIN);
+    opt.update(model, &grads, lr, rule);
     value
 }

@@ -6,7 +6,7 @@
 
 use dfdx::nn::BuildModule;
 use dfdx::prelude::*;
-use gadms::optim::{Adam, AdamConfig};
+use gadms::optim::{Adam, AdamConfig, Group};
 use gadms::surgery::experiments::{
     self, Settings, ShallowText, ShallowTiny, Text48, Tiny48, TinyFrozenVision, TinyModel,
 };
@@ -134,7 +134,7 @@ fn frozen_tower_is_unchanged_by_adam_and_holds_no_state() {
     let mut opt = Adam::new(AdamConfig::default());
     for i in 0..2 {
         let batch = gadms::cmd::bench_train::synthetic_batch(4, 64, 32, i);
-        let loss = sdm_step(&mut model, &mut opt, &batch, 1e-2);
+        let loss = sdm_step(&mut model, &mut opt, &batch, 1e-2, &|_| Group::PLAIN);
         assert!(loss.is_finite());
     }
     assert_eq!(
@@ -151,7 +151,7 @@ fn frozen_tower_is_unchanged_by_adam_and_holds_no_state() {
     let mut plain: TinyModel = thaw(model);
     let mut opt = Adam::new(AdamConfig::default());
     let batch = gadms::cmd::bench_train::synthetic_batch(4, 64, 32, 9);
-    sdm_step(&mut plain, &mut opt, &batch, 1e-2);
+    sdm_step(&mut plain, &mut opt, &batch, 1e-2, &|_| Group::PLAIN);
     assert_ne!(module_to_map(&plain.visual).tensors, vision_before.tensors);
     assert_eq!(opt.tracked(), module_to_map(&plain).tensors.len());
 }
@@ -268,6 +268,66 @@ fn cli_accepts(ckpt: &Path, dir: &Path) {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(dir.join("export/open_clip_model.safetensors").is_file());
+    // `gadms eval` on the embedded set's test split, packed at the Tiny size.
+    let data = dir.join("test-pack");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/synth-pedes");
+    let out = gadms(&[
+        &"pack",
+        &"--format",
+        &"cuhk-pedes",
+        &"--src",
+        &src,
+        &"--split",
+        &"test",
+        &"--image-size",
+        &"64x32",
+        &"--out",
+        &data,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json = dir.join("eval.json");
+    let out = gadms(&[
+        &"eval",
+        &"--weights",
+        &ckpt,
+        &"--data",
+        &data,
+        &"--json",
+        &json,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert!(
+        v["r1"].as_f64().is_some_and(|r| (0.0..=100.0).contains(&r)),
+        "{v}"
+    );
+}
+
+#[test]
+fn example_graft_new_text_runs_and_the_cli_accepts_its_checkpoint() {
+    let dir = tmp("ex-graft");
+    let o = experiments::graft_new_text(&Settings::new(&dir)).unwrap();
+    assert_eq!(o.spec, TINY_SPEC);
+    assert_eq!(o.tracked, o.tensors);
+    assert!(o.losses.iter().all(|l| l.is_finite()));
+    cli_accepts(&o.checkpoint, &dir);
+}
+
+#[test]
+fn example_reinit_projection_runs_and_the_cli_accepts_its_checkpoint() {
+    let dir = tmp("ex-reinit");
+    let o = experiments::reinit_projection(&Settings::new(&dir)).unwrap();
+    assert_eq!(o.spec, TINY_SPEC);
+    assert!(o.losses.iter().all(|l| l.is_finite()));
+    cli_accepts(&o.checkpoint, &dir);
 }
 
 fn cli_refuses_custom(ckpt: &Path, dir: &Path) {

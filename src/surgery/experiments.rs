@@ -120,7 +120,7 @@ macro_rules! sdm_model {
     ($($t:ty),*) => {$(
         impl SdmModel for $t {
             fn step(&mut self, opt: &mut Adam, batch: &Batch, lr: f32) -> f32 {
-                sdm_step(self, opt, batch, lr)
+                sdm_step(self, opt, batch, lr, &|_| crate::optim::Group::PLAIN)
             }
         }
     )*};
@@ -197,6 +197,49 @@ pub fn frozen_vision(s: &Settings) -> Result<Outcome> {
         losses,
         Some(unchanged),
     )
+}
+
+/// Graft the base checkpoint's vision tower (copied from the file) onto a freshly initialised
+/// text tower and train both, the grafted tower at a tenth of the learning rate (an
+/// [`crate::optim::Group`] rule on the `visual.` names). The result is a `Tiny` model, saved as
+/// `OUT/graft_new_text.safetensors`, which `gadms eval`, `embed` and `export` accept.
+pub fn graft_new_text(s: &Settings) -> Result<Outcome> {
+    let (_, base_path) = base_checkpoint(s)?;
+    let dev = Dev::seed_from_u64(s.seed + 4);
+    let mut visual = TinyVision::<f32, Dev>::build(&dev);
+    load_vision_tower(&mut visual, &base_path)?;
+    let text = TinyText::<f32, Dev>::build(&dev);
+    let mut model: TinyModel = assemble(visual, text);
+    let mut opt = Adam::new(AdamConfig::default());
+    let rule = |name: &str| crate::optim::Group {
+        lr_mult: if name.starts_with("visual.") {
+            0.1
+        } else {
+            1.0
+        },
+        wd_mult: 1.0,
+    };
+    let losses = (0..s.steps)
+        .map(|i| {
+            let batch = synthetic_batch(s.batch, 64, 32, (s.seed + 4) * 1000 + i as u64);
+            let loss = sdm_step(&mut model, &mut opt, &batch, s.lr, &rule);
+            assert!(loss.is_finite(), "the SDM loss became {loss}");
+            loss
+        })
+        .collect();
+    finish(model, opt, s, "graft_new_text", base_path, losses, None)
+}
+
+/// Replace both projections by fresh ones of the *same* joint width (`with_embed::<32>`: a
+/// re-initialised joint space over the trained towers) and train. The result keeps the
+/// `Tiny` shape, saved as `OUT/reinit_projection.safetensors`, which the CLI accepts.
+pub fn reinit_projection(s: &Settings) -> Result<Outcome> {
+    let (base, base_path) = base_checkpoint(s)?;
+    let mut model: TinyModel =
+        with_embed::<32, _, _, _, _, _, _, _, _, _, _, _, _, _, _, _, _, _, _, _, _>(base);
+    let mut opt = Adam::new(AdamConfig::default());
+    let losses = train(&mut model, &mut opt, s, s.seed + 5, s.steps);
+    finish(model, opt, s, "reinit_projection", base_path, losses, None)
 }
 
 fn finish<M: TensorCollection<f32, Dev> + HasClipSpec>(
