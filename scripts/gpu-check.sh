@@ -38,27 +38,8 @@ say() { echo "== [$(( $(date +%s) - T0 ))s] $*"; }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$LOG/card.txt"
 CARD=$(head -1 "$LOG/card.txt" | cut -d, -f1)
 
-# 0. baked paths and libraries
-while read -r out; do mkdir -p "$out" && cp "$DIST"/cuh/*.cuh "$out/"; done < "$DIST/paths.env"
-source "$DIST/include.env"
-mkdir -p "$(dirname "$CUDA_INCLUDE_DIR")"
-tar -xzf "$DIST/include.tar.gz" -C "$(dirname "$CUDA_INCLUDE_DIR")"
-NVLIB=$("$PY" - <<'EOF'
-import glob, os
-hits = []
-try:
-    import nvidia
-    for p in nvidia.__path__:
-        hits += glob.glob(os.path.join(p, "**", "libcublas.so.13"), recursive=True)
-except Exception:
-    pass
-hits += glob.glob("/usr/local/cuda*/lib*/libcublas.so.13") + glob.glob("/usr/local/cuda*/targets/*/lib/libcublas.so.13")
-print(os.path.dirname(hits[0]) if hits else "")
-EOF
-)
-[ -n "$NVLIB" ] || { echo "error: no libcublas.so.13 found (PyTorch cu130 wheels or /usr/local/cuda)" >&2; exit 2; }
-NVRTC=$(dirname "$(ls "$NVLIB"/libnvrtc.so.13 "$NVLIB"/../../cuda_nvrtc/lib/libnvrtc.so.13 /usr/local/cuda*/lib*/libnvrtc.so.13 2>/dev/null | head -1)")
-export LD_LIBRARY_PATH="$NVLIB:$NVRTC:/usr/local/nvidia/lib64:/usr/local/nvidia/lib:${LD_LIBRARY_PATH:-}"
+# 0. baked paths and libraries (scripts/gpu-env.sh)
+source scripts/gpu-env.sh "$DIST" || exit 2
 say "libraries: cublas in $NVLIB, nvrtc in $NVRTC; headers in $CUDA_INCLUDE_DIR"
 ldd "$DIST/gadms" | grep -E "cuda|cublas|nvrtc"
 
