@@ -44,8 +44,8 @@ use crate::optim::{Adam, Group};
 use crate::preset::{Dev, Preset};
 use crate::pretrain::eval::{self, EvalSet, Metrics};
 use crate::pretrain::{
-    BEST_FILE, EvalLine, Jsonl, LAST_FILE, Model, NamedEval, adam_config, data, de_preset,
-    last_eval, metrics_from_json, print_table, resume_args, save, schedule, ser_preset,
+    BEST_FILE, EvalLine, Jsonl, LAST_FILE, Model, NamedEval, RunArgs, adam_config, data, de_preset,
+    last_eval, metrics_from_json, print_table, resolve_args, save, schedule, ser_preset,
     text_features_trimmed, write_file,
 };
 use anyhow::{Context, Result, bail};
@@ -458,6 +458,19 @@ struct StepLine {
     pairs_per_s: f64,
 }
 
+impl RunArgs for FinetuneArgs {
+    fn resume_dir(&self) -> Option<&Path> {
+        self.resume.as_deref()
+    }
+    fn carry_over(&mut self, given: &Self, dir: &Path) {
+        self.device = given.device;
+        self.out = dir.to_path_buf();
+        self.resume = Some(dir.to_path_buf());
+        self.debug_nan_at_step = given.debug_nan_at_step;
+        self.debug_step_delay_ms = given.debug_step_delay_ms;
+    }
+}
+
 /// Runs the command.
 pub fn run(given: FinetuneArgs) -> Result<()> {
     crate::dispatch!(given.device, run_on(given))
@@ -465,18 +478,7 @@ pub fn run(given: FinetuneArgs) -> Result<()> {
 
 /// [`run`] on the device type `D` (`--device`).
 fn run_on<D: BuildDevice>(given: FinetuneArgs) -> Result<()> {
-    let (a, resume) = match &given.resume {
-        Some(dir) => {
-            let (mut a, ckdir, state) = resume_args(&given, dir, "finetune", &["device"])?;
-            a.device = given.device;
-            a.out = dir.clone();
-            a.resume = Some(dir.clone());
-            a.debug_nan_at_step = given.debug_nan_at_step;
-            a.debug_step_delay_ms = given.debug_step_delay_ms;
-            (a, Some((ckdir, state)))
-        }
-        None => (given, None),
-    };
+    let (a, resume) = resolve_args(given, "finetune")?;
     let warmup = a.validate()?;
     let t0 = Instant::now();
     println!(

@@ -966,6 +966,42 @@ fn load_data(a: &PretrainArgs) -> Result<RunData> {
     })
 }
 
+/// The arguments of a resumable run command (`pretrain`, `finetune`).
+pub(crate) trait RunArgs: Serialize + serde::de::DeserializeOwned + Default {
+    /// `--resume RUN_DIR`, if given.
+    fn resume_dir(&self) -> Option<&Path>;
+    /// Copies what belongs to this invocation rather than to the run (the run directory, the
+    /// device, the hidden test hooks) from `given` into the run's arguments `self`.
+    fn carry_over(&mut self, given: &Self, dir: &Path);
+}
+
+/// The arguments to run with: `given`, or with `--resume` the run's own (from its latest
+/// checkpoint, [`resume_args`]) with this invocation's device and test hooks, and the
+/// checkpoint directory and state to continue from.
+pub(crate) type Resolved<A> = (A, Option<(PathBuf, checkpoint::TrainState)>);
+
+pub(crate) fn resolve_args<A: RunArgs>(given: A, command: &str) -> Result<Resolved<A>> {
+    let Some(dir) = given.resume_dir().map(Path::to_path_buf) else {
+        return Ok((given, None));
+    };
+    let (mut a, ckdir, state) = resume_args(&given, &dir, command, &["device"])?;
+    a.carry_over(&given, &dir);
+    Ok((a, Some((ckdir, state))))
+}
+
+impl RunArgs for PretrainArgs {
+    fn resume_dir(&self) -> Option<&Path> {
+        self.resume.as_deref()
+    }
+    fn carry_over(&mut self, given: &Self, dir: &Path) {
+        self.device = given.device;
+        self.out = dir.to_path_buf();
+        self.resume = Some(dir.to_path_buf());
+        self.debug_nan_at_step = given.debug_nan_at_step;
+        self.debug_step_delay_ms = given.debug_step_delay_ms;
+    }
+}
+
 /// `--resume RUN_DIR`: the run's own arguments (from its checkpoint) and the checkpoint. Any
 /// other flag given with `--resume` is an error (the run's settings are fixed), except the
 /// hidden test hooks, which are kept.
@@ -1019,18 +1055,7 @@ pub fn run(given: PretrainArgs) -> Result<()> {
 
 /// [`run`] on the device type `D` (`--device`).
 fn run_on<D: BuildDevice>(given: PretrainArgs) -> Result<()> {
-    let (a, resume) = match &given.resume {
-        Some(dir) => {
-            let (mut a, ckdir, state) = resume_args(&given, dir, "pretrain", &["device"])?;
-            a.device = given.device;
-            a.out = dir.clone();
-            a.resume = Some(dir.clone());
-            a.debug_nan_at_step = given.debug_nan_at_step;
-            a.debug_step_delay_ms = given.debug_step_delay_ms;
-            (a, Some((ckdir, state)))
-        }
-        None => (given, None),
-    };
+    let (a, resume) = resolve_args(given, "pretrain")?;
     let warmup = a.validate()?;
     let t0 = Instant::now();
     let spec = Model::<Dev>::SPEC;
