@@ -41,15 +41,15 @@ struct Outputs {
     image_features: Array,
     text_tokens: Array,
     text_features: Array,
-    text_attn_last: Array,
-    image_attn_last: Array,
+    text_attn_last: Option<Array>,
+    image_attn_last: Option<Array>,
     loss: f32,
     grads: TensorMap,
     image_grad: Array,
 }
 
 macro_rules! run_model {
-    ($model:expr, $dev:expr, $file:expr, $ih:literal, $iw:literal, $seq:literal) => {{
+    ($model:expr, $dev:expr, $file:expr, $ih:literal, $iw:literal, $seq:literal, $probs:expr) => {{
         let (model, dev, file) = ($model, $dev, $file);
         let img = tensor(file, "input.images");
         let b = img.shape[0];
@@ -58,12 +58,15 @@ macro_rules! run_model {
         let text = TextInput::new(dev, &id_rows(file, "input.text"));
         let mut vprobs = Vec::new();
         let mut tprobs = Vec::new();
-        let itok = model
-            .visual
-            .forward(images.leaky_trace(), Some(&mut vprobs));
+        // Without attention probabilities the towers take the fused attention core.
+        let (vp, tp) = match $probs {
+            true => (Some(&mut vprobs), Some(&mut tprobs)),
+            false => (None, None),
+        };
+        let itok = model.visual.forward(images.leaky_trace(), vp);
         let ttok = model
             .text
-            .forward(text.ids.clone(), OwnedTape::default(), Some(&mut tprobs));
+            .forward(text.ids.clone(), OwnedTape::default(), tp);
         let image_features = cls_token(itok.retaped::<NoneTape>());
         let text_features = eos_token(ttok.retaped::<NoneTape>(), text.eos.clone());
         let r_img = tensor(file, "input.r_image");
@@ -84,8 +87,8 @@ macro_rules! run_model {
             image_features: arr(&image_features),
             text_tokens: tt,
             text_features: arr(&text_features),
-            text_attn_last: arr(tprobs.last().unwrap()),
-            image_attn_last: arr(vprobs.last().unwrap()),
+            text_attn_last: tprobs.last().map(arr),
+            image_attn_last: vprobs.last().map(arr),
             loss: loss_v,
             grads: grads_to_map(model, &grads),
             image_grad: arr(&grads.get(&images)),
@@ -137,22 +140,26 @@ fn open_clip_forward_attention_and_gradients_match_pytorch() {
     let dev = Cpu::default();
     let file = "ref_openclip.safetensors";
     let model: OcModel = load(&dev, file);
-    let o = run_model!(&model, &dev, file, 64, 32, 9);
+    let o = run_model!(&model, &dev, file, 64, 32, 9, true);
     check_outputs(file, &o);
-    let ta = &o.text_attn_last;
+    let ta = o.text_attn_last.as_ref().unwrap();
     assert_close(
         "text_attn_last",
         ta,
         &tensor(file, "out.text_attn_last"),
         TOL,
     );
-    let ia = &o.image_attn_last;
+    let ia = o.image_attn_last.as_ref().unwrap();
     assert_close(
         "image_attn_last",
         ia,
         &tensor(file, "out.image_attn_last"),
         TOL,
     );
+    check_open_clip_grads(file, &o);
+}
+
+fn check_open_clip_grads(file: &str, o: &Outputs) {
     let grads = native_to_openai(&o.grads, 16, 0.0);
     let want = section(file, "grad.");
     let want = TensorMap {
@@ -166,12 +173,24 @@ fn open_clip_forward_attention_and_gradients_match_pytorch() {
     assert_maps_close("open_clip grads", &grads, &want, &["logit_scale"], TOL);
 }
 
+/// The same model without attention probabilities, so the fused attention core runs.
 #[test]
-fn hf_forward_and_gradients_match_pytorch() {
+fn open_clip_fused_forward_and_gradients_match_pytorch() {
+    let dev = Cpu::default();
+    let file = "ref_openclip.safetensors";
+    let model: OcModel = load(&dev, file);
+    let o = run_model!(&model, &dev, file, 64, 32, 9, false);
+    check_outputs(file, &o);
+    check_open_clip_grads(file, &o);
+}
+
+/// Without attention probabilities: the fused CPU attention core (`gadms_nn::fast`).
+#[test]
+fn hf_fused_forward_and_gradients_match_pytorch() {
     let dev = Cpu::default();
     let file = "ref_hf.safetensors";
     let model: HfModel = load(&dev, file);
-    let o = run_model!(&model, &dev, file, 32, 32, 5);
+    let o = run_model!(&model, &dev, file, 32, 32, 5, false);
     check_outputs(file, &o);
     let grads = native_to_hf(&o.grads, 16, 0.0);
     let want = section(file, "grad.");

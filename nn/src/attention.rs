@@ -92,9 +92,18 @@ impl<const W: usize, const H: usize, const HD: usize, E: Float, D: Device<E>>
         let () = Self::SHAPE_OK;
         let (b, sq, _) = *xq.shape();
         let sk = xkv.shape().1;
-        let q = self.q_proj.forward(xq);
-        let k = self.k_proj.forward(xkv.with_empty_tape());
-        let v = self.v_proj.forward(xkv);
+        let q = crate::fast::linear(&self.q_proj, xq);
+        let k = crate::fast::linear(&self.k_proj, xkv.with_empty_tape());
+        let v = crate::fast::linear(&self.v_proj, xkv);
+        let (q, k, v) = match probs_out {
+            // The fused core keeps its probabilities to itself: GASS and the MTP decoder,
+            // which read them (and their gradients), take the composed path below.
+            Some(_) => (q, k, v),
+            None => match crate::fast::attention((q, k, v), mask, H) {
+                Ok(out) => return crate::fast::linear(&self.out_proj, out),
+                Err(qkv) => qkv,
+            },
+        };
         let q = q
             .reshape_like(&(b, sq, Const::<H>, Const::<HD>))
             .permute::<_, Axes4<0, 2, 1, 3>>();
@@ -122,6 +131,6 @@ impl<const W: usize, const H: usize, const HD: usize, E: Float, D: Device<E>>
             .matmul(v)
             .permute::<_, Axes4<0, 2, 1, 3>>()
             .reshape_like(&(b, sq, Const::<W>));
-        self.out_proj.forward(out)
+        crate::fast::linear(&self.out_proj, out)
     }
 }

@@ -54,6 +54,10 @@ impl<const M: usize, E: Dtype, D: Device<E>> LayerNorm<M, E, D> {
         &self,
         x: Tensor<(B, S, Const<M>), E, D, T>,
     ) -> Tensor<(B, S, Const<M>), E, D, T> {
+        let x = match crate::fast::layer_norm(x, &self.weight, &self.bias, LN_EPS) {
+            Ok(y) => return y,
+            Err(x) => x,
+        };
         let shape = *x.shape();
         let w = self.weight.retaped::<T>().broadcast_like(&shape);
         let b = self.bias.retaped::<T>().broadcast_like(&shape);
@@ -69,6 +73,10 @@ impl<const M: usize, E: Dtype, D: Device<E>> LayerNorm<M, E, D> {
         &self,
         x: Tensor<(B, Const<M>), E, D, T>,
     ) -> Tensor<(B, Const<M>), E, D, T> {
+        let x = match crate::fast::layer_norm(x, &self.weight, &self.bias, LN_EPS) {
+            Ok(y) => return y,
+            Err(x) => x,
+        };
         let shape = *x.shape();
         let w = self.weight.retaped::<T>().broadcast_like(&shape);
         let b = self.bias.retaped::<T>().broadcast_like(&shape);
@@ -80,10 +88,14 @@ impl<const M: usize, E: Dtype, D: Device<E>> LayerNorm<M, E, D> {
     }
 }
 
-/// QuickGELU, `x · σ(1.702 x)` (OpenAI CLIP `QuickGELU`).
+/// QuickGELU, `x · σ(1.702 x)` (OpenAI CLIP `QuickGELU`); fused on the CPU ([`crate::fast`]).
 pub fn quick_gelu<S: dfdx::shapes::Shape, E: Float, D: Device<E>, T: Tape<E, D>>(
     x: Tensor<S, E, D, T>,
 ) -> Tensor<S, E, D, T> {
+    let x = match crate::fast::quick_gelu(x) {
+        Ok(y) => return y,
+        Err(x) => x,
+    };
     let gate = (x.with_empty_tape() * E::from_f64(1.702).unwrap()).sigmoid();
     x * gate
 }
@@ -121,7 +133,8 @@ impl<const W: usize, const F: usize, E: Float, D: Device<E>> Mlp<W, F, E, D> {
         &self,
         x: Tensor<(B, S, Const<W>), E, D, T>,
     ) -> Tensor<(B, S, Const<W>), E, D, T> {
-        self.c_proj.forward(quick_gelu(self.c_fc.forward(x)))
+        let h = quick_gelu(crate::fast::linear(&self.c_fc, x));
+        crate::fast::linear(&self.c_proj, h)
     }
 }
 

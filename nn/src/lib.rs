@@ -9,6 +9,7 @@
 pub mod attention;
 pub mod block;
 pub mod clip;
+pub mod fast;
 pub mod gass;
 pub mod id;
 pub mod layers;

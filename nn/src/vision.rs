@@ -216,7 +216,7 @@ impl<
             .reshape_like(&(b, Const::<3>, gh, Const::<PATCH>, gw, Const::<PATCH>))
             .permute::<_, Axes6<0, 2, 4, 1, 3, 5>>()
             .reshape_like(&(b, gh * gw, Const::<PATCH_DIM>));
-        let x = self.conv1.forward(patches);
+        let x = crate::fast::linear_unbiased(&self.conv1, patches);
         let cls = self
             .class_embedding
             .retaped::<T>()

@@ -1,0 +1,153 @@
+//! Fused linear layer `y = x·Wᵀ + b` (PyTorch `nn.Linear`) on the own GEMM: the bias is the
+//! GEMM's initial C, the weight is read transposed in place, and the backward is two GEMMs
+//! (`dx += dy·W`, `dW += dyᵀ·x`) plus a column sum for `db`.
+
+use super::gemm::{MatRef, gemm};
+use super::{Kind, Real, contiguous, data, grad_mut, kind, put_grad, take_grad, tensor};
+use dfdx::nn::modules::{Linear, UnbiasedLinear};
+use dfdx::prelude::*;
+
+/// `x` [B, S, I] → [B, S, O] through `lin` (weight [O, I], bias [O]); fused on the CPU, the
+/// dfdx module otherwise.
+pub fn linear<B: Dim, S: Dim, const I: usize, const O: usize, E, D, T>(
+    lin: &Linear<I, O, E, D>,
+    x: Tensor<(B, S, Const<I>), E, D, T>,
+) -> Tensor<(B, S, Const<O>), E, D, T>
+where
+    E: Dtype,
+    D: Device<E>,
+    T: Tape<E, D>,
+    Linear<I, O, E, D>:
+        Module<Tensor<(B, S, Const<I>), E, D, T>, Output = Tensor<(B, S, Const<O>), E, D, T>>,
+{
+    let (b, s, _) = *x.shape();
+    match try_linear(x, &lin.weight, Some(&lin.bias), (b, s, Const::<O>)) {
+        Ok(y) => y,
+        Err(x) => lin.forward(x),
+    }
+}
+
+/// As [`linear`] without a bias (`UnbiasedLinear`, e.g. the patch embedding).
+pub fn linear_unbiased<B: Dim, S: Dim, const I: usize, const O: usize, E, D, T>(
+    lin: &UnbiasedLinear<I, O, E, D>,
+    x: Tensor<(B, S, Const<I>), E, D, T>,
+) -> Tensor<(B, S, Const<O>), E, D, T>
+where
+    E: Dtype,
+    D: Device<E>,
+    T: Tape<E, D>,
+    UnbiasedLinear<I, O, E, D>:
+        Module<Tensor<(B, S, Const<I>), E, D, T>, Output = Tensor<(B, S, Const<O>), E, D, T>>,
+{
+    let (b, s, _) = *x.shape();
+    match try_linear(x, &lin.weight, None, (b, s, Const::<O>)) {
+        Ok(y) => y,
+        Err(x) => lin.forward(x),
+    }
+}
+
+/// The fused op on any input shape whose last dimension is `I`; gives `x` back when the fast
+/// path does not apply.
+pub fn try_linear<S1: Shape, S2: Shape, const I: usize, const O: usize, E, D, T>(
+    x: Tensor<S1, E, D, T>,
+    w: &Tensor<Rank2<O, I>, E, D>,
+    b: Option<&Tensor<Rank1<O>, E, D>>,
+    out_shape: S2,
+) -> Result<Tensor<S2, E, D, T>, Tensor<S1, E, D, T>>
+where
+    E: Dtype,
+    D: Device<E>,
+    T: Tape<E, D>,
+{
+    let ok = contiguous(&x) && contiguous(w) && b.is_none_or(|b| contiguous(b));
+    match kind::<E, D>() {
+        Some(Kind::F32) if ok => Ok(run::<f32, _, _, I, O, E, D, T>(x, w, b, out_shape)),
+        Some(Kind::F64) if ok => Ok(run::<f64, _, _, I, O, E, D, T>(x, w, b, out_shape)),
+        _ => Err(x),
+    }
+}
+
+fn run<R: Real, S1: Shape, S2: Shape, const I: usize, const O: usize, E, D, T>(
+    x: Tensor<S1, E, D, T>,
+    w: &Tensor<Rank2<O, I>, E, D>,
+    b: Option<&Tensor<Rank1<O>, E, D>>,
+    out_shape: S2,
+) -> Tensor<S2, E, D, T>
+where
+    E: Dtype,
+    D: Device<E>,
+    T: Tape<E, D>,
+{
+    let rows = x.shape().num_elements() / I;
+    assert_eq!(rows * O, out_shape.num_elements(), "linear: output shape");
+    let (x, mut tape) = x.split_tape();
+    let y = forward::<R>(
+        rows,
+        (I, O),
+        data(&x),
+        data(w),
+        b.map(|b| data::<R, _, _, _, _>(b)),
+    );
+    let out = tensor::<R, _, E, D>(x.dev(), y, out_shape);
+    if T::OWNS_TAPE {
+        let (w, b, ghost) = (w.clone(), b.cloned(), out.ghost());
+        tape.add_backward_op(move |grads| {
+            let gy = take_grad::<R, _, _, _>(grads, &ghost)?;
+            let (xs, ws) = (data::<R, _, _, _, _>(&x), data::<R, _, _, _, _>(&w));
+            let gx = grad_mut::<R, _, _, _>(grads, &x)?;
+            gemm(
+                (rows, I, O),
+                MatRef::rows(&gy, 0, O),
+                MatRef::rows(ws, 0, I),
+                gx,
+                0,
+                I,
+                true,
+            );
+            let gw = grad_mut::<R, _, _, _>(grads, &w)?;
+            gemm(
+                (O, I, rows),
+                MatRef::cols(&gy, 0, O),
+                MatRef::rows(xs, 0, I),
+                gw,
+                0,
+                I,
+                true,
+            );
+            if let Some(b) = &b {
+                let gb = grad_mut::<R, _, _, _>(grads, b)?;
+                for row in gy.chunks_exact(O) {
+                    gb.iter_mut().zip(row).for_each(|(g, &d)| *g = *g + d);
+                }
+            }
+            put_grad::<R, _, _, _>(grads, &ghost, gy)
+        });
+    }
+    out.put_tape(tape)
+}
+
+/// `y[r, o] = b[o] + Σ_i x[r, i]·w[o, i]`, rows × O.
+fn forward<R: Real>(
+    rows: usize,
+    (i, o): (usize, usize),
+    x: &[R],
+    w: &[R],
+    b: Option<&[R]>,
+) -> Vec<R> {
+    let mut y = vec![R::zero(); rows * o];
+    if let Some(b) = b {
+        super::par_chunks(&mut y, o * 64, |_, c| {
+            c.chunks_exact_mut(o).for_each(|r| r.copy_from_slice(b))
+        });
+    }
+    gemm(
+        (rows, o, i),
+        MatRef::rows(x, 0, i),
+        MatRef::cols(w, 0, i),
+        &mut y,
+        0,
+        o,
+        b.is_some(),
+    );
+    y
+}
