@@ -65,6 +65,22 @@ impl<const W: usize, const H: usize, const HD: usize, const F: usize, E: Float, 
         let h = self.ln_2.forward3(x.with_empty_tape());
         x + self.mlp.forward(h)
     }
+
+    /// Token 0 of [`Self::forward`]'s output only: `x` [B, S, W] → [B, W]. Keys and values
+    /// come from every token; the query, output projection and MLP run for token 0 alone.
+    pub fn forward_cls<B: Dim, S: Dim, T: Tape<E, D>>(
+        &self,
+        x: Tensor<(B, S, Const<W>), E, D, T>,
+    ) -> Tensor<(B, Const<W>), E, D, T> {
+        let b = x.shape().0;
+        let one = (b, Const::<1>, Const::<W>);
+        let h = self.ln_1.forward3(x.with_empty_tape());
+        let hq = crate::vision::cls_token(h.with_empty_tape()).reshape_like(&one);
+        let a = self.attn.forward_cross(hq, h, None, None);
+        let x0 = crate::vision::cls_token(x) + a.reshape_like(&(b, Const::<W>));
+        let h = self.ln_2.forward2(x0.with_empty_tape()).reshape_like(&one);
+        x0 + self.mlp.forward(h).reshape_like(&(b, Const::<W>))
+    }
 }
 
 /// A stack of `L` residual blocks (`transformer.resblocks.{0..L}`).
@@ -129,5 +145,20 @@ impl<
             }
         }
         x
+    }
+
+    /// Token 0 of [`Self::forward`]'s output, [B, S, W] → [B, W], with the last block
+    /// restricted to that token ([`ResBlock::forward_cls`]); no mask (the vision tower).
+    pub fn forward_cls<B: Dim, S: Dim, T: Tape<E, D>>(
+        &self,
+        mut x: Tensor<(B, S, Const<W>), E, D, T>,
+    ) -> Tensor<(B, Const<W>), E, D, T> {
+        let Some((last, rest)) = self.resblocks.modules.split_last() else {
+            return crate::vision::cls_token(x);
+        };
+        for blk in rest {
+            x = blk.forward(x, None, None);
+        }
+        last.forward_cls(x)
     }
 }

@@ -312,3 +312,41 @@ fn switch_is_per_thread() {
     set_fused(true);
     assert!(fast::fused_enabled());
 }
+
+/// `forward_features` (last block for the CLS token only) against the CLS token of the full
+/// forward: the feature and every parameter gradient, fused and plain.
+#[test]
+fn cls_only_last_block_equals_full_forward() {
+    type V = VisionTower<32, 16, 16, 768, 3, 16, 2, 8, 32, 2, 8, f64, Dev>;
+    for fused in [true, false] {
+        with_fused(fused, || {
+            let dev = Dev::seed_from_u64(12);
+            let m = V::build(&dev);
+            let img: Tensor<(usize, Const<3>, Const<32>, Const<16>), f64, Dev> =
+                dev.sample_normal_like(&(3, Const, Const, Const));
+            let r: Tensor<(usize, Const<8>), f64, Dev> = dev.sample_normal_like(&(3, Const));
+            let run = |cls_only: bool| {
+                let x = img.clone().trace(m.alloc_grads());
+                let f = match cls_only {
+                    true => m.forward_features(x),
+                    false => cls_token(m.forward(x, None)),
+                };
+                let out = f.retaped::<NoneTape>().as_vec();
+                let g = (f * r.clone()).sum::<(), _>().backward();
+                let last = &m.transformer.resblocks.modules[1];
+                vec![
+                    ("feature", out),
+                    ("d conv1", g.get(&m.conv1.weight).as_vec()),
+                    ("d last q_proj", g.get(&last.attn.q_proj.weight).as_vec()),
+                    ("d last k_proj", g.get(&last.attn.k_proj.weight).as_vec()),
+                    ("d last c_proj", g.get(&last.mlp.c_proj.weight).as_vec()),
+                    ("d ln_post", g.get(&m.ln_post.weight).as_vec()),
+                ]
+            };
+            for ((name, a), (_, b)) in run(true).iter().zip(&run(false)) {
+                let e = rel(a, b);
+                assert!(e < 1e-12, "{name} (fused {fused}): {e:.2e}");
+            }
+        });
+    }
+}

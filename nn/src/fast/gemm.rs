@@ -132,7 +132,8 @@ unsafe fn gemm_raw<R: Real>(
         return;
     }
     let cp = SendPtr(c);
-    let mut bpack = vec![R::zero(); (KC + NR) * NC.min(n.div_ceil(NR) * NR)];
+    let mut bpack = take_buf::<R>(0, (KC + NR) * NC.min(n.div_ceil(NR) * NR));
+    let mut apack = take_buf::<R>(1, (KC + NR) * m.div_ceil(MR) * MR);
     // Equal depth blocks: 772 = 3 × 258 rather than 3 × 256 + 4 (a whole pass over C for 4).
     let kstep = k.div_ceil(k.div_ceil(KC));
     for jc in (0..n).step_by(NC) {
@@ -140,6 +141,7 @@ unsafe fn gemm_raw<R: Real>(
         for pc in (0..k).step_by(kstep) {
             let kc = kstep.min(k - pc);
             pack_b(&b, (pc, kc), (jc, nc), &mut bpack, par);
+            pack_a(&a, m, (pc, kc), &mut apack, par);
             let tile = Tile {
                 kc,
                 jc,
@@ -158,10 +160,9 @@ unsafe fn gemm_raw<R: Real>(
                 let (ic, mc) = (ib * MC, MC.min(m - ib * MC));
                 let (p0, p1) = (js * per, ((js + 1) * per).min(panels));
                 if p0 < p1 {
-                    let mut apack = vec![R::zero(); MC.div_ceil(MR) * MR * (KC + NR)];
-                    pack_a(&a, (ic, mc), (pc, kc), &mut apack);
                     let cp = cp;
-                    macro_block(&tile, (ic, mc), &apack, &bpack, (p0, p1), cp.0);
+                    let ap = &apack[ic * kc..(ic + mc.div_ceil(MR) * MR) * kc];
+                    macro_block(&tile, (ic, mc), ap, &bpack, (p0, p1), cp.0);
                 }
             };
             if par {
@@ -171,6 +172,35 @@ unsafe fn gemm_raw<R: Real>(
             }
         }
     }
+    put_buf(0, bpack);
+    put_buf(1, apack);
+}
+
+thread_local! {
+    /// Packing buffers kept between calls (slot 0: B, slot 1: A), per thread and type.
+    static BUFS: std::cell::RefCell<Vec<(std::any::TypeId, usize, Box<dyn std::any::Any>)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A buffer of at least `len` elements from this thread's cache (or a new one). Taken out of
+/// the cache, so a nested call on the same thread (rayon work stealing) gets its own.
+fn take_buf<R: Real>(slot: usize, len: usize) -> Vec<R> {
+    let id = std::any::TypeId::of::<R>();
+    let cached = BUFS.with(|b| {
+        let mut b = b.borrow_mut();
+        let i = b.iter().position(|(t, s, _)| *t == id && *s == slot)?;
+        b.swap_remove(i).2.downcast::<Vec<R>>().ok()
+    });
+    let mut v = cached.map(|v| *v).unwrap_or_default();
+    if v.len() < len {
+        v.resize(len, R::zero());
+    }
+    v
+}
+
+fn put_buf<R: Real>(slot: usize, v: Vec<R>) {
+    let id = std::any::TypeId::of::<R>();
+    BUFS.with(|b| b.borrow_mut().push((id, slot, Box::new(v))));
 }
 
 #[derive(Clone, Copy)]
@@ -187,34 +217,41 @@ struct Tile {
     acc: bool,
 }
 
-/// Packs `A[ic..ic+mc, pc..pc+kc]` as MR-row panels, `[panel][p][MR]`, zero-padded.
-fn pack_a<R: Real>(
-    a: &MatRef<R>,
-    (ic, mc): (usize, usize),
-    (pc, kc): (usize, usize),
-    out: &mut [R],
-) {
-    for (pi, panel) in out
-        .chunks_exact_mut(MR * kc)
-        .take(mc.div_ceil(MR))
-        .enumerate()
-    {
+/// Packs `A[0..m, pc..pc+kc]` as MR-row panels, `[panel][p][MR]`, zero-padded: contiguous
+/// writes, reading MR rows (or, for a transposed A, MR neighbouring elements) per step.
+fn pack_a<R: Real>(a: &MatRef<R>, m: usize, (pc, kc): (usize, usize), out: &mut [R], par: bool) {
+    let work = |(pi, panel): (usize, &mut [R])| {
         let r0 = pi * MR;
-        let rows = MR.min(mc - r0);
-        for r in 0..MR {
-            if r >= rows {
-                (0..kc).for_each(|p| panel[p * MR + r] = R::zero());
-                continue;
-            }
-            let base = a.off + (ic + r0 + r) * a.rs + pc * a.cs;
-            if a.cs == 1 {
-                for (p, &v) in a.data[base..base + kc].iter().enumerate() {
-                    panel[p * MR + r] = v;
+        let rows = MR.min(m - r0);
+        let base = a.off + r0 * a.rs + pc * a.cs;
+        if rows == MR && a.cs == 1 {
+            let src: [&[R]; MR] = std::array::from_fn(|r| &a.data[base + r * a.rs..][..kc]);
+            for (p, dst) in panel.chunks_exact_mut(MR).enumerate() {
+                for r in 0..MR {
+                    dst[r] = src[r][p];
                 }
-            } else {
-                (0..kc).for_each(|p| panel[p * MR + r] = a.data[base + p * a.cs]);
+            }
+        } else if rows == MR && a.rs == 1 {
+            for (p, dst) in panel.chunks_exact_mut(MR).enumerate() {
+                dst.copy_from_slice(&a.data[base + p * a.cs..][..MR]);
+            }
+        } else {
+            for (p, dst) in panel.chunks_exact_mut(MR).enumerate() {
+                for (r, d) in dst.iter_mut().enumerate() {
+                    *d = if r < rows {
+                        a.data[base + r * a.rs + p * a.cs]
+                    } else {
+                        R::zero()
+                    };
+                }
             }
         }
+    };
+    let out = &mut out[..m.div_ceil(MR) * MR * kc];
+    if par {
+        out.par_chunks_exact_mut(MR * kc).enumerate().for_each(work);
+    } else {
+        out.chunks_exact_mut(MR * kc).enumerate().for_each(work);
     }
 }
 
@@ -241,14 +278,20 @@ fn pack_b<R: Real>(
                     dst[cols..].fill(R::zero());
                 }
             }
-        } else {
-            for j in 0..NR {
-                if j >= cols {
-                    (0..kc).for_each(|p| panel[p * NR + j] = R::zero());
-                    continue;
+        } else if cols == NR && b.rs == 1 {
+            let base = b.off + pc + c0 * b.cs;
+            let src: [&[R]; NR] = std::array::from_fn(|j| &b.data[base + j * b.cs..][..kc]);
+            for (p, dst) in panel.chunks_exact_mut(NR).enumerate() {
+                for j in 0..NR {
+                    dst[j] = src[j][p];
                 }
-                let base = b.off + pc * b.rs + (c0 + j) * b.cs;
-                (0..kc).for_each(|p| panel[p * NR + j] = b.data[base + p * b.rs]);
+            }
+        } else {
+            for (p, dst) in panel.chunks_exact_mut(NR).enumerate() {
+                for (j, d) in dst.iter_mut().enumerate() {
+                    let at = b.off + (pc + p) * b.rs + (c0 + j) * b.cs;
+                    *d = if j < cols { b.data[at] } else { R::zero() };
+                }
             }
         }
     };
