@@ -14,6 +14,8 @@ Timed per iteration (after 1 untimed warm-up):
   vision_fwd_bwd_s: forward + backward of loss = sum(projected tokens * fixed random)
   text_fwd_bwd_s:   same for the text tower
   vision_fwd_s:     vision forward only under torch.no_grad()
+  vision_embed_s:   gallery embedding: encode_image (CLS feature) of --embed-batch images
+                    under torch.inference_mode()
 Attention is the explicit softmax(q k^T / sqrt(d) + mask) v by default; --sdpa uses
 torch.nn.functional.scaled_dot_product_attention. Weights are random (timing only).
 """
@@ -89,6 +91,16 @@ class Vision(nn.Module):
             x = b(x)
         return self.ln_post(x) @ self.proj  # [B, 193, 512]; features = [:, 0]
 
+    def features(self, img):
+        """open_clip's encode_image: every block on every token, then ln_post(CLS) @ proj."""
+        x = self.conv1(img).flatten(2).transpose(1, 2)
+        cls = self.class_embedding.expand(x.shape[0], 1, -1)
+        x = torch.cat([cls, x], 1) + self.positional_embedding
+        x = self.ln_pre(x)
+        for b in self.blocks:
+            x = b(x)
+        return self.ln_post(x[:, 0]) @ self.proj  # [B, 512]
+
 
 class Text(nn.Module):
     def __init__(self, vocab=49408, ctx=77, width=512, layers=12, heads=8, out=512, sdpa=False):
@@ -126,7 +138,9 @@ def main():
     ap.add_argument("--iters", type=int, default=5)
     ap.add_argument("--json", default=None)
     ap.add_argument("--sdpa", action="store_true", help="use F.scaled_dot_product_attention")
-    ap.add_argument("--skip", default="", help="comma list of vision_fwd_bwd,text_fwd_bwd,vision_fwd to skip")
+    ap.add_argument("--embed-batch", type=int, default=64, help="images per gallery-embedding call")
+    ap.add_argument("--skip", default="",
+                    help="comma list of vision_fwd_bwd,text_fwd_bwd,vision_fwd,vision_embed to skip")
     a = ap.parse_args()
 
     torch.set_num_threads(a.threads)
@@ -165,10 +179,17 @@ def main():
         with torch.no_grad():
             vis(img)
 
+    gallery = torch.randn(a.embed_batch, 3, 384, 128)
+
+    def vision_embed():
+        with torch.inference_mode():
+            vis.features(gallery)
+
     res = {"torch_version": torch.__version__, "threads": a.threads, "batch": B,
+           "embed_batch": a.embed_batch,
            "attention": "sdpa" if a.sdpa else "naive"}
     for name, fn in (("vision_fwd_bwd", vision_fwd_bwd), ("text_fwd_bwd", text_fwd_bwd),
-                     ("vision_fwd", vision_fwd)):
+                     ("vision_fwd", vision_fwd), ("vision_embed", vision_embed)):
         if name in skip:
             res[name + "_s"] = []
             continue
@@ -183,7 +204,8 @@ def main():
     for k, m in res["median"].items():
         if m is None:
             continue
-        print(f"{k:18s} {m:14.3f} {min(res[k + '_s']):8.3f} {B / m:10.2f}")
+        n = a.embed_batch if k == "vision_embed" else B
+        print(f"{k:18s} {m:14.3f} {min(res[k + '_s']):8.3f} {n / m:10.2f}")
     if a.json:
         with open(a.json, "w") as f:
             json.dump(res, f, indent=2)

@@ -17,12 +17,14 @@ use std::time::Instant;
 /// `gadms bench train` times the full GA-DMS training step (GASS, SDM, MTP, Adam) on
 /// synthetic batches, on `--device cpu|cuda`, with `--torch` next to
 /// benches/torch_gadms_step.py (eager f32, AMP bf16, TF32 on a GPU).
+/// `gadms bench gemm` times the fused kernels' matrix product against dfdx's on ViT-B/16's
+/// shapes (GFLOP/s, % of this CPU's peak).
 /// `gadms bench loader` instead times the data loader (decode + §6.3 augmentation, images/s
 /// total and per worker), with `--torch` next to benches/loader_torch.py over the same images.
 #[derive(FromArgs)]
 #[argh(subcommand, name = "bench")]
 pub struct BenchArgs {
-    /// what to benchmark: model, loader or open
+    /// what to benchmark: model, train, gemm, loader or open
     #[argh(positional)]
     pub what: String,
     /// model preset (default vit-b-16)
@@ -59,6 +61,12 @@ pub struct BenchArgs {
     /// train: untimed warm-up steps (default 1)
     #[argh(option, default = "1")]
     pub warmup: usize,
+    /// model: images per gallery-embedding call (the `vision embed` row; default 64)
+    #[argh(option, default = "64")]
+    pub embed_batch: usize,
+    /// model: also time the plain dfdx composition (fused kernels off, `GADMS_FUSED=0`)
+    #[argh(switch)]
+    pub plain: bool,
     /// train: PyTorch modes to run with --torch (default eager-f32,amp-bf16,tf32; CPU runs
     /// eager-f32 only)
     #[argh(option, default = "String::from(\"eager-f32,amp-bf16,tf32\")")]
@@ -71,6 +79,7 @@ pub struct Timings {
     vision_fwd_bwd: f64,
     text_fwd_bwd: f64,
     vision_fwd: f64,
+    vision_embed: f64,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -99,33 +108,47 @@ pub fn run(a: BenchArgs) -> Result<()> {
     if a.what == "train" {
         return crate::cmd::bench_train::run(&a);
     }
+    if a.what == "gemm" {
+        return crate::cmd::bench_gemm::run(a.iters.max(5));
+    }
     if a.what == "open" {
         return crate::cmd::bench_open::run(a.samples, 5000);
     }
     if a.what != "model" {
         bail!(
-            "unknown benchmark '{}': use `gadms bench model`, `train`, `loader` or `open`",
+            "unknown benchmark '{}': use `gadms bench model`, `train`, `gemm`, `loader` or `open`",
             a.what
         );
     }
-    if a.batch == 0 || a.iters == 0 {
-        bail!("--batch and --iters must be at least 1");
+    if a.batch == 0 || a.iters == 0 || a.embed_batch == 0 {
+        bail!("--batch, --iters and --embed-batch must be at least 1");
     }
     let threads = rayon::current_num_threads();
     eprintln!(
         "gadms: preset {:?}, batch {}, {} threads, {} iterations",
         a.preset, a.batch, threads, a.iters
     );
-    let ours = with_preset!(a.preset, M => bench_model!(M, a.batch, a.iters));
+    let (b, eb) = (a.batch, a.embed_batch);
+    let ours = with_preset!(a.preset, M => bench_model!(M, b, eb, a.iters));
+    let plain = match a.plain {
+        true => Some(gadms_nn::fast::with_fused(false, || {
+            with_preset!(a.preset, M => bench_model!(M, b, eb, a.iters))
+        })),
+        false => None,
+    };
     let torch = match &a.torch {
-        Some(py) if a.preset == Preset::VitB16 => Some(run_torch(py, threads, a.batch, a.iters)?),
+        Some(py) if a.preset == Preset::VitB16 => Some(run_torch(py, threads, &a)?),
         Some(_) => bail!("--torch needs --preset vit-b-16 (the baseline builds ViT-B/16)"),
         None => None,
     };
-    print_table(&ours, torch.as_ref(), a.batch);
+    let flops = crate::cmd::bench_flops::model_flops(a.preset, b, eb);
+    print_table(&ours, plain.as_ref(), torch.as_ref(), &flops, (b, eb));
+    crate::cmd::bench_flops::print_peak(threads);
     if let Some(p) = &a.json {
         let v = serde_json::json!({"preset": format!("{:?}", a.preset), "batch": a.batch,
-            "threads": threads, "iters": a.iters, "gadms": ours, "torch": torch});
+            "embed_batch": eb, "threads": threads, "iters": a.iters, "gadms": ours,
+            "gadms_plain": plain, "torch": torch, "gflop": flops,
+            "peak_gflops": crate::cmd::bench_flops::peak_gflops(threads)});
         std::fs::write(p, serde_json::to_string_pretty(&v)?)
             .with_context(|| format!("{}", p.display()))?;
     }
@@ -134,7 +157,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
 
 /// Times one preset; a macro because tower fields are only reachable on the concrete type.
 macro_rules! bench_model {
-    ($M:ty, $batch:expr, $iters:expr) => {{
+    ($M:ty, $batch:expr, $embed_batch:expr, $iters:expr) => {{
         let dev = Dev::seed_from_u64(0);
         let m = <$M as dfdx::nn::BuildModule<Dev, f32>>::build(&dev);
         let b = $batch;
@@ -157,10 +180,15 @@ macro_rules! bench_model {
         let vision_fwd = timed($iters, || {
             let _ = m.visual.forward(images.clone(), None).as_vec();
         });
+        let gallery = dev.sample_normal_like(&($embed_batch, Const, Const, Const));
+        let vision_embed = timed($iters, || {
+            let _ = m.visual.forward_features(gallery.clone()).as_vec();
+        });
         Timings {
             vision_fwd_bwd,
             text_fwd_bwd,
             vision_fwd,
+            vision_embed,
         }
     }};
 }
@@ -177,7 +205,7 @@ fn text_row(i: usize) -> [u32; 77] {
     r
 }
 
-fn run_torch(py: &PathBuf, threads: usize, batch: usize, iters: usize) -> Result<Timings> {
+fn run_torch(py: &PathBuf, threads: usize, a: &BenchArgs) -> Result<Timings> {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benches/torch_baseline.py");
     let out = std::env::temp_dir().join(format!("gadms-torch-{}.json", std::process::id()));
     let status = std::process::Command::new(py)
@@ -186,9 +214,11 @@ fn run_torch(py: &PathBuf, threads: usize, batch: usize, iters: usize) -> Result
             "--threads",
             &threads.to_string(),
             "--batch",
-            &batch.to_string(),
+            &a.batch.to_string(),
+            "--embed-batch",
+            &a.embed_batch.to_string(),
         ])
-        .args(["--iters", &iters.to_string(), "--json"])
+        .args(["--iters", &a.iters.to_string(), "--json"])
         .arg(&out)
         .status()
         .with_context(|| format!("cannot run {}", py.display()))?;
@@ -206,29 +236,38 @@ fn run_torch(py: &PathBuf, threads: usize, batch: usize, iters: usize) -> Result
         vision_fwd_bwd: get("vision_fwd_bwd")?,
         text_fwd_bwd: get("text_fwd_bwd")?,
         vision_fwd: get("vision_fwd")?,
+        vision_embed: get("vision_embed")?,
     })
 }
 
-fn print_table(ours: &Timings, torch: Option<&Timings>, batch: usize) {
-    println!("| workload (batch {batch}) | gadms s/iter | PyTorch s/iter | gadms / PyTorch |");
-    println!("|---|---|---|---|");
-    let rows = [
-        (
-            "vision fwd+bwd",
-            ours.vision_fwd_bwd,
-            torch.map(|t| t.vision_fwd_bwd),
-        ),
-        (
-            "text fwd+bwd",
-            ours.text_fwd_bwd,
-            torch.map(|t| t.text_fwd_bwd),
-        ),
-        ("vision fwd", ours.vision_fwd, torch.map(|t| t.vision_fwd)),
+fn print_table(
+    ours: &Timings,
+    plain: Option<&Timings>,
+    torch: Option<&Timings>,
+    gflop: &crate::cmd::bench_flops::Flops,
+    (b, eb): (usize, usize),
+) {
+    println!(
+        "| workload | gadms s/iter | model GFLOP/s | dfdx plain s/iter | PyTorch s/iter | gadms / PyTorch |"
+    );
+    println!("|---|---|---|---|---|---|");
+    type Get = fn(&Timings) -> f64;
+    let rows: [(String, Get, f64); 4] = [
+        (format!("vision fwd+bwd, batch {b}"), |t| t.vision_fwd_bwd, gflop.vision_fwd_bwd),
+        (format!("text fwd+bwd, batch {b}"), |t| t.text_fwd_bwd, gflop.text_fwd_bwd),
+        (format!("vision fwd, batch {b}"), |t| t.vision_fwd, gflop.vision_fwd),
+        (format!("gallery embedding, batch {eb}"), |t| t.vision_embed, gflop.vision_embed),
     ];
-    for (name, g, t) in rows {
-        match t {
-            Some(t) => println!("| {name} | {g:.3} | {t:.3} | {:.2} |", g / t),
-            None => println!("| {name} | {g:.3} | – | – |"),
-        }
+    let cell = |v: Option<f64>| v.map_or("–".to_string(), |v| format!("{v:.3}"));
+    for (name, get, fl) in rows {
+        let g = get(ours);
+        let t = torch.map(get);
+        let ratio = t.map_or("–".to_string(), |t| format!("{:.2}", g / t));
+        println!(
+            "| {name} | {g:.3} | {:.0} | {} | {} | {ratio} |",
+            fl / g,
+            cell(plain.map(get)),
+            cell(t)
+        );
     }
 }

@@ -1,6 +1,8 @@
 //! One module per subcommand.
 
 pub mod bench;
+pub mod bench_flops;
+pub mod bench_gemm;
 pub mod bench_loader;
 pub mod bench_open;
 pub mod bench_train;
