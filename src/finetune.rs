@@ -34,31 +34,36 @@
 //! **test** split; the log says so when the evaluation set is a test split.
 //!
 //! **Checkpoints** as `pretrain` ([`crate::checkpoint`]): the model file holds CLIP, the
-//! decoder and `classifier.weight` / `classifier.bias` (native names); Adam's state includes
-//! the classifier's moments.
+//! decoder and `classifier.weight` [C, EMBED] / `classifier.bias` [C] (native names); Adam's
+//! state includes the classifier's moments.
+//!
+//! **Presets** as `pretrain`: `--preset tiny` (default, `[3, 64, 32]` images, EMBED 32) or
+//! `vit-b-16` (`[3, 384, 128]`, EMBED 512; needs `--data` packed at 384×128). The run is
+//! generic over the preset's GA-DMS model type `M` ([`FtModel`] = `GaDmsTiny`, or
+//! `GaDmsViTB16`) and its classifier `IdClassifier<EMBED>`
+//! ([`TrainModel`](crate::train_model::TrainModel)), chosen once per command.
 
 use crate::checkpoint;
 use crate::device::{BuildDevice, DeviceChoice};
 use crate::gadms_step::{GADMS_MAGIC, GaDms};
 use crate::optim::{Adam, Group};
-use crate::preset::{Dev, Preset};
+use crate::preset::Preset;
 use crate::pretrain::eval::{self, EvalSet, Metrics};
 use crate::pretrain::{
-    BEST_FILE, EvalLine, Jsonl, LAST_FILE, Model, NamedEval, RunArgs, adam_config, data, de_preset,
-    last_eval, metrics_from_json, print_table, resolve_args, save, schedule, ser_preset,
-    text_features_trimmed, write_file,
+    BEST_FILE, EvalLine, Jsonl, LAST_FILE, NamedEval, RunArgs, adam_config, data, de_preset,
+    decoder_name, last_eval, metrics_from_json, print_table, resolve_args, save, schedule,
+    ser_preset, write_file,
 };
+use crate::train_model::{IdHead, TrainModel};
 use anyhow::{Context, Result, bail};
 use argh::FromArgs;
-use dfdx::nn::ZeroGrads;
 use dfdx::prelude::*;
 use gadms_ckpt::bridge::{map_to_module, module_to_map};
 use gadms_ckpt::tensors::{read_file, write_file as write_tensors};
 use gadms_ckpt::{Array, TensorMap};
 use gadms_data::augment::AugmentConfig;
 use gadms_data::loader::{Batch, Loader, LoaderConfig, Masking};
-use gadms_nn::loss::{SDM_EPS, SDM_LOGIT_SCALE, masked_rows_ce, sdm_loss};
-use gadms_nn::{HasClipSpec, IdClassifier, MtpTiny, TextInput, Tiny, cls_token, tape_with};
+use gadms_nn::{HasClipSpec, IdClassifier, MtpTiny, Tiny};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -79,7 +84,8 @@ pub struct FinetuneArgs {
     /// OpenAI/open_clip/HF CLIP safetensors (required unless --resume)
     #[argh(option)]
     pub init: Option<PathBuf>,
-    /// training data: a `gadms pack` output at 64x32 with person ids (default: the embedded
+    /// training data: a `gadms pack` output at the preset's size (tiny 64x32, vit-b-16
+    /// 384x128) with person ids (default, tiny only: the embedded
     /// synthetic set's train split)
     #[argh(option)]
     pub data: Option<PathBuf>,
@@ -116,8 +122,8 @@ pub struct FinetuneArgs {
     #[argh(option, default = "Default::default()")]
     #[serde(default)]
     pub device: DeviceChoice,
-    /// run directory (default runs/finetune-tiny)
-    #[argh(option, default = "PathBuf::from(\"runs/finetune-tiny\")")]
+    /// run directory (default runs/finetune-PRESET)
+    #[argh(option, default = "PathBuf::from(DEFAULT_OUT)")]
     pub out: PathBuf,
     /// write a resumable checkpoint every N optimiser steps (default 0: only at the end)
     #[argh(option, default = "0")]
@@ -137,7 +143,8 @@ pub struct FinetuneArgs {
     /// augmentation: random erasing probability (default 0; IRRA's is 0.5)
     #[argh(option, default = "0.0")]
     pub aug_erase: f64,
-    /// model preset; only tiny is supported (default tiny)
+    /// model preset: tiny (64x32 images) or vit-b-16 (CLIP ViT-B/16, 384x128; needs --data)
+    /// (default tiny)
     #[argh(option, default = "Preset::Tiny")]
     #[serde(serialize_with = "ser_preset", deserialize_with = "de_preset")]
     pub preset: Preset,
@@ -150,6 +157,9 @@ pub struct FinetuneArgs {
     #[serde(skip)]
     pub debug_step_delay_ms: u64,
 }
+
+/// Default `--out` (of the tiny preset; `runs/finetune-vit-b-16` for vit-b-16).
+pub const DEFAULT_OUT: &str = "runs/finetune-tiny";
 
 impl Default for FinetuneArgs {
     fn default() -> Self {
@@ -166,7 +176,7 @@ impl Default for FinetuneArgs {
             mlm_weight: 1.0,
             seed: 0,
             device: DeviceChoice::Cpu,
-            out: PathBuf::from("runs/finetune-tiny"),
+            out: PathBuf::from(DEFAULT_OUT),
             save_every: 0,
             eval_every: 1,
             resume: None,
@@ -183,12 +193,7 @@ impl Default for FinetuneArgs {
 impl FinetuneArgs {
     /// Checks the flags; returns the warm-up length.
     pub fn validate(&self) -> Result<usize> {
-        if self.preset != Preset::Tiny {
-            bail!(
-                "--preset {}: fine-tuning supports only the tiny preset on this CPU build",
-                self.preset.spec().name
-            );
-        }
+        data::check_default_data(self.preset, self.data.is_some())?;
         if self.init.is_none() && self.resume.is_none() {
             bail!(
                 "finetune starts from pretrained weights: pass --init RUN_DIR|WEIGHTS (e.g. a \
@@ -223,9 +228,10 @@ impl FinetuneArgs {
                 bail!("{flag} must be a probability in [0, 1], got {p}");
             }
         }
-        if self.aug_pad >= crate::pretrain::synth::IMG_W {
+        let image_w = self.preset.spec().vision.image_w;
+        if self.aug_pad >= image_w {
             bail!(
-                "--aug-pad {} must be smaller than the image width",
+                "--aug-pad {} must be smaller than the image width {image_w}",
                 self.aug_pad
             );
         }
@@ -292,111 +298,37 @@ pub struct FtReport {
     pub applied: bool,
 }
 
-/// One IRRA fine-tuning step (module docs) on a batch from a loader with [`Masking::Mlm`];
-/// `batch.pids` are the person ids (each `< classifier.classes()`).
+/// One IRRA fine-tuning step (module docs) on a batch from a loader with [`Masking::Mlm`]:
+/// images `B × [3, H, W]` at the preset's size, `batch.pids` the person ids (each
+/// `< classifier.classes()`). `M` is the preset's GA-DMS model ([`FtModel`] for Tiny), the
+/// classifier `[C, EMBED]` at its joint width. The work is [`TrainModel::finetune_step`].
 ///
 /// # Panics
 /// On a batch that does not fit the model (image size, missing MLM copy) or a pid outside the
 /// classifier.
-pub fn finetune_step<D: Device<f32>>(
-    model: &mut FtModel<D>,
-    classifier: &mut FtClassifier<D>,
+pub fn finetune_step<D: Device<f32>, M: TrainModel<D>>(
+    model: &mut M,
+    classifier: &mut M::Classifier,
     opt: &mut Adam,
     batch: &Batch,
     w: FtWeights,
     lr: f32,
 ) -> FtReport {
-    let b = batch.len();
-    assert!(b > 0, "finetune_step: empty batch");
-    assert_eq!(batch.ids_info.len(), b, "finetune_step: no MLM captions");
-    let text = &model.clip.text;
-    let dev = text.text_projection.device().clone();
-    let pids: Vec<usize> = batch.pids.iter().map(|&p| p as usize).collect();
-    let images = dev.tensor_from_vec(
-        batch.images.clone(),
-        (b, Const::<3>, Const::<64>, Const::<32>),
-    );
-    let grads = model.alloc_grads();
-    // Image tokens carry the parameter gradients into the MLM branch; the CLS row (a second
-    // use, empty tape, same id) feeds SDM and ID.
-    let tokens = model.clip.visual.forward(images.traced(grads), None);
-    let v = cls_token(tokens.with_empty_tape());
-    let t = text_features_trimmed(
-        text,
-        &dev,
-        &batch.ids_clean,
-        tape_with(&dev, Gradients::leaky()),
-    );
-    let l_sdm = sdm_loss(
-        v.with_empty_tape(),
-        t.with_empty_tape(),
-        &pids,
-        SDM_LOGIT_SCALE,
-        SDM_EPS,
-    );
-    let (l_id, id_grads) = classifier.loss(v, t, &pids);
-    let ids = TextInput::<77, D>::new(&dev, &batch.ids_info).ids;
-    let labels: Vec<u32> = batch.info_labels.iter().flatten().copied().collect();
-    let tm = text.forward(ids, tape_with(&dev, Gradients::leaky()), None);
-    let (logits, targets) = model.mtp.forward_masked(tm, tokens, &labels);
-    let masked = targets.iter().filter(|&&l| l != 0).count();
-    let l_mlm = masked_rows_ce(logits, &targets);
-    let (s, i, m) = (l_sdm.as_vec()[0], l_id.as_vec()[0], l_mlm.as_vec()[0]);
-    let loss = l_sdm + l_id * (w.id as f32) + l_mlm * (w.mlm as f32);
-    let total = loss.as_vec()[0];
-    let mut report = FtReport {
-        loss: total,
-        loss_sdm: s,
-        loss_id: i,
-        loss_mlm: m,
-        masked_tokens: masked,
-        grad_norm: 0.0,
-        applied: false,
-    };
-    if !total.is_finite() {
-        return report;
-    }
-    let grads = loss.backward();
-    let stats = opt.update(model, &grads, lr, &irra_group);
-    let scale = w.id as f32;
-    for (name, t, g) in [
-        (
-            "classifier.weight",
-            classifier.weight.as_vec(),
-            &id_grads.weight,
-        ),
-        ("classifier.bias", classifier.bias.as_vec(), &id_grads.bias),
-    ] {
-        let mut p = t;
-        let g: Vec<f32> = g.iter().map(|x| x * scale).collect();
-        opt.update_slice(name, &mut p, &g, lr, irra_group(name));
-        if name == "classifier.weight" {
-            classifier.weight.copy_from(&p);
-        } else {
-            classifier.bias.copy_from(&p);
-        }
-    }
-    report.grad_norm = stats.grad_norm;
-    report.applied = true;
-    report
+    model.finetune_step(classifier, opt, batch, w, lr)
 }
 
-/// Saves model + classifier (native names, `gadms.magic = gadms-model`), atomically.
-pub fn save_model<D: Device<f32>>(
-    model: &FtModel<D>,
-    classifier: &FtClassifier<D>,
+/// Saves model + classifier (native names, `gadms.magic = gadms-model`; `classifier.weight`
+/// [C, EMBED], `classifier.bias` [C]), atomically.
+pub fn save_model<D: Device<f32>, M: TrainModel<D>>(
+    model: &M,
+    classifier: &M::Classifier,
     path: &Path,
 ) -> Result<()> {
     let mut map = module_to_map(model);
-    let c = classifier.classes();
-    map.insert(
-        "classifier.weight",
-        Array::new(vec![c, 32], classifier.weight.as_vec()),
-    );
-    map.insert(
-        "classifier.bias",
-        Array::new(vec![c], classifier.bias.as_vec()),
-    );
+    let (c, e) = (classifier.num_classes(), classifier.width());
+    let (weight, bias) = classifier.to_vecs();
+    map.insert("classifier.weight", Array::new(vec![c, e], weight));
+    map.insert("classifier.bias", Array::new(vec![c], bias));
     let meta = BTreeMap::from([
         ("gadms.magic".to_string(), GADMS_MAGIC.to_string()),
         ("gadms.layout".to_string(), "native".to_string()),
@@ -405,10 +337,10 @@ pub fn save_model<D: Device<f32>>(
     write_tensors(path, &map, &meta).with_context(|| format!("saving {}", path.display()))
 }
 
-/// Loads what [`save_model`] wrote (strict; the class count must match).
-pub fn load_model<D: Device<f32>>(
-    model: &mut FtModel<D>,
-    classifier: &mut FtClassifier<D>,
+/// Loads what [`save_model`] wrote (strict; the class count and width must match).
+pub fn load_model<D: Device<f32>, M: TrainModel<D>>(
+    model: &mut M,
+    classifier: &mut M::Classifier,
     path: &Path,
 ) -> Result<()> {
     let mut map: TensorMap =
@@ -418,17 +350,16 @@ pub fn load_model<D: Device<f32>>(
     let (Some(w), Some(b)) = (w, b) else {
         bail!("{}: no classifier.weight / classifier.bias", path.display());
     };
-    let c = classifier.classes();
-    if w.shape != vec![c, 32] || b.shape != vec![c] {
+    let (c, e) = (classifier.num_classes(), classifier.width());
+    if w.shape != vec![c, e] || b.shape != vec![c] {
         bail!(
-            "{}: classifier.weight is {:?}, the run has {c} classes (expected [{c}, 32])",
+            "{}: classifier.weight is {:?}, the run has {c} classes (expected [{c}, {e}])",
             path.display(),
             w.shape
         );
     }
     map_to_module(&map, model).with_context(|| format!("loading {}", path.display()))?;
-    classifier.weight.copy_from(&w.data);
-    classifier.bias.copy_from(&b.data);
+    classifier.copy_from_vecs(&w.data, &b.data);
     Ok(())
 }
 
@@ -462,6 +393,9 @@ impl RunArgs for FinetuneArgs {
     fn resume_dir(&self) -> Option<&Path> {
         self.resume.as_deref()
     }
+    fn preset(&self) -> Preset {
+        self.preset
+    }
     fn carry_over(&mut self, given: &Self, dir: &Path) {
         self.device = given.device;
         self.out = dir.to_path_buf();
@@ -471,21 +405,40 @@ impl RunArgs for FinetuneArgs {
     }
 }
 
-/// Runs the command.
+/// Runs the command: resolves `--resume` (which fixes the preset), checks the flags, then
+/// dispatches once on (`--preset`, `--device`) to [`run_on`].
 pub fn run(given: FinetuneArgs) -> Result<()> {
-    crate::dispatch!(given.device, run_on(given))
+    let (mut a, resume) = resolve_args(given, "finetune")?;
+    let warmup = a.validate()?;
+    if resume.is_none() && a.out == Path::new(DEFAULT_OUT) {
+        a.out = PathBuf::from(format!("runs/finetune-{}", a.preset.spec().name));
+    }
+    crate::dispatch!(a.device, run_preset(a, resume, warmup))
 }
 
-/// [`run`] on the device type `D` (`--device`).
-fn run_on<D: BuildDevice>(given: FinetuneArgs) -> Result<()> {
-    let (a, resume) = resolve_args(given, "finetune")?;
-    let warmup = a.validate()?;
+/// [`run`] on the device type `D`: picks the preset's model type.
+fn run_preset<D: BuildDevice>(
+    a: FinetuneArgs,
+    resume: Option<(PathBuf, checkpoint::TrainState)>,
+    warmup: usize,
+) -> Result<()> {
+    crate::with_train_model!(a.preset, D, run_on(a, resume, warmup))
+}
+
+/// [`run`] on the device type `D` (`--device`) with the preset's GA-DMS model type `M`
+/// (`--preset`: [`FtModel`] = `GaDmsTiny`, or `GaDmsViTB16`).
+fn run_on<D: BuildDevice, M: TrainModel<D>>(
+    a: FinetuneArgs,
+    resume: Option<(PathBuf, checkpoint::TrainState)>,
+    warmup: usize,
+) -> Result<()> {
     let t0 = Instant::now();
+    let spec = M::Clip::SPEC;
     println!(
-        "gadms finetune: IRRA recipe on the 'tiny' preset: SDM (person ids) + {}*ID + {}*MLM \
+        "gadms finetune: IRRA recipe on the '{}' preset: SDM (person ids) + {}*ID + {}*MLM \
          (15%, MTP decoder), Adam lr {:.1e} with IRRA groups (cross/classifier/mlm_head 5x, \
          bias 2x without decay), {} warm-up epochs then cosine, {} epochs of batch {}.",
-        a.id_weight, a.mlm_weight, a.lr, warmup, a.epochs, a.batch_size
+        spec.name, a.id_weight, a.mlm_weight, a.lr, warmup, a.epochs, a.batch_size
     );
     std::fs::create_dir_all(&a.out)
         .with_context(|| format!("cannot create run directory {}", a.out.display()))?;
@@ -508,10 +461,10 @@ fn run_on<D: BuildDevice>(given: FinetuneArgs) -> Result<()> {
         }
         Some(dir) => (dir.clone(), a.eval_data.clone()),
     };
-    let train = Arc::new(data::open_packed(&train_dir, "--data")?);
+    let train = Arc::new(data::open_packed_for(&train_dir, "--data", &spec)?);
     let evals = eval_dirs
         .iter()
-        .map(|d| NamedEval::open(d, "--eval-data"))
+        .map(|d| NamedEval::open(d, "--eval-data", &spec))
         .collect::<Result<Vec<_>>>()?;
     let classes = num_classes(&train)?;
     let m = &train.manifest;
@@ -580,6 +533,9 @@ fn run_on<D: BuildDevice>(given: FinetuneArgs) -> Result<()> {
     }
     let config = serde_json::json!({
         "args": &a,
+        "preset": spec.name,
+        "image_hw": [spec.vision.image_h, spec.vision.image_w],
+        "decoder": decoder_name(a.preset),
         "warmup_epochs_used": warmup,
         "steps_per_epoch": spe,
         "loss": "sdm(person ids) + id_weight * id + mlm_weight * mlm(15%)",
@@ -588,7 +544,7 @@ fn run_on<D: BuildDevice>(given: FinetuneArgs) -> Result<()> {
         "param_groups": "IRRA: cross 5x lr; bias 2x lr, wd 0; classifier/mlm_head 5x lr",
         "schedule": if a.schedule_per_step { "per-step" } else { "per-epoch" },
         "augment": augment,
-        "model": gadms_ckpt::clip_io::open_clip_model_cfg(&Model::<Dev>::SPEC),
+        "model": gadms_ckpt::clip_io::open_clip_model_cfg(&spec),
         "train": { "dir": train_dir, "ids": m.identities, "captions": m.samples },
         "evals": evals.iter().map(|e| serde_json::json!({"dir": e.dir, "split": e.split})).collect::<Vec<_>>(),
     });
@@ -601,15 +557,15 @@ fn run_on<D: BuildDevice>(given: FinetuneArgs) -> Result<()> {
 
     // Model: random init, --init (CLIP + decoder when present), or the checkpoint.
     let dev = D::create(a.device, a.seed)?;
-    let mut model = <FtModel<D> as dfdx::nn::BuildModule<D, f32>>::build(&dev);
-    let mut classifier = FtClassifier::<D>::new(&dev, classes);
+    let mut model = <M as dfdx::nn::BuildModule<D, f32>>::build(&dev);
+    let mut classifier = M::Classifier::create(&dev, classes);
     let mut opt = Adam::new(adam_config());
     let (mut step, mut best, mut evaluated_epoch) = (0usize, None::<(f64, usize)>, 0usize);
     match &resume {
         None => {
             let init = a.init.as_ref().expect("validated");
-            let FtModel { clip, mtp } = &mut model;
-            let r = crate::init::load_init(clip, &Model::<Dev>::SPEC, Some(mtp), init)?;
+            let (clip, mtp) = model.parts_mut();
+            let r = crate::init::load_init(clip, &spec, Some(mtp), init)?;
             println!(
                 "{}{}",
                 r.summary,
@@ -641,14 +597,14 @@ fn run_on<D: BuildDevice>(given: FinetuneArgs) -> Result<()> {
             evaluated_epoch = st.evaluated_epoch;
         }
     }
-    let evaluate = |model: &Model<D>, set: &EvalSet| -> Result<Metrics> {
+    let evaluate = |model: &M::Clip, set: &EvalSet| -> Result<Metrics> {
         eval::evaluate(model, set, 128).map_err(anyhow::Error::msg)
     };
     let several = evals.len() > 1;
     let mut before: Vec<Option<Metrics>> = vec![None; evals.len()];
     for (i, e) in evals.iter().enumerate() {
         before[i] = if resume.is_none() {
-            let m = evaluate(&model.clip, &e.set)?;
+            let m = evaluate(model.clip(), &e.set)?;
             jsonl.write(&EvalLine {
                 step: 0,
                 epoch: 0,
@@ -787,7 +743,7 @@ fn run_on<D: BuildDevice>(given: FinetuneArgs) -> Result<()> {
                 );
                 if (a.eval_every > 0 && epoch % a.eval_every == 0) || epoch == a.epochs {
                     for (i, e) in evals.iter().enumerate() {
-                        let m = evaluate(&model.clip, &e.set)?;
+                        let m = evaluate(model.clip(), &e.set)?;
                         jsonl.write(&EvalLine {
                             step,
                             epoch,
@@ -798,7 +754,7 @@ fn run_on<D: BuildDevice>(given: FinetuneArgs) -> Result<()> {
                         line += &format!("  {} R1 {:.2} mAP {:.2}", e.label(several), m.r1, m.map);
                         if i == 0 && best.is_none_or(|(r, _)| m.r1 > r) {
                             best = Some((m.r1, epoch));
-                            save(&model.clip, &a.out.join(BEST_FILE))?;
+                            save(model.clip(), &a.out.join(BEST_FILE))?;
                             line += " (best)";
                         }
                     }
@@ -813,7 +769,7 @@ fn run_on<D: BuildDevice>(given: FinetuneArgs) -> Result<()> {
                     save_model(&model, &classifier, &d.join(checkpoint::MODEL_FILE))?;
                     opt.save(&d.join(checkpoint::ADAM_FILE))
                 })?;
-                save(&model.clip, &a.out.join(LAST_FILE))?;
+                save(model.clip(), &a.out.join(LAST_FILE))?;
                 last_ckpt = Some(d);
             }
         }
@@ -827,7 +783,7 @@ fn run_on<D: BuildDevice>(given: FinetuneArgs) -> Result<()> {
             opt.save(&d.join(checkpoint::ADAM_FILE))
         })?;
     }
-    save(&model.clip, &a.out.join(LAST_FILE))?;
+    save(model.clip(), &a.out.join(LAST_FILE))?;
     let full = a.out.join(crate::pretrain::GADMS_MODEL_FILE);
     save_model(&model, &classifier, &full)?;
     println!(

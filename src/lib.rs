@@ -16,5 +16,6 @@ pub mod rank;
 pub mod report;
 pub mod screenshot;
 pub mod surgery;
+pub mod train_model;
 
 pub use preset::{Dev, Preset};

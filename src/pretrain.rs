@@ -1,18 +1,28 @@
-//! `gadms pretrain`: trains the `Tiny` model from random init and evaluates zero-shot
-//! text→image retrieval ([`eval`], CLIP towers only) on held-out identities before and after
-//! training.
+//! `gadms pretrain`: trains a CLIP model (by default the `Tiny` preset from random init) and
+//! evaluates zero-shot text→image retrieval ([`eval`], CLIP towers only) on held-out
+//! identities before and after training.
+//!
+//! **Presets** (`--preset`): `tiny` (default; images `[3, 64, 32]`, embed 32) or `vit-b-16`
+//! (CLIP ViT-B/16, images `[3, 384, 128]`, embed 512). [`run`] resolves `--resume` first (the
+//! checkpoint's arguments fix the preset; `--preset` naming another one is refused), then
+//! dispatches once on (preset, device) to `run_on::<D, M>`, `M` the preset's GA-DMS model type
+//! ([`GaDmsTiny`] or [`crate::gadms_step::GaDmsViTB16`], a
+//! [`TrainModel`](crate::train_model::TrainModel)); the loop itself is the same for both.
+//! The training and evaluation packs must be stored at the preset's image size
+//! ([`data::open_packed_for`]); the embedded synthetic set is 64×32, so `vit-b-16` needs
+//! `--data`. `config.json` records `preset` and `image_hw`.
 //!
 //! **Objectives** (`--objective`):
 //! * `sdm` (default): the two CLIP towers with the SDM loss only (shared/ga-dms-method.md
 //!   §5.1) on the clean captions, with dfdx's Adam. No caption masking, no GASS, no decoder.
 //! * `ga-dms`: the full GA-DMS step ([`crate::gadms_step::train_step`]): CLIP plus the MTP
-//!   decoder ([`crate::gadms_step::GaDmsTiny`]), GASS scores of each batch's clean captions
-//!   written into a per-caption [`ScoreTable`] (one row per training caption, 0.85 at the
-//!   start), the loader in dual-masking mode (noise-masked captions → SDM, informative-masked
+//!   decoder ([`crate::gadms_step::GaDms`]: `GaDmsTiny` or `GaDmsViTB16`), GASS scores of
+//!   each batch's clean captions written into a per-caption [`ScoreTable`] (one row per
+//!   training caption, 0.85 at the start), the loader in dual-masking mode (noise-masked captions → SDM, informative-masked
 //!   captions → MTP, masks of epoch `e + 1` drawn from the scores of epoch `e`), loss
 //!   `L_sdm + β·L_mtp`, and [`crate::optim::Adam`] with the same hyper-parameters. Flags
 //!   `--beta`, `--gass-norm`, `--gass-layers`, `--alpha-n`, `--alpha-i`, `--mask-lambda`. It
-//!   costs about 0.7–1 s per step at batch 32 on 2 cores (GASS re-runs the text tower with a
+//!   costs (Tiny) about 0.7–1 s per step at batch 32 on 2 cores (GASS re-runs the text tower with a
 //!   backward, and the text tower runs three times), about 13× an SDM step (measured: 2 epochs,
 //!   86 steps, in 102 s against 8 s for `sdm`).
 //!
@@ -20,7 +30,8 @@
 //! [`synth`] in CUHK-PEDES form. It is embedded in the binary by `build.rs`, unpacked into
 //! `RUN_DIR/data/synth-pedes` and packed with `gadms_data::pack` into `RUN_DIR/data/{train,test}`
 //! ([`data`]; a rerun reuses the shards). `--data DIR` trains on any `gadms pack` output
-//! stored at 64×32, and `--eval-data DIR` evaluates on one. Batches come from
+//! stored at the preset's size (64×32 for `tiny`, 384×128 for `vit-b-16`), and `--eval-data
+//! DIR` evaluates on one. Batches come from
 //! `gadms_data::loader::Loader`: a deterministic order and per-sample augmentation, and with
 //! `ga-dms` the dual caption masking.
 //!
@@ -63,14 +74,16 @@ pub mod synth;
 
 use crate::checkpoint;
 use crate::device::{BuildDevice, DeviceChoice};
-use crate::gadms_step::{GaDms, GaDmsTiny, StepConfig, load_gadms, save_gadms, train_step};
+use crate::gadms_step::{GaDmsTiny, StepConfig, load_gadms, save_gadms, train_step};
 use crate::optim::{
     Adam as OptAdam, AdamConfig as OptAdamConfig, Group, WeightDecay as OptWeightDecay,
 };
 use crate::preset::{Dev, Preset};
+use crate::train_model::TrainModel;
 use anyhow::{Context, Result, bail};
 use argh::FromArgs;
 use dfdx::nn::ZeroGrads;
+use dfdx::nn::tensor_collection::TensorCollection;
 use dfdx::prelude::*;
 use eval::{EvalSet, Metrics};
 use gadms_data::TokenIds;
@@ -79,8 +92,8 @@ use gadms_data::loader::{Loader, LoaderConfig, Masking};
 use gadms_data::masking::MaskingConfig;
 use gadms_data::scores::ScoreTable;
 use gadms_nn::gass::{GassConfig, GassNorm};
-use gadms_nn::loss::{SDM_EPS, SDM_LOGIT_SCALE, sdm_loss};
-use gadms_nn::{HasClipSpec, Tiny, cls_token};
+use gadms_nn::loss::SDM_LOGIT_SCALE;
+use gadms_nn::{ClipSpec, HasClipSpec, Tiny};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use std::fs::File;
@@ -88,16 +101,16 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
-use synth::{IMG_H, IMG_LEN, IMG_W};
 
-/// Pretrain the Tiny model from random init, evaluating zero-shot text->image retrieval
-/// (CLIP towers) before and after. --objective sdm (default): the CLIP towers with the SDM
-/// loss only. --objective ga-dms: full GA-DMS (CLIP + MTP decoder, GASS token scores, dual
-/// noise/informative caption masking, loss SDM + beta*MTP), about 13x slower per step. With no
-/// flags it uses the synthetic person dataset embedded in the binary (fixtures/synth-pedes,
-/// CUHK-PEDES form), packed into RUN_DIR/data; --data trains on any `gadms pack` output at
-/// 64x32. Writes RUN_DIR/config.json, metrics.jsonl and last.safetensors (CLIP weights); with
-/// ga-dms also gadms_model.safetensors (CLIP + decoder) and scores.f32.
+/// Pretrain a model (default: the Tiny preset from random init), evaluating zero-shot
+/// text->image retrieval (CLIP towers) before and after. --objective sdm (default): the CLIP
+/// towers with the SDM loss only. --objective ga-dms: full GA-DMS (CLIP + MTP decoder, GASS
+/// token scores, dual noise/informative caption masking, loss SDM + beta*MTP), about 13x slower
+/// per step. With no flags it uses the synthetic person dataset embedded in the binary
+/// (fixtures/synth-pedes, CUHK-PEDES form, 64x32), packed into RUN_DIR/data; --data trains on
+/// any `gadms pack` output at the preset's image size (tiny 64x32, vit-b-16 384x128; vit-b-16
+/// needs --data). Writes RUN_DIR/config.json, metrics.jsonl and last.safetensors (CLIP
+/// weights); with ga-dms also gadms_model.safetensors (CLIP + decoder) and scores.f32.
 #[derive(FromArgs, Debug, Clone, Serialize, Deserialize)]
 #[argh(subcommand, name = "pretrain")]
 pub struct PretrainArgs {
@@ -121,16 +134,16 @@ pub struct PretrainArgs {
     #[argh(option, default = "Default::default()")]
     #[serde(default)]
     pub device: DeviceChoice,
-    /// run directory (default runs/pretrain-tiny); existing files in it are overwritten
+    /// run directory (default runs/pretrain-PRESET); existing files in it are overwritten
     #[argh(option, default = "PathBuf::from(DEFAULT_OUT)")]
     pub out: PathBuf,
-    /// training data: a `gadms pack` output packed at 64x32 (default: the embedded synthetic
-    /// set, unpacked and packed into RUN_DIR/data)
+    /// training data: a `gadms pack` output packed at the preset's size (tiny 64x32, vit-b-16
+    /// 384x128) (default, tiny only: the embedded synthetic set, packed into RUN_DIR/data)
     #[argh(option)]
     pub data: Option<PathBuf>,
-    /// evaluation data: a `gadms pack` output at 64x32; repeat the flag for several sets
-    /// (best.safetensors follows the first one's R1) (default: the embedded set's test split
-    /// without --data, none with it)
+    /// evaluation data: a `gadms pack` output at the preset's size; repeat the flag for
+    /// several sets (best.safetensors follows the first one's R1) (default: the embedded set's
+    /// test split without --data, none with it)
     #[argh(option)]
     pub eval_data: Vec<PathBuf>,
     /// augmentation: horizontal flip probability (default 0.5)
@@ -175,7 +188,8 @@ pub struct PretrainArgs {
     #[argh(option, hidden_help, default = "0")]
     #[serde(skip)]
     pub debug_step_delay_ms: u64,
-    /// model preset; only tiny is supported (default tiny)
+    /// model preset: tiny (64x32 images) or vit-b-16 (CLIP ViT-B/16, 384x128; needs --data)
+    /// (default tiny)
     #[argh(option, default = "Preset::Tiny")]
     #[serde(serialize_with = "ser_preset", deserialize_with = "de_preset")]
     pub preset: Preset,
@@ -357,15 +371,7 @@ impl Default for PretrainArgs {
 impl PretrainArgs {
     /// Checks the flags; returns the warm-up length to use.
     pub fn validate(&self) -> Result<usize> {
-        if self.preset != Preset::Tiny {
-            bail!(
-                "--preset {}: pretraining supports only the tiny preset (64x32 images). ViT-B/16 \
-                 costs about 1.7 s per image-caption pair forward+backward on a CPU \
-                 (shared/dfdx-notes.md §3), so even the synthetic run would take hours; train \
-                 tiny on real data with `gadms pack --image-size 64x32` and --data",
-                self.preset.spec().name
-            );
-        }
+        data::check_default_data(self.preset, self.data.is_some())?;
         if self.epochs == 0 {
             bail!("--epochs must be at least 1");
         }
@@ -386,9 +392,10 @@ impl PretrainArgs {
                 bail!("{flag} must be a probability in [0, 1], got {p}");
             }
         }
-        if self.aug_pad >= IMG_W {
+        let image_w = self.preset.spec().vision.image_w;
+        if self.aug_pad >= image_w {
             bail!(
-                "--aug-pad {} must be smaller than the image width {IMG_W}",
+                "--aug-pad {} must be smaller than the image width {image_w}",
                 self.aug_pad
             );
         }
@@ -419,6 +426,23 @@ impl PretrainArgs {
             );
         }
         Ok(warmup)
+    }
+
+    /// A note when a preset other than tiny runs with the tiny-tuned defaults of `--lr`,
+    /// `--aug-pad` or `--aug-erase`.
+    pub fn defaults_note(&self) -> Option<String> {
+        let tiny_defaults = self.lr == DEFAULT_LR
+            || self.aug_pad == DEFAULT_AUG_PAD
+            || self.aug_erase == DEFAULT_AUG_ERASE;
+        (self.preset != Preset::Tiny && tiny_defaults).then(|| {
+            format!(
+                "note: --lr {} --aug-pad {} --aug-erase {} (the defaults {DEFAULT_LR}, \
+                 {DEFAULT_AUG_PAD}, {DEFAULT_AUG_ERASE} are tuned for tiny from random init; \
+                 GA-DMS trains ViT-B/16 from CLIP weights with --lr 1e-5 --aug-pad 10 \
+                 --aug-erase 0.5)",
+                self.lr, self.aug_pad, self.aug_erase
+            )
+        })
     }
 
     /// The loader's augmentation: IRRA's (§6.3) with these flip, pad and erasing settings.
@@ -463,18 +487,18 @@ impl PretrainArgs {
     }
 }
 
-/// The model trained here.
+/// The CLIP model of the default (`Tiny`) preset.
 pub type Model<D = Dev> = Tiny<f32, D>;
 
-/// One SDM training step's worth of state: the model, Adam ([`crate::optim::Adam`], PyTorch
-/// semantics, saveable for exact resume) and the gradient buffers.
-pub struct Trainer<D: Device<f32> = Dev> {
+/// One SDM training step's worth of state: the CLIP towers of preset model `M`
+/// ([`TrainModel::Clip`]; default Tiny), Adam ([`crate::optim::Adam`], PyTorch semantics,
+/// saveable for exact resume) and the gradient buffers.
+pub struct Trainer<D: Device<f32> = Dev, M: TrainModel<D> = GaDmsTiny<f32, D>> {
     /// The model.
-    pub model: Model<D>,
+    pub model: M::Clip,
     opt: OptAdam,
     lr: f64,
     grads: Option<Gradients<f32, D>>,
-    dev: D,
 }
 
 /// Adam as in GA-DMS §6.1: β = (0.9, 0.999), ε = 1e-3, coupled L2 weight decay 4e-5.
@@ -488,16 +512,22 @@ pub fn adam_config() -> OptAdamConfig {
 }
 
 impl<D: Device<f32>> Trainer<D> {
-    /// A randomly initialised model (from `dev`'s RNG) with a fresh optimizer.
+    /// A randomly initialised Tiny model (from `dev`'s RNG) with a fresh optimizer.
     pub fn new(dev: &D, lr: f64) -> Self {
-        let model = <Model<D> as dfdx::nn::BuildModule<D, f32>>::build(dev);
+        Self::build(dev, lr)
+    }
+}
+
+impl<D: Device<f32>, M: TrainModel<D>> Trainer<D, M> {
+    /// A randomly initialised model of `M`'s preset (from `dev`'s RNG) with a fresh optimizer.
+    pub fn build(dev: &D, lr: f64) -> Self {
+        let model = <M::Clip as dfdx::nn::BuildModule<D, f32>>::build(dev);
         let grads = Some(model.alloc_grads());
         Trainer {
             model,
             opt: OptAdam::new(adam_config()),
             lr,
             grads,
-            dev: dev.clone(),
         }
     }
 
@@ -516,16 +546,21 @@ impl<D: Device<f32>> Trainer<D> {
         &self.opt
     }
 
-    /// One step on a batch: `pixels` are `B × [3, 64, 32]` CLIP-normalised images, `rows` the
-    /// paired captions' ids, `pids` their identities. Returns the SDM loss before the update.
-    /// A non-finite loss is returned without any update (the model and optimiser are
-    /// unchanged); the caller stops the run.
+    /// One step on a batch: `pixels` are `B × [3, H, W]` CLIP-normalised images (the
+    /// preset's H×W: 64×32 for Tiny, 384×128 for ViT-B/16), `rows` the paired captions' ids,
+    /// `pids` their identities. Returns the SDM loss before the update. A non-finite loss is
+    /// returned without any update (the model and optimiser are unchanged); the caller stops
+    /// the run.
     pub fn step(&mut self, pixels: Vec<f32>, rows: &[TokenIds], pids: &[usize]) -> Result<f32> {
         let b = rows.len();
-        if pixels.len() != b * IMG_LEN || pids.len() != b || b == 0 {
+        let v = M::Clip::SPEC.vision;
+        let img_len = 3 * v.image_h * v.image_w;
+        if pixels.len() != b * img_len || pids.len() != b || b == 0 {
             bail!(
-                "step: batch sizes disagree ({} images, {b} captions, {} pids)",
-                pixels.len() / IMG_LEN,
+                "step: batch sizes disagree ({} images of {}x{}, {b} captions, {} pids)",
+                pixels.len() / img_len,
+                v.image_h,
+                v.image_w,
                 pids.len()
             );
         }
@@ -534,13 +569,7 @@ impl<D: Device<f32>> Trainer<D> {
             .take()
             .expect("gradients are returned after every step");
         self.model.zero_grads(&mut grads);
-        let images = self
-            .dev
-            .tensor_from_vec(pixels, (b, Const::<3>, Const::<IMG_H>, Const::<IMG_W>));
-        // The image tape carries the model's gradient buffers; the text tape is merged into it.
-        let img = cls_token(self.model.visual.forward(images.traced(grads), None));
-        let txt = text_features_trimmed(&self.model.text, &self.dev, rows, OwnedTape::default());
-        let loss = sdm_loss(img, txt, pids, SDM_LOGIT_SCALE, SDM_EPS);
+        let loss = M::sdm_loss(&self.model, pixels, rows, pids, grads);
         let value = loss.as_vec()[0];
         let grads = loss.backward();
         if value.is_finite() {
@@ -629,15 +658,15 @@ struct StepOut {
     grad_norm: Option<f32>,
 }
 
-/// The full GA-DMS model trained by `--objective ga-dms`.
+/// The full GA-DMS model of the default (`Tiny`) preset.
 pub type GaDmsModel<D = Dev> = GaDmsTiny<f32, D>;
 
-/// The training state of a run: the SDM [`Trainer`], or the GA-DMS model, its optimiser and
-/// score table.
-enum Runner<D: Device<f32>> {
-    Sdm(Box<Trainer<D>>),
+/// The training state of a run of preset model `M`: the SDM [`Trainer`] (CLIP towers only),
+/// or the GA-DMS model (CLIP + decoder), its optimiser and score table.
+enum Runner<D: Device<f32>, M: TrainModel<D>> {
+    Sdm(Box<Trainer<D, M>>),
     GaDms {
-        model: Box<GaDmsModel<D>>,
+        model: Box<M>,
         opt: OptAdam,
         scores: Arc<ScoreTable>,
         cfg: StepConfig,
@@ -645,14 +674,14 @@ enum Runner<D: Device<f32>> {
     },
 }
 
-impl<D: Device<f32>> Runner<D> {
+impl<D: Device<f32>, M: TrainModel<D>> Runner<D, M> {
     fn new(a: &PretrainArgs, dev: &D, scores: Option<Arc<ScoreTable>>) -> Result<Self> {
         Ok(match a.objective {
-            Objective::Sdm => Runner::Sdm(Box::new(Trainer::new(dev, a.lr))),
+            Objective::Sdm => Runner::Sdm(Box::new(Trainer::build(dev, a.lr))),
             Objective::GaDms => {
                 let cfg = a.step_config();
                 cfg.validate().map_err(anyhow::Error::msg)?;
-                let model = <GaDmsModel<D> as dfdx::nn::BuildModule<D, f32>>::build(dev);
+                let model = <M as dfdx::nn::BuildModule<D, f32>>::build(dev);
                 Runner::GaDms {
                     model: Box::new(model),
                     opt: OptAdam::new(adam_config()),
@@ -665,22 +694,22 @@ impl<D: Device<f32>> Runner<D> {
     }
 
     /// The CLIP towers (what is evaluated and saved as last.safetensors).
-    fn clip(&self) -> &Model<D> {
+    fn clip(&self) -> &M::Clip {
         match self {
             Runner::Sdm(t) => &t.model,
-            Runner::GaDms { model, .. } => &model.clip,
+            Runner::GaDms { model, .. } => model.clip(),
         }
     }
 
     /// `--init`: CLIP weights (and, for GA-DMS, the decoder when the file has one).
     fn init(&mut self, path: &Path) -> Result<String> {
-        let spec = Model::<Dev>::SPEC;
+        let spec = M::Clip::SPEC;
         let r = match self {
             Runner::Sdm(t) => {
-                crate::init::load_init::<D, Model<D>, Model<D>>(&mut t.model, &spec, None, path)?
+                crate::init::load_init::<D, M::Clip, M::Mtp>(&mut t.model, &spec, None, path)?
             }
             Runner::GaDms { model, .. } => {
-                let GaDms { clip, mtp } = model.as_mut();
+                let (clip, mtp) = model.parts_mut();
                 crate::init::load_init(clip, &spec, Some(mtp), path)?
             }
         };
@@ -801,6 +830,14 @@ pub const LAST_FILE: &str = "last.safetensors";
 /// The CLIP weights of the epoch with the best R1 on the first evaluation set.
 pub const BEST_FILE: &str = "best.safetensors";
 
+/// The name of a preset's MTP decoder type (for config.json).
+pub(crate) fn decoder_name(preset: Preset) -> &'static str {
+    match preset {
+        Preset::Tiny => "MtpTiny",
+        Preset::VitB16 => "MtpViTB16",
+    }
+}
+
 /// One evaluation line of metrics.jsonl.
 #[derive(Serialize)]
 pub(crate) struct EvalLine<'a> {
@@ -860,9 +897,10 @@ pub(crate) struct NamedEval {
 }
 
 impl NamedEval {
-    /// Opens a packed set for evaluation.
-    pub fn open(dir: &Path, flag: &str) -> Result<NamedEval> {
-        let ds = data::open_packed(dir, flag)?;
+    /// Opens a packed set for evaluation by a model of sizes `spec` (its image size must be
+    /// the preset's, [`data::open_packed_for`]).
+    pub fn open(dir: &Path, flag: &str, spec: &ClipSpec) -> Result<NamedEval> {
+        let ds = data::open_packed_for(dir, flag, spec)?;
         let set = EvalSet::from_dataset(&ds, None)?;
         Ok(NamedEval {
             dir: dir.display().to_string(),
@@ -903,7 +941,9 @@ struct RunData {
     source: serde_json::Value,
 }
 
-fn load_data(a: &PretrainArgs) -> Result<RunData> {
+/// Opens (and, without `--data`, first unpacks and packs) the run's data for a model of sizes
+/// `spec`.
+fn load_data(a: &PretrainArgs, spec: &ClipSpec) -> Result<RunData> {
     let t = Instant::now();
     let (train_dir, eval_dirs, source) = match &a.data {
         None => {
@@ -929,10 +969,10 @@ fn load_data(a: &PretrainArgs) -> Result<RunData> {
         }
         Some(dir) => (dir.clone(), a.eval_data.clone(), "--data"),
     };
-    let train = Arc::new(data::open_packed(&train_dir, "--data")?);
+    let train = Arc::new(data::open_packed_for(&train_dir, "--data", spec)?);
     let evals = eval_dirs
         .iter()
-        .map(|d| NamedEval::open(d, "--eval-data"))
+        .map(|d| NamedEval::open(d, "--eval-data", spec))
         .collect::<Result<Vec<_>>>()?;
     // The probe of the fit: the first identities of the training set, as many as the test has.
     let probe_ids = evals.first().map_or(100, |s| s.set.n_ids());
@@ -944,7 +984,7 @@ fn load_data(a: &PretrainArgs) -> Result<RunData> {
             "dir": train_dir, "dataset": m.config.dataset, "split": m.config.split,
             "ids": m.identities, "images": m.images, "captions": m.samples,
         },
-        "image_hw": [IMG_H, IMG_W],
+        "image_hw": [spec.vision.image_h, spec.vision.image_w],
     });
     if let Some(e) = evals.first() {
         source["eval"] = serde_json::json!({
@@ -970,6 +1010,8 @@ fn load_data(a: &PretrainArgs) -> Result<RunData> {
 pub(crate) trait RunArgs: Serialize + serde::de::DeserializeOwned + Default {
     /// `--resume RUN_DIR`, if given.
     fn resume_dir(&self) -> Option<&Path>;
+    /// `--preset`.
+    fn preset(&self) -> Preset;
     /// Copies what belongs to this invocation rather than to the run (the run directory, the
     /// device, the hidden test hooks) from `given` into the run's arguments `self`.
     fn carry_over(&mut self, given: &Self, dir: &Path);
@@ -984,7 +1026,20 @@ pub(crate) fn resolve_args<A: RunArgs>(given: A, command: &str) -> Result<Resolv
     let Some(dir) = given.resume_dir().map(Path::to_path_buf) else {
         return Ok((given, None));
     };
-    let (mut a, ckdir, state) = resume_args(&given, &dir, command, &["device"])?;
+    let (mut a, ckdir, state) = resume_args(&given, &dir, command, &["device", "preset"])?;
+    let (asked, stored) = (given.preset(), a.preset());
+    if asked != A::default().preset() && asked != stored {
+        bail!(
+            "--resume {}: the checkpoint is of preset {}, not {} (--preset); a resumed run \
+             keeps its own preset: drop --preset to continue it as a {} run, or start a new \
+             {} run with --out",
+            dir.display(),
+            stored.spec().name,
+            asked.spec().name,
+            stored.spec().name,
+            asked.spec().name
+        );
+    }
     a.carry_over(&given, &dir);
     Ok((a, Some((ckdir, state))))
 }
@@ -992,6 +1047,9 @@ pub(crate) fn resolve_args<A: RunArgs>(given: A, command: &str) -> Result<Resolv
 impl RunArgs for PretrainArgs {
     fn resume_dir(&self) -> Option<&Path> {
         self.resume.as_deref()
+    }
+    fn preset(&self) -> Preset {
+        self.preset
     }
     fn carry_over(&mut self, given: &Self, dir: &Path) {
         self.device = given.device;
@@ -1048,17 +1106,35 @@ pub(crate) fn resume_args<A: Serialize + serde::de::DeserializeOwned + Default>(
     Ok((args, dir, state))
 }
 
-/// Runs the command.
+/// Runs the command: resolves `--resume` (which fixes the preset), checks the flags, then
+/// dispatches once on (`--preset`, `--device`) to [`run_on`].
 pub fn run(given: PretrainArgs) -> Result<()> {
-    crate::dispatch!(given.device, run_on(given))
+    let (mut a, resume) = resolve_args(given, "pretrain")?;
+    let warmup = a.validate()?;
+    if resume.is_none() && a.out == Path::new(DEFAULT_OUT) {
+        a.out = PathBuf::from(format!("runs/pretrain-{}", a.preset.spec().name));
+    }
+    crate::dispatch!(a.device, run_preset(a, resume, warmup))
 }
 
-/// [`run`] on the device type `D` (`--device`).
-fn run_on<D: BuildDevice>(given: PretrainArgs) -> Result<()> {
-    let (a, resume) = resolve_args(given, "pretrain")?;
-    let warmup = a.validate()?;
+/// [`run`] on the device type `D`: picks the preset's model type.
+fn run_preset<D: BuildDevice>(
+    a: PretrainArgs,
+    resume: Option<(PathBuf, checkpoint::TrainState)>,
+    warmup: usize,
+) -> Result<()> {
+    crate::with_train_model!(a.preset, D, run_on(a, resume, warmup))
+}
+
+/// [`run`] on the device type `D` (`--device`) with the preset's model type `M` (`--preset`:
+/// [`GaDmsTiny`] or [`crate::gadms_step::GaDmsViTB16`]).
+fn run_on<D: BuildDevice, M: TrainModel<D>>(
+    a: PretrainArgs,
+    resume: Option<(PathBuf, checkpoint::TrainState)>,
+    warmup: usize,
+) -> Result<()> {
     let t0 = Instant::now();
-    let spec = Model::<Dev>::SPEC;
+    let spec = M::Clip::SPEC;
     let pid_mode = a.pid_mode();
     match a.objective {
         Objective::Sdm => println!(
@@ -1072,6 +1148,9 @@ fn run_on<D: BuildDevice>(given: PretrainArgs) -> Result<()> {
              {} layers, {:?} norm; masking alpha_n {} alpha_i {} lambda {}; pids: {pid_mode:?}).",
             spec.name, a.beta, a.gass_layers, a.gass_norm, a.alpha_n, a.alpha_i, a.mask_lambda
         ),
+    }
+    if let Some(n) = a.defaults_note() {
+        println!("{n}");
     }
     if let Some((dir, st)) = &resume {
         println!(
@@ -1093,7 +1172,7 @@ fn run_on<D: BuildDevice>(given: PretrainArgs) -> Result<()> {
         evals,
         probe,
         source,
-    } = load_data(&a)?;
+    } = load_data(&a, &spec)?;
     let m = &train.manifest;
     println!(
         "train: {} ids / {} images / {} captions ({}){}",
@@ -1169,6 +1248,8 @@ fn run_on<D: BuildDevice>(given: PretrainArgs) -> Result<()> {
 
     let mut config = serde_json::json!({
         "args": &a,
+        "preset": spec.name,
+        "image_hw": [spec.vision.image_h, spec.vision.image_w],
         "warmup_epochs_used": warmup,
         "steps_per_epoch": steps_per_epoch,
         "objective": a.objective,
@@ -1197,7 +1278,7 @@ fn run_on<D: BuildDevice>(given: PretrainArgs) -> Result<()> {
             "masking": a.masking_config(),
             "score_rows": train.len(),
             "optimizer": adam_config(),
-            "decoder": "MtpTiny",
+            "decoder": decoder_name(a.preset),
         });
     }
     write_file(
@@ -1209,7 +1290,7 @@ fn run_on<D: BuildDevice>(given: PretrainArgs) -> Result<()> {
 
     // Model: random init, then --init, then (resume) the checkpoint.
     let dev = D::create(a.device, a.seed)?;
-    let mut tr = Runner::<D>::new(&a, &dev, scores)?;
+    let mut tr = Runner::<D, M>::new(&a, &dev, scores)?;
     if let Some(p) = &a.init
         && resume.is_none()
     {
@@ -1225,7 +1306,7 @@ fn run_on<D: BuildDevice>(given: PretrainArgs) -> Result<()> {
         best = st.best_r1;
         evaluated_epoch = st.evaluated_epoch;
     }
-    let evaluate = |model: &Model<D>, set: &EvalSet| -> Result<Metrics> {
+    let evaluate = |model: &M::Clip, set: &EvalSet| -> Result<Metrics> {
         eval::evaluate(model, set, 128).map_err(anyhow::Error::msg)
     };
     let several = evals.len() > 1;
@@ -1558,8 +1639,11 @@ pub(crate) fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 /// Saves the CLIP towers at `path` (open_clip layout, gadms metadata; atomic).
-pub(crate) fn save<D: Device<f32>>(model: &Model<D>, path: &Path) -> Result<PathBuf> {
-    gadms_ckpt::save_clip(model, &Model::<Dev>::SPEC, path)
+pub(crate) fn save<D: Device<f32>, C: TensorCollection<f32, D> + HasClipSpec>(
+    model: &C,
+    path: &Path,
+) -> Result<PathBuf> {
+    gadms_ckpt::save_clip(model, &C::SPEC, path)
         .with_context(|| format!("saving {}", path.display()))?;
     Ok(path.to_path_buf())
 }

@@ -375,7 +375,10 @@ fn bad_flags_are_clear_errors() {
         preset: Preset::VitB16,
         ..PretrainArgs::default()
     });
-    assert!(e.contains("tiny") && e.contains("gadms pack"), "{e}");
+    assert!(
+        e.contains("needs --data") && e.contains("tiny") && e.contains("gadms pack"),
+        "{e}"
+    );
     let cases = [
         (
             PretrainArgs {

@@ -1,12 +1,16 @@
-//! The data of `gadms pretrain`: the embedded default dataset (`fixtures/synth-pedes`, built
-//! into the binary), its unpacking and packing into a run directory, and the checks on a packed
-//! dataset given with `--data` / `--eval-data`.
+//! The data of `gadms pretrain` and `gadms finetune`: the embedded default dataset
+//! (`fixtures/synth-pedes`, built into the binary; 64×32 images, so the `Tiny` preset only),
+//! its unpacking and packing into a run directory, and the checks on a packed dataset given
+//! with `--data` / `--eval-data` (packed at the preset's image size: 64×32 for `tiny`,
+//! 384×128 for `vit-b-16`).
 
 use super::synth::{IMG_H, IMG_W};
+use crate::preset::Preset;
 use anyhow::{Context, Result, bail};
 use gadms_data::manifest::Dataset;
 use gadms_data::pack::{Format, NoProgress, PackOptions, PackReport, pack};
 use gadms_data::tokenizer_hash;
+use gadms_nn::ClipSpec;
 use std::path::{Path, PathBuf};
 
 mod embedded {
@@ -90,19 +94,46 @@ pub fn prepare_default(root: &Path) -> Result<DefaultData> {
     })
 }
 
-/// Opens a packed dataset for the Tiny preset: checks the manifest, the tokenizer and that the
-/// images were packed at the preset's 64×32.
+/// Fails, saying what to do, when `preset` has no embedded default data and `--data` is
+/// missing: the embedded synthetic set is drawn at 64×32, the `tiny` size.
+pub fn check_default_data(preset: Preset, has_data: bool) -> Result<()> {
+    let v = preset.spec().vision;
+    if has_data || (v.image_h, v.image_w) == (IMG_H, IMG_W) {
+        return Ok(());
+    }
+    bail!(
+        "--preset {}: needs --data DIR (a `gadms pack` output at {h}x{w}): the embedded \
+         synthetic dataset is {IMG_H}x{IMG_W}, for the tiny preset only. Pack your data with \
+         `gadms pack --format F --src PATH --out DIR --image-size {h}x{w}` (the synthetic set, \
+         fixtures/synth-pedes in the repository, packs with --format cuhk-pedes), and pass \
+         --eval-data DIR2 (packed with --split test) to evaluate",
+        preset.spec().name,
+        h = v.image_h,
+        w = v.image_w
+    )
+}
+
+/// Opens a packed dataset for the Tiny preset ([`open_packed_for`] at 64×32).
 pub fn open_packed(dir: &Path, flag: &str) -> Result<Dataset> {
+    open_packed_for(dir, flag, &Preset::Tiny.spec())
+}
+
+/// Opens a packed dataset for a model of sizes `spec`: checks the manifest, the tokenizer and
+/// that the images were packed at the preset's H×W (a pack of another size is a clear error
+/// naming the `gadms pack --image-size` to repack with).
+pub fn open_packed_for(dir: &Path, flag: &str, spec: &ClipSpec) -> Result<Dataset> {
     let ds = Dataset::open(dir, Some(&tokenizer_hash()))
         .with_context(|| format!("{flag} {}: not a usable `gadms pack` output", dir.display()))?;
     let c = &ds.manifest.config;
-    if (c.image_h as usize, c.image_w as usize) != (IMG_H, IMG_W) {
+    let (h, w) = (spec.vision.image_h, spec.vision.image_w);
+    if (c.image_h as usize, c.image_w as usize) != (h, w) {
         bail!(
-            "{flag} {}: the images were packed at {}x{} (HxW), but the tiny preset takes \
-             {IMG_H}x{IMG_W}; repack with `gadms pack ... --image-size {IMG_H}x{IMG_W}`",
+            "{flag} {}: the images were packed at {}x{} (HxW), but the {} preset takes \
+             {h}x{w}; repack with `gadms pack ... --image-size {h}x{w}`",
             dir.display(),
             c.image_h,
-            c.image_w
+            c.image_w,
+            spec.name
         );
     }
     if ds.is_empty() {

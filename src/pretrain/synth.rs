@@ -22,7 +22,8 @@ use rand::{Rng, SeedableRng};
 use std::collections::HashSet;
 use std::path::Path;
 
-/// Image height in pixels (the Tiny preset's input).
+/// Height in pixels of the synthetic images (the Tiny preset's input; the training loops take
+/// the image size from the preset, and this set serves as default data for `tiny` only).
 pub const IMG_H: usize = 64;
 /// Image width in pixels.
 pub const IMG_W: usize = 32;
