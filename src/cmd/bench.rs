@@ -131,9 +131,10 @@ pub fn run(a: BenchArgs) -> Result<()> {
     let (b, eb) = (a.batch, a.embed_batch);
     let ours = with_preset!(a.preset, M => bench_model!(M, b, eb, a.iters));
     let plain = match a.plain {
-        true => Some(gadms_nn::fast::with_fused(false, || {
-            with_preset!(a.preset, M => bench_model!(M, b, eb, a.iters))
-        })),
+        true => Some(gadms_nn::fast::with_fused(
+            false,
+            || with_preset!(a.preset, M => bench_model!(M, b, eb, a.iters)),
+        )),
         false => None,
     };
     let torch = match &a.torch {
@@ -253,10 +254,26 @@ fn print_table(
     println!("|---|---|---|---|---|---|");
     type Get = fn(&Timings) -> f64;
     let rows: [(String, Get, f64); 4] = [
-        (format!("vision fwd+bwd, batch {b}"), |t| t.vision_fwd_bwd, gflop.vision_fwd_bwd),
-        (format!("text fwd+bwd, batch {b}"), |t| t.text_fwd_bwd, gflop.text_fwd_bwd),
-        (format!("vision fwd, batch {b}"), |t| t.vision_fwd, gflop.vision_fwd),
-        (format!("gallery embedding, batch {eb}"), |t| t.vision_embed, gflop.vision_embed),
+        (
+            format!("vision fwd+bwd, batch {b}"),
+            |t| t.vision_fwd_bwd,
+            gflop.vision_fwd_bwd,
+        ),
+        (
+            format!("text fwd+bwd, batch {b}"),
+            |t| t.text_fwd_bwd,
+            gflop.text_fwd_bwd,
+        ),
+        (
+            format!("vision fwd, batch {b}"),
+            |t| t.vision_fwd,
+            gflop.vision_fwd,
+        ),
+        (
+            format!("gallery embedding, batch {eb}"),
+            |t| t.vision_embed,
+            gflop.vision_embed,
+        ),
     ];
     let cell = |v: Option<f64>| v.map_or("–".to_string(), |v| format!("{v:.3}"));
     for (name, get, fl) in rows {

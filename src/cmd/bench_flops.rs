@@ -61,7 +61,11 @@ pub fn peak_gflops(threads: usize) -> Option<f64> {
         .trim()
         .parse()
         .ok()?;
-    let per_cycle = if gadms_nn::fast::gemm::has_avx2_fma() { 32.0 } else { 16.0 };
+    let per_cycle = if gadms_nn::fast::gemm::has_avx2_fma() {
+        32.0
+    } else {
+        16.0
+    };
     Some(threads as f64 * per_cycle * mhz / 1e3)
 }
 

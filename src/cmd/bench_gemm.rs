@@ -12,7 +12,14 @@ use std::time::Instant;
 const SHAPES: [(&str, usize, usize, usize, bool, bool); 4] = [
     ("c_fc fwd  x·Wᵀ   772x3072x768", 772, 3072, 768, false, true),
     ("c_proj fwd x·Wᵀ  772x768x3072", 772, 768, 3072, false, true),
-    ("c_fc dx   dy·W   772x768x3072", 772, 768, 3072, false, false),
+    (
+        "c_fc dx   dy·W   772x768x3072",
+        772,
+        768,
+        3072,
+        false,
+        false,
+    ),
     ("c_fc dW   dyᵀ·x  3072x768x772", 3072, 768, 772, true, false),
 ];
 
@@ -32,15 +39,25 @@ pub fn run(iters: usize) -> Result<()> {
     let threads = rayon::current_num_threads();
     let peak = peak_gflops(threads);
     let dev = Cpu::seed_from_u64(0);
-    println!("| product (m x n x k) | gadms GEMM GFLOP/s | dfdx matmul GFLOP/s | gadms % of peak |");
+    println!(
+        "| product (m x n x k) | gadms GEMM GFLOP/s | dfdx matmul GFLOP/s | gadms % of peak |"
+    );
     println!("|---|---|---|---|");
     for (name, m, n, k, ta, tb) in SHAPES {
         let a: Tensor<(usize, usize), f32, Cpu> = dev.sample_normal_like(&(m, k));
         let b: Tensor<(usize, usize), f32, Cpu> = dev.sample_normal_like(&(k, n));
         let (av, bv) = (a.as_vec(), b.as_vec());
         let mut c = vec![0f32; m * n];
-        let ar = if ta { MatRef::cols(&av, 0, m) } else { MatRef::rows(&av, 0, k) };
-        let br = if tb { MatRef::cols(&bv, 0, k) } else { MatRef::rows(&bv, 0, n) };
+        let ar = if ta {
+            MatRef::cols(&av, 0, m)
+        } else {
+            MatRef::rows(&av, 0, k)
+        };
+        let br = if tb {
+            MatRef::cols(&bv, 0, k)
+        } else {
+            MatRef::rows(&bv, 0, n)
+        };
         let ours = best_of(iters, || gemm((m, n, k), ar, br, &mut c, 0, n, false));
         let theirs = best_of(iters, || {
             let _ = a.clone().matmul(b.clone());
