@@ -56,7 +56,7 @@
 //!   80–100 s on 2 cores. Test R1 goes from 1 to 56 at seed 0 and to 48 at seed 1 (chance 1)
 //!   with dfdx's Adam; with the checkpointable [`crate::optim::Adam`] (same update, other
 //!   rounding) 1 to 47.75 at seed 0 (107 s of CPU time); with the fused CPU kernels
-//!   (`gadms_nn::fast`) 1 to 49.25 in 84 s.
+//!   (`gadms_nn::fast`) 1 to 45.75 in 82 s.
 //!   From random init the towers first collapse to identical features (loss ≈ 27.9 at batch 64)
 //!   and need a few hundred steps to leave that plateau. The number of steps therefore matters
 //!   more than the number of negatives per batch.

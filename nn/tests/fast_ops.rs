@@ -350,3 +350,30 @@ fn cls_only_last_block_equals_full_forward() {
         });
     }
 }
+
+/// Gradients are bit-identical from run to run (training and resume depend on it), here for
+/// LayerNorm, whose `dγ`, `dβ` sum per-thread partials: enough rows for many parallel chunks.
+#[test]
+fn layer_norm_gradients_repeat_bit_for_bit() {
+    let dev = Dev::seed_from_u64(13);
+    let ln = LayerNorm::<64, f32, Dev>::build(&dev);
+    let x: Tensor<(usize, usize, Const<64>), f32, Dev> = dev.sample_normal_like(&(8, 300, Const));
+    let r: Tensor<(usize, usize, Const<64>), f32, Dev> = dev.sample_normal_like(&(8, 300, Const));
+    let run = || {
+        let g = (ln.forward3(x.leaky_trace()) * r.clone())
+            .sum::<(), _>()
+            .backward();
+        let bits = |v: Vec<f32>| v.into_iter().map(f32::to_bits).collect::<Vec<_>>();
+        (
+            bits(g.get(&ln.weight).as_vec()),
+            bits(g.get(&ln.bias).as_vec()),
+        )
+    };
+    let first = run();
+    for _ in 0..10 {
+        assert!(
+            run() == first,
+            "LayerNorm gradients changed between identical runs"
+        );
+    }
+}

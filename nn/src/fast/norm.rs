@@ -125,11 +125,12 @@ fn backward_x<R: Real>(xs: &[R], ws: &[R], stats: &[R], gy: &[R], gx: &mut [R]) 
             }
             part
         })
-        .reduce(
-            || vec![R::zero(); 2 * m],
-            |mut a, b| {
-                a.iter_mut().zip(&b).for_each(|(x, &y)| *x = *x + y);
-                a
-            },
-        )
+        .collect::<Vec<_>>()
+        // Summed in chunk order on one thread: the result does not depend on how rayon
+        // scheduled the chunks (a parallel `reduce` would, and training would not repeat).
+        .into_iter()
+        .fold(vec![R::zero(); 2 * m], |mut a, b| {
+            a.iter_mut().zip(&b).for_each(|(x, &y)| *x = *x + y);
+            a
+        })
 }
