@@ -12,6 +12,10 @@
 //! (`img_n @ txt_nᵀ`) and both softmaxes see contiguous `[B, B]` tensors.
 //! `tests/sdm.rs` checks the gradient against finite differences and shows that the naive
 //! transposed variant fails that check.
+//!
+//! On the CPU (f32/f64) both losses run as fused ops ([`crate::fast::loss`]), which never call
+//! dfdx's softmax; the composition here stays for CUDA, other element types and
+//! `GADMS_FUSED=0`. `nn/tests/fast_loss.rs` compares the two.
 
 use crate::layers::Float;
 use dfdx::prelude::*;
@@ -78,8 +82,10 @@ pub fn sdm_targets(pids: &[usize]) -> Vec<f64> {
 /// Generic over the element type and device; both feature tensors must carry the same tape
 /// type (their tapes are merged). `eps` is IRRA's ε = [`SDM_EPS`].
 ///
-/// `S_i2t` is computed with its own matmul rather than as a transpose of `S_t2i` (see the
-/// module docs: dfdx's log-softmax of a permuted tensor has a wrong gradient).
+/// On the CPU in f32/f64 (fused kernels on) this is one fused op, [`crate::fast::sdm`]
+/// (closed-form backward, computed in f64). Otherwise a dfdx composition, where `S_i2t` is
+/// computed with its own matmul rather than as a transpose of `S_t2i` (see the module docs:
+/// dfdx's log-softmax of a permuted tensor has a wrong gradient).
 ///
 /// # Panics
 /// If the batch is empty, the two batches differ in size, or `pids.len()` is not the batch size.
@@ -98,6 +104,27 @@ pub fn sdm_loss<K: Dim, E: Float, D: Device<E>, T: Tape<E, D>>(
         "sdm_loss: image and text batch sizes differ"
     );
     assert_eq!(pids.len(), b, "sdm_loss: need one pid per pair");
+    let log_q: Vec<f64> = sdm_targets(pids)
+        .into_iter()
+        .map(|q| (q + eps).ln())
+        .collect();
+    match crate::fast::sdm(image_feats, text_feats, &log_q, logit_scale) {
+        Ok(loss) => loss,
+        Err((image_feats, text_feats)) => {
+            sdm_loss_plain(image_feats, text_feats, &log_q, logit_scale)
+        }
+    }
+}
+
+/// [`sdm_loss`] as a dfdx composition (CUDA, other element types, `GADMS_FUSED=0`);
+/// `log_q` [B·B] row-major is `log(q + ε)`.
+fn sdm_loss_plain<K: Dim, E: Float, D: Device<E>, T: Tape<E, D>>(
+    image_feats: Tensor<(usize, K), E, D, T>,
+    text_feats: Tensor<(usize, K), E, D, T>,
+    log_q: &[f64],
+    logit_scale: f64,
+) -> Tensor<Rank0, E, D, T> {
+    let b = image_feats.shape().0;
     let dev = image_feats.device().clone();
     let scale = E::from_f64(logit_scale).unwrap();
 
@@ -112,10 +139,7 @@ pub fn sdm_loss<K: Dim, E: Float, D: Device<E>, T: Tape<E, D>>(
     // … and S_t2i = s · t vᵀ, which carries (and merges) both input tapes.
     let s_t2i = t.matmul(v.permute::<_, Axes2<1, 0>>()) * scale;
 
-    let log_q: Vec<E> = sdm_targets(pids)
-        .into_iter()
-        .map(|q| E::from_f64((q + eps).ln()).unwrap())
-        .collect();
+    let log_q: Vec<E> = log_q.iter().map(|&l| E::from_f64(l).unwrap()).collect();
     let log_q = dev.tensor_from_vec(log_q, (b, b));
 
     let inv_b = E::from_f64(1.0 / b as f64).unwrap();
@@ -164,6 +188,10 @@ pub fn masked_token_ce<B: Dim, S: Dim, const V: usize, E: Float, D: Device<E>, T
 /// [`masked_token_ce`] on logits already flattened to rows, [N, V] with `labels` [N]
 /// (0 = ignored); e.g. the output of `MtpDecoder::forward_masked`.
 ///
+/// On the CPU in f32/f64 this is the fused [`crate::fast::cross_entropy`] with weight
+/// `1/#labelled` on labelled rows and 0 on the others (which it does not read); else a dfdx
+/// composition.
+///
 /// # Panics
 /// If `labels.len() != N` or a label is ≥ V.
 pub fn masked_rows_ce<const V: usize, E: Float, D: Device<E>, T: Tape<E, D>>(
@@ -176,15 +204,24 @@ pub fn masked_rows_ce<const V: usize, E: Float, D: Device<E>, T: Tape<E, D>>(
         labels.iter().all(|&l| (l as usize) < V),
         "masked_rows_ce: label out of the vocabulary (V = {V})"
     );
-    let dev = logits.device().clone();
     let count = labels.iter().filter(|&&l| l != 0).count();
     let w = if count == 0 { 0.0 } else { 1.0 / count as f64 };
+    let rows: Vec<usize> = labels.iter().map(|&l| l as usize).collect();
+    let row_w: Vec<f64> = labels
+        .iter()
+        .map(|&l| if l == 0 { 0.0 } else { w })
+        .collect();
+    let logits = match crate::fast::cross_entropy(logits, &rows, &row_w) {
+        Ok(loss) => return loss,
+        Err(logits) => logits,
+    };
+    let dev = logits.device().clone();
     let weights: Vec<E> = labels
         .iter()
         .map(|&l| E::from_f64(if l == 0 { 0.0 } else { -w }).unwrap())
         .collect();
     let weights = dev.tensor_from_vec(weights, (n,));
-    let idx = dev.tensor_from_vec(labels.iter().map(|&l| l as usize).collect(), (n,));
+    let idx = dev.tensor_from_vec(rows, (n,));
     let log_p = logits.log_softmax::<Axis<1>>(); // [N, V], contiguous input
     let picked = log_p.select(idx); // [N]: log p(label) per row
     (picked * weights).sum()

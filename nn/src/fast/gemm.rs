@@ -90,6 +90,25 @@ pub fn gemm<R: Real>(
     unsafe { gemm_raw((m, n, k), a, b, c.as_mut_ptr().add(c_off), ldc, acc, par) }
 }
 
+/// [`gemm`] into memory that may be uninitialised when `acc` is false (every element of the
+/// `m×n` region is then written), threaded when large: for outputs built in a `Vec`'s spare
+/// capacity, which saves the zero-fill pass.
+///
+/// # Safety
+/// `c` must be valid for writes of the `m×n` region with row stride `ldc`, and no other
+/// thread may access that region during the call; with `acc` it must also be initialised.
+pub unsafe fn gemm_uninit<R: Real>(
+    (m, n, k): (usize, usize, usize),
+    a: MatRef<R>,
+    b: MatRef<R>,
+    c: *mut R,
+    ldc: usize,
+    acc: bool,
+) {
+    let par = m * n * k >= PAR_MIN && rayon::current_num_threads() > 1;
+    unsafe { gemm_raw((m, n, k), a, b, c, ldc, acc, par) }
+}
+
 /// The same product on the calling thread, writing through a raw pointer: for callers that
 /// run many small products in parallel into disjoint parts of one buffer (attention heads).
 ///
@@ -149,7 +168,11 @@ unsafe fn gemm_raw<R: Real>(
                 ldc,
                 acc: acc || pc > 0,
             };
+            // Row blocks of near-equal height (772 rows: 6 × 114 + 88, not 6 × 120 + 52), so the
+            // tasks are of about one size and the threads finish together.
             let blocks = m.div_ceil(MC);
+            let mcb = m.div_ceil(blocks).div_ceil(MR) * MR;
+            let blocks = m.div_ceil(mcb);
             let panels = nc.div_ceil(NR);
             let threads = if par { rayon::current_num_threads() } else { 1 };
             // About 8 tasks per thread (row blocks × column splits) for balance.
@@ -157,7 +180,7 @@ unsafe fn gemm_raw<R: Real>(
             let per = panels.div_ceil(nsplit);
             let run = |t: usize| {
                 let (ib, js) = (t / nsplit, t % nsplit);
-                let (ic, mc) = (ib * MC, MC.min(m - ib * MC));
+                let (ic, mc) = (ib * mcb, mcb.min(m - ib * mcb));
                 let (p0, p1) = (js * per, ((js + 1) * per).min(panels));
                 if p0 < p1 {
                     let cp = cp;
@@ -225,12 +248,7 @@ fn pack_a<R: Real>(a: &MatRef<R>, m: usize, (pc, kc): (usize, usize), out: &mut 
         let rows = MR.min(m - r0);
         let base = a.off + r0 * a.rs + pc * a.cs;
         if rows == MR && a.cs == 1 {
-            let src: [&[R]; MR] = std::array::from_fn(|r| &a.data[base + r * a.rs..][..kc]);
-            for (p, dst) in panel.chunks_exact_mut(MR).enumerate() {
-                for r in 0..MR {
-                    dst[r] = src[r][p];
-                }
-            }
+            R::interleave(&a.data[base..], a.rs, (MR, kc), panel);
         } else if rows == MR && a.rs == 1 {
             for (p, dst) in panel.chunks_exact_mut(MR).enumerate() {
                 dst.copy_from_slice(&a.data[base + p * a.cs..][..MR]);
@@ -280,12 +298,7 @@ fn pack_b<R: Real>(
             }
         } else if cols == NR && b.rs == 1 {
             let base = b.off + pc + c0 * b.cs;
-            let src: [&[R]; NR] = std::array::from_fn(|j| &b.data[base + j * b.cs..][..kc]);
-            for (p, dst) in panel.chunks_exact_mut(NR).enumerate() {
-                for j in 0..NR {
-                    dst[j] = src[j][p];
-                }
-            }
+            R::interleave(&b.data[base..], b.cs, (NR, kc), panel);
         } else {
             for (p, dst) in panel.chunks_exact_mut(NR).enumerate() {
                 for (j, d) in dst.iter_mut().enumerate() {
@@ -374,6 +387,42 @@ unsafe fn store_tile<R: Real>(
     }
 }
 
+/// Packing's transposing copy: `rows` source rows of `kc` elements, row `r` starting at
+/// `src[r*ld]`, written interleaved, `dst[p*rows + r] = src[r*ld + p]` (a panel of A from a
+/// row-major matrix, or of B from a transposed one).
+///
+/// # Panics
+/// If a source row or the destination is too short.
+pub(crate) fn interleave_portable<R: Real>(
+    src: &[R],
+    ld: usize,
+    (rows, kc): (usize, usize),
+    dst: &mut [R],
+) {
+    let src: Vec<&[R]> = (0..rows).map(|r| &src[r * ld..][..kc]).collect();
+    for (p, d) in dst[..rows * kc].chunks_exact_mut(rows).enumerate() {
+        for (x, s) in d.iter_mut().zip(&src) {
+            *x = s[p];
+        }
+    }
+}
+
+/// [`interleave_portable`] for `f32`, with 8×8 AVX2 register transposes for the two panel
+/// heights the packers use (6 and 16 rows).
+pub(crate) fn interleave_f32(src: &[f32], ld: usize, (rows, kc): (usize, usize), dst: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma() && (rows == MR || rows == NR) && kc > 0 {
+        assert!(
+            (rows - 1) * ld + kc <= src.len(),
+            "interleave: source too short"
+        );
+        assert!(rows * kc <= dst.len(), "interleave: destination too short");
+        // SAFETY: both ranges were checked just above.
+        return unsafe { x86::interleave(src.as_ptr(), ld, (rows, kc), dst.as_mut_ptr()) };
+    }
+    interleave_portable(src, ld, (rows, kc), dst)
+}
+
 /// Whether the AVX2+FMA micro-kernel runs on this CPU (checked once).
 pub fn has_avx2_fma() -> bool {
     #[cfg(target_arch = "x86_64")]
@@ -410,6 +459,81 @@ pub(crate) unsafe fn micro_f32(
 mod x86 {
     use super::{MR, NR, store_tile};
     use std::arch::x86_64::*;
+
+    /// `out[i]` = column `i` of the 8×8 block whose rows are `r`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    fn transpose8(r: &[__m256; 8]) -> [__m256; 8] {
+        let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+        let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+        let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+        let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+        let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+        let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+        let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+        let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+        let s0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+        let s1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+        let s2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+        let s3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+        let s4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+        let s5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+        let s6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+        let s7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+        [
+            _mm256_permute2f128_ps::<0x20>(s0, s4),
+            _mm256_permute2f128_ps::<0x20>(s1, s5),
+            _mm256_permute2f128_ps::<0x20>(s2, s6),
+            _mm256_permute2f128_ps::<0x20>(s3, s7),
+            _mm256_permute2f128_ps::<0x31>(s0, s4),
+            _mm256_permute2f128_ps::<0x31>(s1, s5),
+            _mm256_permute2f128_ps::<0x31>(s2, s6),
+            _mm256_permute2f128_ps::<0x31>(s3, s7),
+        ]
+    }
+
+    /// `dst[p*rows + r] = src[r*ld + p]` for `rows` = 6 or 16, eight `p` at a time.
+    ///
+    /// # Safety
+    /// `src` readable for `(rows-1)*ld + kc` elements, `dst` writable for `rows*kc`.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn interleave(
+        src: *const f32,
+        ld: usize,
+        (rows, kc): (usize, usize),
+        dst: *mut f32,
+    ) {
+        let full = kc - kc % 8;
+        let keep6 = _mm256_setr_epi32(-1, -1, -1, -1, -1, -1, 0, 0);
+        for p in (0..full).step_by(8) {
+            for g in (0..rows).step_by(8) {
+                let mut r = [_mm256_setzero_ps(); 8];
+                for (j, v) in r.iter_mut().enumerate().take(rows - g) {
+                    *v = unsafe { _mm256_loadu_ps(src.add((g + j) * ld + p)) };
+                }
+                let c = transpose8(&r);
+                unsafe {
+                    if rows == NR {
+                        for (i, v) in c.iter().enumerate() {
+                            _mm256_storeu_ps(dst.add((p + i) * rows + g), *v);
+                        }
+                    } else {
+                        // 6 values per step: each full store spills 2 lanes into the next
+                        // step's slot, which the next store overwrites; the last one is masked.
+                        for (i, v) in c.iter().enumerate().take(7) {
+                            _mm256_storeu_ps(dst.add((p + i) * MR), *v);
+                        }
+                        _mm256_maskstore_ps(dst.add((p + 7) * MR), keep6, c[7]);
+                    }
+                }
+            }
+        }
+        for p in full..kc {
+            for r in 0..rows {
+                unsafe { *dst.add(p * rows + r) = *src.add(r * ld + p) };
+            }
+        }
+    }
 
     /// The 6×16 AVX2/FMA micro-kernel.
     #[target_feature(enable = "avx2,fma")]
@@ -566,6 +690,24 @@ mod tests {
                         assert_eq!(c[1 + i * ldc + n].to_f64().unwrap(), 9.0);
                     }
                 }
+            }
+        }
+    }
+
+    /// The AVX2 transposing copy equals the portable one for both panel heights, every tail
+    /// length and a padded row stride, and writes nothing past its `rows*kc` elements.
+    #[test]
+    fn interleave_f32_matches_portable() {
+        for rows in [MR, NR] {
+            for kc in [1, 7, 8, 9, 16, 23, 256] {
+                let ld = kc + 3;
+                let src = values::<f32>((rows - 1) * ld + kc, (rows * kc) as u64);
+                let mut want = vec![-1f32; rows * kc + 4];
+                let mut got = want.clone();
+                interleave_portable(&src, ld, (rows, kc), &mut want);
+                interleave_f32(&src, ld, (rows, kc), &mut got);
+                assert_eq!(got, want, "rows {rows}, kc {kc}");
+                assert_eq!(&got[rows * kc..], &[-1.0; 4]);
             }
         }
     }

@@ -2,7 +2,7 @@
 //! GEMM's initial C, the weight is read transposed in place, and the backward is two GEMMs
 //! (`dx += dy·W`, `dW += dyᵀ·x`) plus a column sum for `db`.
 
-use super::gemm::{MatRef, gemm};
+use super::gemm::{MatRef, gemm, gemm_uninit};
 use super::{Kind, Real, contiguous, data, grad_mut, kind, put_grad, take_grad, tensor};
 use dfdx::nn::modules::{Linear, UnbiasedLinear};
 use dfdx::prelude::*;
@@ -134,20 +134,22 @@ fn forward<R: Real>(
     w: &[R],
     b: Option<&[R]>,
 ) -> Vec<R> {
-    let mut y = vec![R::zero(); rows * o];
-    if let Some(b) = b {
-        super::par_chunks(&mut y, o * 64, |_, c| {
-            c.chunks_exact_mut(o).for_each(|r| r.copy_from_slice(b))
-        });
+    let n = rows * o;
+    let mut y: Vec<R> = Vec::with_capacity(n);
+    let (xm, wm) = (MatRef::rows(x, 0, i), MatRef::cols(w, 0, i));
+    // The output is written once, without a zero-fill first: bias rows into the spare
+    // capacity and then `C += x·Wᵀ`, or `C = x·Wᵀ` straight away.
+    // SAFETY: `y` has capacity `n`; every one of the `rows×o` elements is written (bias copy,
+    // or the overwriting product, which stores every element of C) before `set_len`.
+    unsafe {
+        let c = y.as_mut_ptr();
+        if let Some(b) = b {
+            for r in 0..rows {
+                std::ptr::copy_nonoverlapping(b.as_ptr(), c.add(r * o), o);
+            }
+        }
+        gemm_uninit((rows, o, i), xm, wm, c, o, b.is_some());
+        y.set_len(n);
     }
-    gemm(
-        (rows, o, i),
-        MatRef::rows(x, 0, i),
-        MatRef::cols(w, 0, i),
-        &mut y,
-        0,
-        o,
-        b.is_some(),
-    );
     y
 }

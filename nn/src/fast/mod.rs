@@ -1,14 +1,15 @@
 //! Fused CPU kernels, added to dfdx as custom ops (each a forward over raw slices plus one
 //! backward closure on the tape): linear layers on an own GEMM ([`gemm`]), LayerNorm,
-//! QuickGELU and the attention core `softmax(q kᵀ/√d + mask) v` on per-head strided views.
+//! QuickGELU, the attention core `softmax(q kᵀ/√d + mask) v` on per-head strided views, and the
+//! SDM and cross-entropy losses ([`loss`]).
 //!
 //! The towers call these through small wrappers that fall back to the plain dfdx composition
 //! when the fast path does not apply: a device other than [`Cpu`] (CUDA), an element type other
 //! than `f32`/`f64`, a non-contiguous input, attention probabilities requested by the caller
 //! (GASS, the MTP decoder), or the switch turned off ([`set_fused`], [`with_fused`], or the
 //! environment variable `GADMS_FUSED=0`). Both paths compute the same function; the tests in
-//! `nn/tests/fast_ops.rs` compare them (forward and every gradient) and check the fused
-//! backward against finite differences in `f64`.
+//! `nn/tests/fast_ops.rs` and `nn/tests/fast_loss.rs` compare them (forward and every
+//! gradient) and check the fused backward against finite differences in `f64`.
 //!
 //! Why: on 2 AVX2 cores dfdx 0.13 spends about a third of a ViT-B/16 step outside GEMM
 //! (LayerNorm ≈ 10 passes, broadcasts, the permute copies of attention, sigmoid through
@@ -18,11 +19,13 @@ pub mod attn;
 pub mod elementwise;
 pub mod gemm;
 pub mod linear;
+pub mod loss;
 pub mod norm;
 
 pub use attn::attention;
 pub use elementwise::quick_gelu;
 pub use linear::{linear, linear_unbiased};
+pub use loss::{cross_entropy, sdm};
 pub use norm::layer_norm;
 
 use dfdx::prelude::*;
@@ -47,6 +50,10 @@ pub trait Real: Unit + num_traits::Float + Send + Sync + std::iter::Sum {
         mrn: (usize, usize),
         acc: bool,
     );
+    /// GEMM packing's transposing copy (see [`gemm::interleave_portable`]).
+    fn interleave(src: &[Self], ld: usize, rows_kc: (usize, usize), dst: &mut [Self]) {
+        gemm::interleave_portable(src, ld, rows_kc, dst)
+    }
     /// QuickGELU forward over a slice (see [`elementwise`]).
     fn gelu_fwd(x: &[Self], y: &mut [Self]) {
         elementwise::gelu_fwd_generic(x, y)
@@ -72,6 +79,9 @@ impl Real for f32 {
         acc: bool,
     ) {
         unsafe { gemm::micro_f32(kc, a, b, c, ldc, mrn, acc) }
+    }
+    fn interleave(src: &[f32], ld: usize, rows_kc: (usize, usize), dst: &mut [f32]) {
+        gemm::interleave_f32(src, ld, rows_kc, dst)
     }
     fn gelu_fwd(x: &[f32], y: &mut [f32]) {
         elementwise::gelu_fwd_f32(x, y)
