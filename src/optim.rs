@@ -180,16 +180,16 @@ impl<E: Float, D: Device<E>> TensorVisitor<E, D> for NormPass<'_, E, D> {
         if !opts.do_gradient_update {
             return Ok(None);
         }
-        self.sq += match host_grad(self.grads, t) {
-            Some(g) if !self.on_device => sum_squares(g),
-            _ if self.on_device => {
-                let g = self.grads.get(t);
-                let n = g.shape().num_elements();
-                g.reshape_like(&(n,)).square().sum::<Rank0, _>().as_vec()[0]
-                    .to_f64()
-                    .unwrap()
-            }
-            _ => sum_squares(&self.grads.get(t).as_vec()),
+        self.sq += if self.on_device {
+            let g = self.grads.get(t);
+            let n = g.shape().num_elements();
+            g.reshape_like(&(n,)).square().sum::<Rank0, _>().as_vec()[0]
+                .to_f64()
+                .unwrap()
+        } else if let Some(g) = host_grad(self.grads, t) {
+            sum_squares(g)
+        } else {
+            sum_squares(&self.grads.get(t).as_vec())
         };
         Ok(None)
     }
