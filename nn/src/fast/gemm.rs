@@ -85,9 +85,9 @@ pub fn gemm<R: Real>(
             "gemm: C view out of bounds"
         );
     }
-    let par = m * n * k >= PAR_MIN && rayon::current_num_threads() > 1;
-    // SAFETY: the C region was checked against `c`, which is borrowed mutably.
-    unsafe { gemm_raw((m, n, k), a, b, c.as_mut_ptr().add(c_off), ldc, acc, par) }
+    // SAFETY: the C region was checked against `c`, which is borrowed mutably (and so is
+    // initialised).
+    unsafe { gemm_uninit((m, n, k), a, b, c.as_mut_ptr().add(c_off), ldc, acc) }
 }
 
 /// [`gemm`] into memory that may be uninitialised when `acc` is false (every element of the
