@@ -12,6 +12,7 @@ use dfdx::prelude::*;
 use gadms_ckpt::bridge::map_to_module;
 use gadms_ckpt::layout::to_native;
 use gadms_ckpt::tensors::read_ints;
+use gadms_nn::fast::with_fused;
 use gadms_nn::{
     GassConfig, GassError, GassNorm, GassOutput, TextInput, TextTower, TinyText, gass_scores,
 };
@@ -118,17 +119,22 @@ fn check_case(model: &Txt, dev: &Cpu, case: &str, norm: GassNorm) -> f64 {
     e
 }
 
+/// Both attention paths: the fused CPU core and the dfdx composition (CUDA's path).
 #[test]
 fn gass_matches_official_pytorch_both_norms() {
     let dev = Cpu::default();
     let model = load(&dev);
-    let mut worst: f64 = 0.0;
-    for case in ["n2", "nall", "s123"] {
-        for norm in [GassNorm::Official, GassNorm::Paper] {
-            worst = worst.max(check_case(&model, &dev, case, norm));
-        }
+    for fused in [true, false] {
+        let mut worst: f64 = 0.0;
+        with_fused(fused, || {
+            for case in ["n2", "nall", "s123"] {
+                for norm in [GassNorm::Official, GassNorm::Paper] {
+                    worst = worst.max(check_case(&model, &dev, case, norm));
+                }
+            }
+        });
+        eprintln!("fused {fused}: worst scores max|Δ| over all cases: {worst:.2e}");
     }
-    eprintln!("worst scores max|Δ| over all cases: {worst:.2e}");
 }
 
 /// Scores are 0 outside `1..eos`, in [0, 1], and the batch maximum is 1 (unless all are 0).

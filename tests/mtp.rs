@@ -10,6 +10,7 @@ use gadms_ckpt::bridge::{grads_to_map, map_to_module, module_to_map};
 use gadms_ckpt::layout::{native_to_openai, openai_to_native};
 use gadms_ckpt::{Array, TensorMap};
 use gadms_nn::MtpDecoder;
+use gadms_nn::fast::with_fused;
 use gadms_nn::loss::{masked_rows_ce, masked_token_ce};
 
 const FILE: &str = "ref_mtp.safetensors";
@@ -91,8 +92,14 @@ fn check_loss(what: &str, got: f32) {
     assert!(e < TOL as f32, "{what}: loss {got} vs {want}");
 }
 
+/// Both paths: the fused CPU kernels and the plain dfdx composition (CUDA's path).
 #[test]
 fn logits_loss_and_all_gradients_match_irra() {
+    with_fused(true, full_logits_match_irra);
+    with_fused(false, full_logits_match_irra);
+}
+
+fn full_logits_match_irra() {
     let dev = Cpu::default();
     let model = load(&dev);
     let (text, image, labels) = inputs(&dev);
@@ -112,6 +119,11 @@ fn logits_loss_and_all_gradients_match_irra() {
 
 #[test]
 fn masked_positions_only_path_gives_the_same_loss_and_gradients() {
+    with_fused(true, masked_rows_match_irra);
+    with_fused(false, masked_rows_match_irra);
+}
+
+fn masked_rows_match_irra() {
     let dev = Cpu::default();
     let model = load(&dev);
     let (text, image, labels) = inputs(&dev);

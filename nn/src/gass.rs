@@ -194,7 +194,52 @@ struct Saved<E> {
     q: Vec<E>,
     k: Vec<E>,
     v: Vec<E>,
-    probs: Vec<E>,
+}
+
+/// `A·v` with `A = softmax(q·kᵀ/√W + mask)`, one head over all W dims: `q`, `k`, `v`
+/// [B, S, W] → [B, S, W] (official `attention_layer`). The fused core where it applies,
+/// else the dfdx composition, which scales q before the product as the official code does.
+fn single_head_attention<B: Dim, S: Dim, const W: usize, E: Float, D: Device<E>, T>(
+    q: Tensor<(B, S, Const<W>), E, D, T>,
+    k: Tensor<(B, S, Const<W>), E, D, T>,
+    v: Tensor<(B, S, Const<W>), E, D, T>,
+    mask: &Tensor<(S, S), E, D>,
+) -> Tensor<(B, S, Const<W>), E, D, T>
+where
+    T: Tape<E, D> + Merge<T>,
+{
+    let (q, k, v) = match crate::fast::attention((q, k, v), Some(mask), 1) {
+        Ok(o) => return o,
+        Err(qkv) => qkv,
+    };
+    let scale = E::from_f64(1.0 / (W as f64).sqrt()).unwrap();
+    let scores = (q * scale).matmul(k.permute::<_, Axes3<0, 2, 1>>()); // [B, S, S]
+    let sh = *scores.shape();
+    let scores = scores + mask.clone().broadcast_like(&sh);
+    // contiguous input (dfdx 0.13's softmax backward is wrong only on permuted inputs)
+    scores.softmax::<Axis<2>>().matmul(v)
+}
+
+/// Row `e` of one sample's single-head attention, `softmax_n(q_e·k_n/√W)` over the causal
+/// keys `n ≤ e` (0 beyond), in f64; `q`, `k` are that sample's [S, W].
+fn eos_attention_row<E: Float>(q: &[E], k: &[E], e: usize, s: usize, w: usize) -> Vec<f64> {
+    let f = |x: E| x.to_f64().unwrap();
+    let qe = &q[e * w..(e + 1) * w];
+    let scale = 1.0 / (w as f64).sqrt();
+    let logits: Vec<f64> = (0..=e)
+        .map(|n| {
+            let kn = &k[n * w..(n + 1) * w];
+            qe.iter().zip(kn).map(|(&a, &b)| f(a) * f(b)).sum::<f64>() * scale
+        })
+        .collect();
+    let top = logits.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let ex: Vec<f64> = logits.iter().map(|&l| (l - top).exp()).collect();
+    let z: f64 = ex.iter().sum();
+    let mut row = vec![0.0; s];
+    for (dst, x) in row.iter_mut().zip(&ex) {
+        *dst = x / z;
+    }
+    row
 }
 
 /// GASS scores for a batch of (image, clean caption) pairs; see the module docs for the
@@ -255,31 +300,21 @@ pub fn gass_scores<
 
     // ---- A.2: the last n blocks re-run with one head over all W dims, on a fresh leaky tape.
     let mut h = h0.leaky_traced();
-    let scale = E::from_f64(1.0 / (W as f64).sqrt()).unwrap();
     let mut saved: Vec<Saved<E>> = Vec::with_capacity(n);
     let mut outs = Vec::with_capacity(n);
     for blk in &blocks[first..] {
         let x = blk.ln_1.forward3(h.with_empty_tape());
-        let q = blk.attn.q_proj.forward(x.with_empty_tape()); // [B, S, W]
-        let k = blk.attn.k_proj.forward(x.with_empty_tape());
-        let v = blk.attn.v_proj.forward(x);
-        let (qv, kv, vv) = (q.as_vec(), k.as_vec(), v.as_vec());
-        // official `attention_layer`: q is scaled before the product
-        let scores = (q * scale).matmul(k.permute::<_, Axes3<0, 2, 1>>()); // [B, S, S]
-        let sh = *scores.shape();
-        let scores = scores + mask.clone().broadcast_like(&sh);
-        // contiguous input (dfdx 0.13's softmax backward is wrong only on permuted inputs)
-        let probs = scores.softmax::<Axis<2>>();
-        let pv = probs.as_vec();
-        let o = probs.matmul(v); // [B, S, W], the pre-out_proj attention output o_l
-        outs.push(o.retaped::<NoneTape>());
+        let q = crate::fast::linear(&blk.attn.q_proj, x.with_empty_tape()); // [B, S, W]
+        let k = crate::fast::linear(&blk.attn.k_proj, x.with_empty_tape());
+        let v = crate::fast::linear(&blk.attn.v_proj, x);
         saved.push(Saved {
-            q: qv,
-            k: kv,
-            v: vv,
-            probs: pv,
+            q: q.as_vec(),
+            k: k.as_vec(),
+            v: v.as_vec(),
         });
-        h = h + blk.attn.out_proj.forward(o);
+        let o = single_head_attention(q, k, v, &mask); // o_l [B, S, W], pre-out_proj
+        outs.push(o.retaped::<NoneTape>());
+        h = h + crate::fast::linear(&blk.attn.out_proj, o);
         let x = blk.ln_2.forward3(h.with_empty_tape());
         h = h + blk.mlp.forward(x);
     }
@@ -350,8 +385,13 @@ pub fn gass_scores<
                     g.iter().zip(vrow).map(|(&gd, &vd)| gd * f(vd)).sum::<f64>() * w[j]
                 })
                 .collect();
-            let prow = &sv.probs[bi * s * s + e * s..bi * s * s + (e + 1) * s];
-            let a: Vec<f64> = prow.iter().map(|&x| f(x)).collect();
+            let a = eos_attention_row(
+                &sv.q[base..base + s * W],
+                &sv.k[base..base + s * W],
+                e,
+                s,
+                W,
+            );
             let z = match cfg.norm {
                 GassNorm::Official => r.iter().sum::<f64>(),
                 GassNorm::Paper => (0..s).filter(|&j| valid(bi, j)).map(|j| a[j]).sum(),

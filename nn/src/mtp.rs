@@ -67,8 +67,8 @@ impl<const W: usize, const V: usize, E: Float, D: Device<E>> MlmHead<W, V, E, D>
         &self,
         x: Tensor<(B, S, Const<W>), E, D, T>,
     ) -> Tensor<(B, S, Const<V>), E, D, T> {
-        self.fc
-            .forward(self.ln.forward3(quick_gelu(self.dense.forward(x))))
+        let h = quick_gelu(crate::fast::linear(&self.dense, x));
+        crate::fast::linear(&self.fc, self.ln.forward3(h))
     }
 
     /// `x` [N, W] → logits [N, V] (tokens already gathered).
@@ -76,8 +76,8 @@ impl<const W: usize, const V: usize, E: Float, D: Device<E>> MlmHead<W, V, E, D>
         &self,
         x: Tensor<(N, Const<W>), E, D, T>,
     ) -> Tensor<(N, Const<V>), E, D, T> {
-        self.fc
-            .forward(self.ln.forward2(quick_gelu(self.dense.forward(x))))
+        let h = quick_gelu(crate::fast::linear2(&self.dense, x));
+        crate::fast::linear2(&self.fc, self.ln.forward2(h))
     }
 }
 

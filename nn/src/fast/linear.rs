@@ -27,6 +27,25 @@ where
     }
 }
 
+/// As [`linear`] for a matrix: `x` [N, I] → [N, O] (e.g. the MTP head on gathered rows).
+pub fn linear2<N: Dim, const I: usize, const O: usize, E, D, T>(
+    lin: &Linear<I, O, E, D>,
+    x: Tensor<(N, Const<I>), E, D, T>,
+) -> Tensor<(N, Const<O>), E, D, T>
+where
+    E: Dtype,
+    D: Device<E>,
+    T: Tape<E, D>,
+    Linear<I, O, E, D>:
+        Module<Tensor<(N, Const<I>), E, D, T>, Output = Tensor<(N, Const<O>), E, D, T>>,
+{
+    let n = x.shape().0;
+    match try_linear(x, &lin.weight, Some(&lin.bias), (n, Const::<O>)) {
+        Ok(y) => y,
+        Err(x) => lin.forward(x),
+    }
+}
+
 /// As [`linear`] without a bias (`UnbiasedLinear`, e.g. the patch embedding).
 pub fn linear_unbiased<B: Dim, S: Dim, const I: usize, const O: usize, E, D, T>(
     lin: &UnbiasedLinear<I, O, E, D>,

@@ -24,7 +24,7 @@ pub mod norm;
 
 pub use attn::attention;
 pub use elementwise::quick_gelu;
-pub use linear::{linear, linear_unbiased};
+pub use linear::{linear, linear_unbiased, linear2};
 pub use loss::{cross_entropy, sdm};
 pub use norm::layer_norm;
 
