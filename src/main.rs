@@ -30,7 +30,20 @@ enum Command {
 
 fn main() {
     let cli: Cli = argh::from_env();
-    let res = match cli.command {
+    // The command runs on a rayon worker, so its serial parts and its parallel kernels share
+    // the RAYON_NUM_THREADS threads; from the main thread, the workers would spin beside it.
+    let res = match rayon::ThreadPoolBuilder::new().build() {
+        Ok(pool) => pool.install(|| dispatch(cli.command)),
+        Err(e) => Err(anyhow::anyhow!("cannot start the worker threads: {e}")),
+    };
+    if let Err(e) = res {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn dispatch(command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Pretrain(a) => gadms::pretrain::run(a),
         Command::Finetune(a) => gadms::finetune::run(a),
         Command::Embed(a) => cmd::embed::run(a),
@@ -43,9 +56,5 @@ fn main() {
         Command::Search(a) => cmd::search::run(a),
         Command::Explain(a) => cmd::explain::run(a),
         Command::Plot(a) => cmd::plot::run(a),
-    };
-    if let Err(e) = res {
-        eprintln!("error: {e:#}");
-        std::process::exit(1);
     }
 }
