@@ -30,10 +30,15 @@ enum Command {
 
 fn main() {
     let cli: Cli = argh::from_env();
-    // The command runs on a rayon worker, so its serial parts and its parallel kernels share
-    // the RAYON_NUM_THREADS threads; from the main thread, the workers would spin beside it.
-    let res = match rayon::ThreadPoolBuilder::new().build() {
-        Ok(pool) => pool.install(|| dispatch(cli.command)),
+    // The main thread is worker 0 of rayon's global pool: serial code and the parallel kernels
+    // share the RAYON_NUM_THREADS threads (a main thread outside the pool runs beside workers
+    // that spin), and its allocations stay in glibc's main heap (a worker thread's own heap
+    // maps and unmaps the large tensors: ~60 % more system time in the tower benchmarks).
+    let res = match rayon::ThreadPoolBuilder::new()
+        .use_current_thread()
+        .build_global()
+    {
+        Ok(()) => dispatch(cli.command),
         Err(e) => Err(anyhow::anyhow!("cannot start the worker threads: {e}")),
     };
     if let Err(e) = res {
