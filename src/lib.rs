@@ -1,21 +1,20 @@
-//! `gadms`: the GA-DMS command-line program and its loops (CLI, commands, schedules).
+//! `gadms`: the GA-DMS command-line program and its library: training ([`train`]: one loop,
+//! three recipes), evaluation ([`eval`]) and the commands ([`cmd`]).
 //!
 //! The model lives in `gadms-nn`, data in `gadms-data`, checkpoints in `gadms-ckpt`.
 
-pub mod checkpoint;
 pub mod cmd;
 pub mod device;
-pub mod finetune;
-pub mod gadms_step;
-pub mod init;
+#[path = "pretrain/eval.rs"]
+pub mod eval;
 pub mod model_io;
-pub mod optim;
 pub mod preset;
-pub mod pretrain;
 pub mod rank;
 pub mod report;
 pub mod screenshot;
 pub mod surgery;
-pub mod train_model;
+#[path = "pretrain/synth.rs"]
+pub mod synth;
+pub mod train;
 
 pub use preset::{Dev, Preset};

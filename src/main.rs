@@ -14,8 +14,8 @@ struct Cli {
 #[derive(FromArgs)]
 #[argh(subcommand)]
 enum Command {
-    Pretrain(gadms::pretrain::PretrainArgs),
-    Finetune(gadms::finetune::FinetuneArgs),
+    Pretrain(cmd::pretrain::PretrainArgs),
+    Finetune(cmd::finetune::FinetuneArgs),
     Embed(cmd::embed::EmbedArgs),
     Tokenize(cmd::tokenize::TokenizeArgs),
     Export(cmd::export::ExportArgs),
@@ -49,8 +49,8 @@ fn main() {
 
 fn dispatch(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Pretrain(a) => gadms::pretrain::run(a),
-        Command::Finetune(a) => gadms::finetune::run(a),
+        Command::Pretrain(a) => cmd::pretrain::run(a),
+        Command::Finetune(a) => cmd::finetune::run(a),
         Command::Embed(a) => cmd::embed::run(a),
         Command::Tokenize(a) => cmd::tokenize::run(a),
         Command::Export(a) => cmd::export::run(a),

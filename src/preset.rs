@@ -59,3 +59,22 @@ macro_rules! with_preset {
         }
     };
 }
+
+/// Serialises a preset as its name (`tiny`, `vit-b-16`).
+pub fn ser_preset<S: serde::Serializer>(p: &Preset, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(p.spec().name)
+}
+
+/// Reads a preset name back.
+pub fn de_preset<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Preset, D::Error> {
+    let name = <String as serde::Deserialize>::deserialize(d)?;
+    name.parse().map_err(serde::de::Error::custom)
+}
+
+/// The name of a preset's MTP decoder type (for config.json).
+pub fn decoder_name(preset: Preset) -> &'static str {
+    match preset {
+        Preset::Tiny => "MtpTiny",
+        Preset::VitB16 => "MtpViTB16",
+    }
+}

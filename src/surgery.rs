@@ -7,13 +7,13 @@
 
 pub use gadms_nn::surgery::*;
 
-use crate::gadms_step::GaDms;
-use crate::optim::{Adam, Group};
 use crate::preset::Dev;
-use crate::pretrain::text_features_trimmed;
+use crate::train::optim::{Adam, Group};
 use dfdx::prelude::*;
 use gadms_data::loader::Batch;
+use gadms_nn::GaDms;
 use gadms_nn::loss::{SDM_EPS, SDM_LOGIT_SCALE};
+use gadms_nn::text_features_trimmed;
 use gadms_nn::{Clip, MtpDecoder, TextTower, VisionTower, cls_token, sdm_loss};
 
 pub mod experiments;
@@ -22,7 +22,7 @@ pub mod experiments;
 /// projected tokens, so its width must be the joint width): checked at compile time,
 /// `"surgery: the MTP decoder's width must equal the towers' joint embedding width (EMBED)"`,
 /// and its vocabulary must be the text tower's. The result is the type
-/// `gadms_step::train_step` trains (`GaDmsForward`). The check is
+/// `train::gadms::train_step` trains (`GaDmsForward`). The check is
 /// [`gadms_nn::surgery::check_decoder`].
 #[allow(clippy::type_complexity)]
 pub fn attach_decoder<

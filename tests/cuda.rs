@@ -8,8 +8,8 @@
 use dfdx::nn::ToDevice;
 use dfdx::prelude::*;
 use gadms::cmd::bench_train::synthetic_batch;
-use gadms::gadms_step::{Branches, GaDmsTiny, StepConfig, loss_grads, train_step};
-use gadms::optim::{Adam, AdamConfig};
+use gadms::train::gadms::{Branches, GaDmsTiny, StepConfig, loss_grads, train_step};
+use gadms::train::optim::{Adam, AdamConfig};
 use gadms_ckpt::TensorMap;
 use gadms_ckpt::bridge::{grads_to_map, module_to_map};
 use gadms_data::scores::ScoreTable;
@@ -272,7 +272,7 @@ fn adam_on_the_device_matches_the_host_on_the_same_gradients() {
         (
             "decoupled",
             AdamConfig {
-                weight_decay: gadms::optim::WeightDecay::Decoupled(0.05),
+                weight_decay: gadms::train::optim::WeightDecay::Decoupled(0.05),
                 ..Default::default()
             },
         ),
@@ -304,8 +304,12 @@ fn adam_on_the_device_matches_the_host_on_the_same_gradients() {
                 ((w * gwg).sum::<Rank0, _>() + (b * gbg).sum::<Rank0, _>()).backward()
             };
             let lr = 1e-2 * (step + 1) as f32;
-            let sc = oc.update(&mut mc, &grads_c, lr, &|_| gadms::optim::Group::PLAIN);
-            let sg = og.update(&mut mg, &grads_g, lr, &|_| gadms::optim::Group::PLAIN);
+            let sc = oc.update(&mut mc, &grads_c, lr, &|_| {
+                gadms::train::optim::Group::PLAIN
+            });
+            let sg = og.update(&mut mg, &grads_g, lr, &|_| {
+                gadms::train::optim::Group::PLAIN
+            });
             r.cmp(
                 &format!("{tag} step {step}: grad norm"),
                 &[sg.grad_norm],

@@ -3,14 +3,14 @@
 //! lines, classifier size, best/last weights), the step's learning, and clear errors.
 
 use dfdx::prelude::*;
-use gadms::finetune::{
-    FinetuneArgs, FtClassifier, FtModel, FtWeights, finetune_step, irra_group, load_model,
-    num_classes, run,
+use gadms::cmd::finetune::{FinetuneArgs, run};
+use gadms::cmd::pretrain::{PretrainArgs, run as pretrain};
+use gadms::synth::{self, FIXTURE, SynthConfig};
+use gadms::train::data::{open_packed, pack_split};
+use gadms::train::irra::{
+    FtClassifier, FtModel, FtWeights, finetune_step, irra_group, load_model, num_classes,
 };
-use gadms::optim::{Adam, AdamConfig};
-use gadms::pretrain::data::{open_packed, pack_split};
-use gadms::pretrain::synth::{self, FIXTURE, SynthConfig};
-use gadms::pretrain::{PretrainArgs, run as pretrain};
+use gadms::train::optim::{Adam, AdamConfig};
 use gadms_data::loader::{Loader, LoaderConfig, Masking};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

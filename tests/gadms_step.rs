@@ -6,11 +6,12 @@
 //! step at batch 32.
 
 use dfdx::prelude::*;
-use gadms::gadms_step::{
-    Branches, GaDmsForward, GaDmsTiny, GaDmsViTB16, LossParts, StepConfig, StepReport, load_gadms,
-    loss_grads, save_gadms, train_step,
+use gadms::train::gadms::{
+    Branches, GaDmsForward, GaDmsTiny, GaDmsViTB16, LossParts, StepConfig, StepReport, loss_grads,
+    train_step,
 };
-use gadms::optim::{Adam, AdamConfig};
+use gadms::train::optim::{Adam, AdamConfig};
+use gadms::train::run_dir::{load_model_file, save_model_file};
 use gadms_ckpt::TensorMap;
 use gadms_ckpt::bridge::{grads_to_map, module_to_map};
 use gadms_data::loader::{Batch, Loader, LoaderConfig, LoaderState, Masking};
@@ -363,7 +364,7 @@ fn resume_from_a_checkpoint_is_exact() {
         let mut opt = Adam::new(AdamConfig::default());
         let r = steps(&mut m, &mut opt, &mut l, &scores, 2, lr);
         assert_eq!(r, ra[..2]);
-        save_gadms(&m, &ckpt.join("model.safetensors")).unwrap();
+        save_model_file(&m, &[], &ckpt.join("model.safetensors")).unwrap();
         opt.save(&ckpt.join("adam.safetensors")).unwrap();
         scores.save_copy(&ckpt.join("scores.f32")).unwrap();
         let state = l.state();
@@ -377,7 +378,7 @@ fn resume_from_a_checkpoint_is_exact() {
 
     // Restore into fresh objects (another init seed, to show the load overwrites it).
     let mut m = model(99);
-    load_gadms(&mut m, &ckpt.join("model.safetensors")).unwrap();
+    load_model_file(&mut m, &ckpt.join("model.safetensors")).unwrap();
     let mut opt = Adam::load(&ckpt.join("adam.safetensors")).unwrap();
     let scores = Arc::new(ScoreTable::in_memory(ds.len()));
     let saved = ScoreTable::open(&ckpt.join("scores.f32"), Some(ds.len())).unwrap();
@@ -403,7 +404,7 @@ fn load_refuses_a_file_without_the_magic() {
     let path = dir.join("clip.safetensors");
     gadms_ckpt::tensors::write_file(&path, &module_to_map(&m.clip), &Default::default()).unwrap();
     let mut m2 = model(8);
-    let err = load_gadms(&mut m2, &path).unwrap_err().to_string();
+    let err = load_model_file(&mut m2, &path).unwrap_err().to_string();
     assert!(err.contains("not a gadms training checkpoint"), "{err}");
 }
 

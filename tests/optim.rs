@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use dfdx::prelude::*;
-use gadms::optim::{Adam, AdamConfig, Group, WeightDecay};
+use gadms::train::optim::{Adam, AdamConfig, Group, WeightDecay};
 
 type Model = dfdx::nn::modules::Linear<3, 4, f32, Cpu>;
 const FILE: &str = "ref_adam.safetensors";

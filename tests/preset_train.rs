@@ -6,8 +6,8 @@
 //! A ViT-B/16 step costs seconds on a CPU, so the set is 2 identities × 1 image × 2 captions
 //! (2 steps of batch 2 per epoch) and the evaluation split 1 identity.
 
-use gadms::pretrain::data::pack_split;
-use gadms::pretrain::synth::{self, FIXTURE, SynthConfig};
+use gadms::synth::{self, FIXTURE, SynthConfig};
+use gadms::train::data::pack_split;
 use gadms_data::pack::{Format, NoProgress, PackOptions, pack};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -3,17 +3,19 @@
 //! steps and tiny end-to-end runs on packed data.
 
 use dfdx::prelude::*;
-use gadms::pretrain::data::{fixture_files, open_packed, pack_split, prepare_default};
-use gadms::pretrain::eval::{EvalSet, retrieval_metrics};
-use gadms::pretrain::schedule::{default_warmup, lr_factor, lr_factor_at};
-use gadms::pretrain::synth::{
+use gadms::cmd::pretrain::{Objective, PretrainArgs, run};
+use gadms::eval::{EvalSet, retrieval_metrics};
+use gadms::synth::{
     self, FIXTURE, GARMENT_COLOURS, IMG_H, IMG_LEN, IMG_W, LOWER_TYPES, SynthConfig,
 };
-use gadms::pretrain::{Objective, PretrainArgs, Trainer, run, text_features_trimmed};
+use gadms::train::data::{fixture_files, open_packed, pack_split, prepare_default};
+use gadms::train::schedule::{default_warmup, lr_factor, lr_factor_at};
+use gadms::train::sdm::Trainer;
 use gadms::{Dev, Preset};
 use gadms_data::loader::{Loader, LoaderConfig};
 use gadms_data::manifest::Dataset;
 use gadms_data::pack::{Format, NoProgress, PackOptions, pack};
+use gadms_nn::text_features_trimmed;
 use gadms_nn::{TextInput, eos_token};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -643,10 +645,10 @@ fn end_to_end_tiny_ga_dms_run_writes_its_files() {
         "the full model holds the decoder too"
     );
     // The CLIP file is the one `embed`/`export` read; the full one loads into GA-DMS Tiny.
-    let mut m = <gadms::gadms_step::GaDmsTiny<f32, Dev> as dfdx::nn::BuildModule<Dev, f32>>::build(
+    let mut m = <gadms_nn::GaDmsTiny<f32, Dev> as dfdx::nn::BuildModule<Dev, f32>>::build(
         &Dev::seed_from_u64(9),
     );
-    gadms::gadms_step::load_gadms(&mut m, &out.join("gadms_model.safetensors")).unwrap();
+    gadms::train::run_dir::load_model_file(&mut m, &out.join("gadms_model.safetensors")).unwrap();
     // After 2 epochs every caption has been scored: its row is no longer all 0.85.
     let scores = gadms_data::scores::ScoreTable::open(&out.join("scores.f32"), Some(16)).unwrap();
     for r in 0..16 {

@@ -4,9 +4,9 @@
 //! loss stops the run with a clear message and leaves the last good checkpoint intact;
 //! `--init` loads CLIP files and refuses a file of another shape.
 
-use gadms::checkpoint::{self, TrainState};
-use gadms::pretrain::data::pack_split;
-use gadms::pretrain::synth::{self, FIXTURE, SynthConfig};
+use gadms::synth::{self, FIXTURE, SynthConfig};
+use gadms::train::data::pack_split;
+use gadms::train::run_dir::{self as checkpoint, TrainState};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -95,7 +95,7 @@ fn final_files(run: &Path, with_scores: bool) -> Vec<(String, Vec<u8>)> {
 fn run_and_kill(args: &[&str], run: &Path, min_step: u64) -> TrainState {
     let mut child = Command::new(BIN)
         .args(args)
-        .args(["--debug-step-delay-ms", "250"])
+        .env("GADMS_TEST_STEP_DELAY_MS", "250")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -226,23 +226,26 @@ fn a_nan_loss_stops_the_run_and_keeps_the_last_checkpoint() {
     let dir = temp_dir("nan");
     let (train, test) = tiny_packed(&dir);
     let run = dir.join("run");
-    let out = gadms(&[
-        "pretrain",
-        "--data",
-        s(&train),
-        "--eval-data",
-        s(&test),
-        "--epochs",
-        "3",
-        "--batch-size",
-        "4",
-        "--save-every",
-        "2",
-        "--out",
-        s(&run),
-        "--debug-nan-at-step",
-        "6",
-    ]);
+    // The test build's hook (train/mod.rs, `test_hooks`): the images of step 6 become NaN.
+    let out = Command::new(BIN)
+        .args([
+            "pretrain",
+            "--data",
+            s(&train),
+            "--eval-data",
+            s(&test),
+            "--epochs",
+            "3",
+            "--batch-size",
+            "4",
+            "--save-every",
+            "2",
+            "--out",
+            s(&run),
+        ])
+        .env("GADMS_TEST_NAN_AT_STEP", "6")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -254,17 +257,17 @@ fn a_nan_loss_stops_the_run_and_keeps_the_last_checkpoint() {
     let (ck, st) = checkpoint::latest(&run).unwrap();
     assert_eq!(st.step, 4);
     // The checkpoint is complete and its weights finite.
-    let mut m = <gadms::pretrain::Model as dfdx::nn::BuildModule<gadms::Dev, f32>>::build(
+    let mut m = <gadms::train::sdm::Model as dfdx::nn::BuildModule<gadms::Dev, f32>>::build(
         &gadms::Dev::default(),
     );
-    gadms::gadms_step::load_gadms(&mut m, &ck.join(checkpoint::MODEL_FILE)).unwrap();
+    gadms::train::run_dir::load_model_file(&mut m, &ck.join(checkpoint::MODEL_FILE)).unwrap();
     let map = gadms_ckpt::module_to_map(&m);
     assert!(
         map.tensors
             .values()
             .all(|a| a.data.iter().all(|x| x.is_finite()))
     );
-    gadms::optim::Adam::load(&ck.join(checkpoint::ADAM_FILE)).unwrap();
+    gadms::train::optim::Adam::load(&ck.join(checkpoint::ADAM_FILE)).unwrap();
     // Nothing after the good checkpoint: no half-written directory, no final files.
     let dirs: Vec<_> = std::fs::read_dir(run.join(checkpoint::CKPT_DIR))
         .unwrap()
@@ -378,8 +381,8 @@ fn a_failed_save_leaves_the_previous_checkpoint_in_place() {
         std::fs::write(d.join(checkpoint::MODEL_FILE), b"weights")?;
         Ok(())
     };
-    checkpoint::save(&run, &state(2), write).unwrap();
-    let failed = checkpoint::save(&run, &state(4), |d| {
+    checkpoint::save_checkpoint(&run, &state(2), write).unwrap();
+    let failed = checkpoint::save_checkpoint(&run, &state(4), |d| {
         std::fs::write(d.join(checkpoint::MODEL_FILE), b"half")?;
         anyhow::bail!("disk full")
     });
@@ -390,7 +393,7 @@ fn a_failed_save_leaves_the_previous_checkpoint_in_place() {
         std::fs::read(dir.join(checkpoint::MODEL_FILE)).unwrap(),
         b"weights"
     );
-    checkpoint::save(&run, &state(6), write).unwrap();
+    checkpoint::save_checkpoint(&run, &state(6), write).unwrap();
     let left: Vec<_> = std::fs::read_dir(run.join(checkpoint::CKPT_DIR))
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())

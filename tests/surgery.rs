@@ -6,11 +6,11 @@
 
 use dfdx::nn::BuildModule;
 use dfdx::prelude::*;
-use gadms::optim::{Adam, AdamConfig, Group};
 use gadms::surgery::experiments::{
     self, Settings, ShallowText, ShallowTiny, Text48, Tiny48, TinyFrozenVision, TinyModel,
 };
 use gadms::surgery::*;
+use gadms::train::optim::{Adam, AdamConfig, Group};
 use gadms_ckpt::surgery::{load_text_tower, load_vision_tower};
 use gadms_ckpt::{TensorMap, load_clip, module_to_map, save_clip};
 use gadms_nn::{HasClipSpec, MtpTiny, TINY_SPEC, TinyText, TinyVision};

@@ -12,6 +12,7 @@ pub mod bridge;
 pub mod clip_io;
 pub mod error;
 pub mod layout;
+pub mod native;
 pub mod resize;
 pub mod surgery;
 pub mod tensors;

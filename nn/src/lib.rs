@@ -10,6 +10,7 @@ pub mod attention;
 pub mod block;
 pub mod clip;
 pub mod fast;
+pub mod gadms;
 pub mod gass;
 pub mod id;
 pub mod layers;
@@ -17,6 +18,7 @@ pub mod loss;
 pub mod mtp;
 pub mod surgery;
 pub mod text;
+pub mod trimmed;
 pub mod vision;
 
 pub use attention::{Attention, Probs};
@@ -25,6 +27,7 @@ pub use clip::{
     Clip, ClipInference, ClipSpec, HasClipSpec, PRESETS, TINY_SPEC, TextSpec, Tiny, TinyText,
     TinyVision, VITB16_SPEC, ViTB16, ViTB16Text, ViTB16Vision, VisionSpec, spec_of,
 };
+pub use gadms::{GaDms, GaDmsTiny, GaDmsViTB16};
 pub use gass::{GassConfig, GassError, GassLayer, GassNorm, GassOutput, gass_scores};
 pub use id::{IdClassifier, IdGrads, ce_rows};
 pub use layers::{Float, LayerNorm, Mlp, quick_gelu, tape_with};
@@ -32,4 +35,5 @@ pub use loss::{l2_normalize, sdm_loss};
 pub use mtp::{MlmHead, MtpDecoder, MtpTiny, MtpViTB16};
 pub use surgery::{Frozen, Tower};
 pub use text::{TextInput, TextTower, eos_index, eos_token};
+pub use trimmed::text_features_trimmed;
 pub use vision::{VisionTower, cls_token};

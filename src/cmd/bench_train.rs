@@ -1,5 +1,5 @@
 //! `gadms bench train`: throughput of the full GA-DMS pretraining step
-//! ([`crate::gadms_step::train_step`]: GASS, dual-masked SDM + β·MTP, backward, Adam) on
+//! ([`crate::train::gadms::train_step`]: GASS, dual-masked SDM + β·MTP, backward, Adam) on
 //! synthetic batches, on the CPU or a GPU (`--device`), optionally next to the PyTorch step of
 //! `benches/torch_gadms_step.py` run in the same invocation with the same sizes.
 //!
@@ -10,9 +10,9 @@
 
 use crate::cmd::bench::BenchArgs;
 use crate::device::DeviceChoice;
-use crate::gadms_step::{GaDmsForward, GaDmsTiny, GaDmsViTB16, StepConfig, train_step};
-use crate::optim::{Adam, AdamConfig};
 use crate::preset::Preset;
+use crate::train::gadms::{GaDmsForward, GaDmsTiny, GaDmsViTB16, StepConfig, train_step};
+use crate::train::optim::{Adam, AdamConfig};
 use anyhow::{Context, Result, bail};
 use dfdx::prelude::*;
 use gadms_data::loader::Batch;

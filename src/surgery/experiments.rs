@@ -20,7 +20,7 @@
 
 use super::*;
 use crate::cmd::bench_train::synthetic_batch;
-use crate::optim::{Adam, AdamConfig};
+use crate::train::optim::{Adam, AdamConfig};
 use anyhow::{Context, Result};
 use dfdx::nn::BuildModule;
 use gadms_ckpt::surgery::load_vision_tower;
@@ -120,7 +120,7 @@ macro_rules! sdm_model {
     ($($t:ty),*) => {$(
         impl SdmModel for $t {
             fn step(&mut self, opt: &mut Adam, batch: &Batch, lr: f32) -> f32 {
-                sdm_step(self, opt, batch, lr, &|_| crate::optim::Group::PLAIN)
+                sdm_step(self, opt, batch, lr, &|_| crate::train::optim::Group::PLAIN)
             }
         }
     )*};
@@ -201,7 +201,7 @@ pub fn frozen_vision(s: &Settings) -> Result<Outcome> {
 
 /// Graft the base checkpoint's vision tower (copied from the file) onto a freshly initialised
 /// text tower and train both, the grafted tower at a tenth of the learning rate (an
-/// [`crate::optim::Group`] rule on the `visual.` names). The result is a `Tiny` model, saved as
+/// [`crate::train::optim::Group`] rule on the `visual.` names). The result is a `Tiny` model, saved as
 /// `OUT/graft_new_text.safetensors`, which `gadms eval`, `embed` and `export` accept.
 pub fn graft_new_text(s: &Settings) -> Result<Outcome> {
     let (_, base_path) = base_checkpoint(s)?;
@@ -211,7 +211,7 @@ pub fn graft_new_text(s: &Settings) -> Result<Outcome> {
     let text = TinyText::<f32, Dev>::build(&dev);
     let mut model: TinyModel = assemble(visual, text);
     let mut opt = Adam::new(AdamConfig::default());
-    let rule = |name: &str| crate::optim::Group {
+    let rule = |name: &str| crate::train::optim::Group {
         lr_mult: if name.starts_with("visual.") {
             0.1
         } else {

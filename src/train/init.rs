@@ -6,15 +6,14 @@
 //!   [`gadms_ckpt::clip_io::load_clip`] (layout detection, dtype upcast, position-grid resize);
 //! * a gadms full-model file (`gadms.magic = gadms-model`: `gadms_model.safetensors`, a
 //!   checkpoint's `model.safetensors`): its CLIP tensors, and the MTP decoder's when the file
-//!   holds them and the model has one (GA-DMS `finetune.py` also loads the decoder, §6.2);
+//!   holds them and the model has one (GA-DMS `finetune.py` also loads the decoder, docs/method.md §6.2);
 //! * a run directory: its latest checkpoint's `model.safetensors`, else
 //!   `gadms_model.safetensors`, else `last.safetensors`.
 //!
 //! A file of another preset or with other shapes is refused with the key and both shapes
 //! (and the `--preset` to use); nothing is half-loaded into a model that is then trained.
 
-use crate::checkpoint;
-use crate::gadms_step::GADMS_MAGIC;
+use super::run_dir;
 use anyhow::{Context, Result, bail};
 use dfdx::nn::tensor_collection::TensorCollection;
 use dfdx::prelude::Device;
@@ -45,11 +44,11 @@ pub fn resolve(path: &Path) -> Result<PathBuf> {
     if !path.is_dir() {
         return Ok(path.to_path_buf());
     }
-    if path.join(checkpoint::POINTER).exists() {
-        let (dir, _) = checkpoint::latest(path)?;
-        return Ok(dir.join(checkpoint::MODEL_FILE));
+    if path.join(run_dir::POINTER).exists() {
+        let (dir, _) = run_dir::latest(path)?;
+        return Ok(dir.join(run_dir::MODEL_FILE));
     }
-    for name in [crate::pretrain::GADMS_MODEL_FILE, "last.safetensors"] {
+    for name in [run_dir::GADMS_MODEL_FILE, "last.safetensors"] {
         if path.join(name).exists() {
             return Ok(path.join(name));
         }
@@ -72,7 +71,7 @@ pub fn load_init<D: Device<f32>, C: TensorCollection<f32, D>, M: TensorCollectio
     let file = resolve(path)?;
     let ctx = || format!("--init {}", file.display());
     let map = read_file(&file).with_context(ctx)?;
-    if map.metadata.get("gadms.magic").map(String::as_str) != Some(GADMS_MAGIC) {
+    if !gadms_ckpt::native::is_native(&map) {
         let r = load_clip(clip, spec, &file).with_context(ctx)?;
         let mut summary = format!(
             "--init {}: CLIP weights ({} layout) into the '{}' preset",

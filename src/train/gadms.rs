@@ -1,6 +1,5 @@
-//! One GA-DMS pretraining step (shared/ga-dms-method.md §3.2, §4, §5, §6.1, §11 item 5): the
-//! model `GaDms = CLIP + MTP decoder`, the step itself, and a full-model save/load for
-//! training checkpoints.
+//! The GA-DMS recipe (`gadms pretrain --objective ga-dms`; docs/method.md §3.2, §4, §5, §6.1,
+//! §11 item 5): one pretraining step of the model `GaDms = CLIP + MTP decoder`.
 //!
 //! # The step ([`train_step`])
 //!
@@ -44,68 +43,30 @@
 //!   the optimiser step count is kept) and [`StepReport::applied`] is false; the caller stops
 //!   the run with its last good checkpoint intact.
 //!
-//! # Checkpoints ([`save_gadms`] / [`load_gadms`])
+//! # The recipe ([`GaDmsRecipe`])
 //!
-//! Every tensor under its native name (see [`GaDms`]) in one safetensors file, f32, written
-//! atomically. With [`crate::optim::Adam::save`], the loader's `LoaderState` and
-//! `ScoreTable::save_copy` this resumes a run bit-exactly (tested).
+//! The model, its optimiser and the score table. A checkpoint holds the full model
+//! (`model.safetensors`), Adam's state and the score table (`scores.f32`); with the loader's
+//! `LoaderState` this resumes a run bit-exactly (tested). The final files are
+//! `last.safetensors` (CLIP), `gadms_model.safetensors` (CLIP + decoder) and `scores.f32`.
 
-use crate::optim::{Adam, Group};
-use anyhow::{Context, Result};
+use super::optim::{Adam, Group, adam_config};
+use super::recipe::{ModelParts, Recipe, StepOut};
+use super::run_dir::{self, GADMS_MODEL_FILE, LAST_FILE};
+use anyhow::Result;
+use dfdx::nn::BuildModule;
 use dfdx::nn::ZeroGrads;
 use dfdx::nn::tensor_collection::*;
 use dfdx::prelude::*;
-use gadms_ckpt::bridge::{map_to_module, module_to_map};
-use gadms_ckpt::tensors::{read_file, write_file};
 use gadms_data::loader::Batch;
 use gadms_data::scores::{SCORE_CTX, ScoreTable};
 use gadms_nn::gass::{GassConfig, GassOutput, gass_scores};
 use gadms_nn::loss::{SDM_EPS, SDM_LOGIT_SCALE, masked_rows_ce, sdm_loss};
-use gadms_nn::{
-    Clip, Float, MtpDecoder, MtpTiny, MtpViTB16, TextInput, TextTower, Tiny, ViTB16, VisionTower,
-    eos_token, tape_with,
-};
-use std::collections::BTreeMap;
-use std::path::Path;
+use gadms_nn::{Clip, Float, MtpDecoder, TextInput, TextTower, VisionTower, eos_token, tape_with};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-/// The GA-DMS model: CLIP (`clip`) and the MTP decoder (`mtp`, §2.2).
-///
-/// Tensor names (native layout, [`gadms_ckpt::bridge`]): CLIP's as in [`Clip`] (text tower at
-/// the top level: `token_embedding.weight`, `transformer.resblocks.N.*`, `ln_final.*`,
-/// `text_projection`; vision tower under `visual.`), and the decoder's at the top level too,
-/// as IRRA's `state_dict` has them (`cross_attn.*`, `cross_modal_transformer.*`, `ln_pre_t.*`,
-/// `ln_pre_i.*`, `ln_post.*`, `mlm_head.*`). The two sets are disjoint (CLIP's `ln_post` is
-/// `visual.ln_post`).
-#[derive(Clone, Debug)]
-pub struct GaDms<C, M> {
-    /// The CLIP backbone.
-    pub clip: C,
-    /// The MTP decoder.
-    pub mtp: M,
-}
-
-impl<E: Dtype, D: Device<E>, C: TensorCollection<E, D>, M: TensorCollection<E, D>>
-    TensorCollection<E, D> for GaDms<C, M>
-{
-    type To<E2: Dtype, D2: Device<E2>> = GaDms<C::To<E2, D2>, M::To<E2, D2>>;
-    fn iter_tensors<V: ModuleVisitor<Self, E, D>>(
-        visitor: &mut V,
-    ) -> Result<Option<Self::To<V::E2, V::D2>>, V::Err> {
-        visitor.visit_fields(
-            (
-                // Empty names: both parts' keys sit at the top level (IRRA's layout).
-                Self::module("", |s| &s.clip, |s| &mut s.clip),
-                Self::module("", |s| &s.mtp, |s| &mut s.mtp),
-            ),
-            |(clip, mtp)| GaDms { clip, mtp },
-        )
-    }
-}
-
-/// GA-DMS at `Tiny` size (tests, the embedded default run).
-pub type GaDmsTiny<E, D> = GaDms<Tiny<E, D>, MtpTiny<E, D>>;
-/// GA-DMS at the paper's size: CLIP ViT-B/16 (384×128) and the 512-wide, 4-block decoder.
-pub type GaDmsViTB16<E, D> = GaDms<ViTB16<E, D>, MtpViTB16<E, D>>;
+pub use gadms_nn::{GaDms, GaDmsTiny, GaDmsViTB16};
 
 /// Step settings.
 #[derive(Clone, Debug, PartialEq)]
@@ -478,33 +439,94 @@ pub fn train_step<E: Float, D: Device<E>, M: GaDmsForward<E, D>>(
     report
 }
 
-/// Magic of a [`save_gadms`] file (`gadms.magic` metadata).
-pub const GADMS_MAGIC: &str = "gadms-model";
-
-/// Saves every tensor of `model` (native names, f32) to a safetensors file, atomically.
-pub fn save_gadms<E: Float, D: Device<E>, M: TensorCollection<E, D>>(
-    model: &M,
-    path: &Path,
-) -> Result<()> {
-    let map = module_to_map(model);
-    let meta = BTreeMap::from([
-        ("gadms.magic".to_string(), GADMS_MAGIC.to_string()),
-        ("gadms.layout".to_string(), "native".to_string()),
-    ]);
-    write_file(path, &map, &meta).with_context(|| format!("saving {}", path.display()))
+/// The GA-DMS recipe: model `M` (CLIP + decoder), Adam, the per-caption score table the
+/// loader's dual masking reads, and the step settings.
+pub struct GaDmsRecipe<D: Device<f32>, M> {
+    /// The model.
+    pub model: Box<M>,
+    /// Its optimiser.
+    pub opt: Adam,
+    /// GASS scores, one row per training caption (row = sample index).
+    pub scores: Arc<ScoreTable>,
+    /// β, GASS and the logit scale.
+    pub cfg: StepConfig,
+    /// SDM identities = sample indices (every caption its own pid; docs/method.md §5.1).
+    pub caption_pids: bool,
+    _device: std::marker::PhantomData<D>,
 }
 
-/// Loads a file written by [`save_gadms`] into `model` (strict: every key, same shapes, nothing
-/// left over). On error `model` may be partly overwritten.
-pub fn load_gadms<E: Float, D: Device<E>, M: TensorCollection<E, D>>(
-    model: &mut M,
-    path: &Path,
-) -> Result<()> {
-    let map = read_file(path).with_context(|| format!("reading {}", path.display()))?;
-    anyhow::ensure!(
-        map.metadata.get("gadms.magic").map(String::as_str) == Some(GADMS_MAGIC),
-        "{}: not a gadms training checkpoint (no `gadms.magic = {GADMS_MAGIC}`)",
-        path.display()
-    );
-    map_to_module(&map, model).with_context(|| format!("loading {}", path.display()))
+impl<D: Device<f32>, M: GaDmsForward<f32, D> + BuildModule<D, f32>> GaDmsRecipe<D, M> {
+    /// A randomly initialised model (from `dev`'s RNG), a fresh optimiser and `scores`.
+    pub fn new(dev: &D, scores: Arc<ScoreTable>, cfg: StepConfig, caption_pids: bool) -> Self {
+        GaDmsRecipe {
+            model: Box::new(M::build(dev)),
+            opt: Adam::new(adam_config()),
+            scores,
+            cfg,
+            caption_pids,
+            _device: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<D: Device<f32>, M: GaDmsForward<f32, D> + ModelParts<D>> Recipe<D> for GaDmsRecipe<D, M> {
+    type Clip = M::Clip;
+
+    fn clip(&self) -> &M::Clip {
+        self.model.clip()
+    }
+
+    fn step(&mut self, mut batch: Batch, lr: f64) -> Result<StepOut> {
+        if self.caption_pids {
+            batch.pids = batch.sample_index.clone();
+        }
+        let r = train_step(
+            self.model.as_mut(),
+            &mut self.opt,
+            &batch,
+            &self.scores,
+            &self.cfg,
+            lr as f32,
+        );
+        debug_assert_eq!(r.applied, r.loss.is_finite());
+        Ok(StepOut {
+            loss: r.loss,
+            parts: vec![("sdm", r.loss_sdm), ("mtp", r.loss_mtp)],
+            masked_tokens: Some(r.masked_tokens),
+            grad_norm: Some(r.grad_norm),
+        })
+    }
+
+    fn save_checkpoint(&self, dir: &Path) -> Result<()> {
+        run_dir::save_model_file(self.model.as_ref(), &[], &dir.join(run_dir::MODEL_FILE))?;
+        self.opt.save(&dir.join(run_dir::ADAM_FILE))?;
+        save_scores(&self.scores, &dir.join(run_dir::SCORES_FILE))
+    }
+
+    fn load_checkpoint(&mut self, dir: &Path) -> Result<()> {
+        run_dir::load_model_file(self.model.as_mut(), &dir.join(run_dir::MODEL_FILE))?;
+        self.opt = Adam::load(&dir.join(run_dir::ADAM_FILE))?;
+        let p = dir.join(run_dir::SCORES_FILE);
+        let saved = ScoreTable::open(&p, Some(self.scores.rows()))
+            .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
+        self.scores
+            .copy_from(&saved)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))
+    }
+
+    fn save_final(&self, out: &Path) -> Result<Vec<PathBuf>> {
+        let last = run_dir::save_clip(self.clip(), &out.join(LAST_FILE))?;
+        let full = out.join(GADMS_MODEL_FILE);
+        run_dir::save_model_file(self.model.as_ref(), &[], &full)?;
+        let scores = out.join(gadms_data::scores::SCORE_FILE);
+        save_scores(&self.scores, &scores)?;
+        Ok(vec![last, full, scores])
+    }
+}
+
+/// Writes a copy of the score table to `path`.
+fn save_scores(scores: &ScoreTable, path: &Path) -> Result<()> {
+    scores
+        .save_copy(path)
+        .map_err(|e| anyhow::anyhow!("saving {}: {e}", path.display()))
 }

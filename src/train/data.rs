@@ -2,16 +2,21 @@
 //! (`fixtures/synth-pedes`, built into the binary; 64×32 images, so the `Tiny` preset only),
 //! its unpacking and packing into a run directory, and the checks on a packed dataset given
 //! with `--data` / `--eval-data` (packed at the preset's image size: 64×32 for `tiny`,
-//! 384×128 for `vit-b-16`).
+//! 384×128 for `vit-b-16`), the evaluation sets of a run and its training loader.
 
-use super::synth::{IMG_H, IMG_W};
+use crate::eval::EvalSet;
 use crate::preset::Preset;
+use crate::synth::{IMG_H, IMG_W};
 use anyhow::{Context, Result, bail};
+use gadms_data::augment::AugmentConfig;
+use gadms_data::loader::{Loader, LoaderConfig, Masking};
 use gadms_data::manifest::Dataset;
 use gadms_data::pack::{Format, NoProgress, PackOptions, PackReport, pack};
 use gadms_data::tokenizer_hash;
 use gadms_nn::ClipSpec;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
 
 mod embedded {
     include!(concat!(env!("OUT_DIR"), "/synth_pedes.rs"));
@@ -140,4 +145,153 @@ pub fn open_packed_for(dir: &Path, flag: &str, spec: &ClipSpec) -> Result<Datase
         bail!("{flag} {}: the dataset holds no samples", dir.display());
     }
     Ok(ds)
+}
+
+/// Loader threads (decoding 64×32 images is cheap next to a training step).
+pub const LOADER_WORKERS: usize = 1;
+
+/// An evaluation set of a run.
+pub struct NamedEval {
+    /// Its directory (as given).
+    pub dir: String,
+    /// The manifest's split (`test`, `val`, `train`).
+    pub split: String,
+    /// The dataset name of the manifest.
+    pub dataset: String,
+    /// Its images, captions and identities.
+    pub set: EvalSet,
+}
+
+impl NamedEval {
+    /// Opens a packed set for evaluation by a model of sizes `spec` (its image size must be
+    /// the preset's, [`open_packed_for`]).
+    pub fn open(dir: &Path, flag: &str, spec: &ClipSpec) -> Result<NamedEval> {
+        let ds = open_packed_for(dir, flag, spec)?;
+        let set = EvalSet::from_dataset(&ds, None)?;
+        Ok(NamedEval {
+            dir: dir.display().to_string(),
+            split: ds.manifest.config.split.clone(),
+            dataset: ds.manifest.config.dataset.clone(),
+            set,
+        })
+    }
+
+    /// A label for tables: `test` or `test (DIR)` when there are several sets.
+    pub fn label(&self, several: bool) -> String {
+        if several {
+            format!("{} ({})", self.split, self.dir)
+        } else {
+            self.split.clone()
+        }
+    }
+
+    /// The line saying, plainly, when model selection uses the test split.
+    pub fn selection_note(&self) -> Option<String> {
+        (self.split == "test").then(|| {
+            format!(
+                "note: the evaluation set {} is the TEST split of {}: evaluating on it during \
+                 training and keeping best.safetensors by its R1 selects the model on test \
+                 data, as IRRA and GA-DMS do (docs/method.md §6.1-6.2); such numbers \
+                 are optimistic",
+                self.dir, self.dataset
+            )
+        })
+    }
+}
+
+/// The data of a run: the packed training split and the evaluation splits.
+pub struct RunData {
+    /// The packed training split.
+    pub train: Arc<Dataset>,
+    /// Its directory.
+    pub train_dir: PathBuf,
+    /// The evaluation sets (`--eval-data`, or the embedded test split).
+    pub evals: Vec<NamedEval>,
+    /// Where the data came from (`embedded fixtures/synth-pedes` or `--data`).
+    pub source: &'static str,
+}
+
+/// Opens `data` (`--data`) and `eval_data` (`--eval-data`) for a model of sizes `spec`;
+/// without `--data`, first unpacks and packs the embedded set into `out/data` (a rerun reuses
+/// the shards) and evaluates on its test split unless `--eval-data` is given.
+pub fn open_run_data(
+    data: Option<&Path>,
+    eval_data: &[PathBuf],
+    out: &Path,
+    spec: &ClipSpec,
+) -> Result<RunData> {
+    let t = Instant::now();
+    let (train_dir, eval_dirs, source) = match data {
+        None => {
+            let root = out.join("data");
+            let d = prepare_default(&root)?;
+            println!(
+                "data: the embedded synthetic person set (fixtures/synth-pedes, CUHK-PEDES form) \
+                 unpacked into {} ({} files written) and packed into {} and {} ({} of 2 shards \
+                 reused) in {:.1} s",
+                root.join("synth-pedes").display(),
+                d.unpacked,
+                d.train.display(),
+                d.test.display(),
+                d.reused_shards,
+                t.elapsed().as_secs_f64()
+            );
+            let eval = if eval_data.is_empty() {
+                vec![d.test.clone()]
+            } else {
+                eval_data.to_vec()
+            };
+            (d.train, eval, "embedded fixtures/synth-pedes")
+        }
+        Some(dir) => (dir.to_path_buf(), eval_data.to_vec(), "--data"),
+    };
+    let train = Arc::new(open_packed_for(&train_dir, "--data", spec)?);
+    let evals = eval_dirs
+        .iter()
+        .map(|d| NamedEval::open(d, "--eval-data", spec))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(RunData {
+        train,
+        train_dir,
+        evals,
+        source,
+    })
+}
+
+/// The training loader of a run (deterministic order and per-sample augmentation from
+/// `seed`, full batches only) and its batches per epoch.
+pub fn train_loader(
+    train: Arc<Dataset>,
+    batch_size: usize,
+    seed: u64,
+    augment: AugmentConfig,
+    masking: Masking,
+) -> Result<(Loader, usize)> {
+    let captions = train.len();
+    let loader = Loader::new(
+        train,
+        LoaderConfig {
+            batch_size,
+            seed,
+            workers: LOADER_WORKERS,
+            prefetch: 4,
+            shuffle: true,
+            shuffle_buffer: 10_000,
+            train: true,
+            augment,
+            masking,
+            drop_last: true,
+            image_size: None,
+            debug_panic_at_step: None,
+        },
+    )
+    .context("building the loader")?;
+    let steps_per_epoch = loader.batches_per_epoch() as usize;
+    if steps_per_epoch == 0 {
+        bail!(
+            "--batch-size {batch_size} is larger than the {captions} training captions: no full \
+             batch"
+        );
+    }
+    Ok((loader, steps_per_epoch))
 }

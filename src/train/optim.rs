@@ -632,3 +632,14 @@ impl Adam {
         self.moments.len()
     }
 }
+
+/// Adam as GA-DMS trains (docs/method.md §6.1): β = (0.9, 0.999), ε = 1e-3, coupled L2 weight
+/// decay 4e-5. Every recipe uses it.
+pub fn adam_config() -> AdamConfig {
+    AdamConfig {
+        betas: [0.9, 0.999],
+        eps: 1e-3,
+        weight_decay: WeightDecay::L2(4e-5),
+        clip_norm: None,
+    }
+}

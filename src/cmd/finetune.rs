@@ -1,0 +1,393 @@
+//! `gadms finetune`: IRRA fine-tuning of a pretrained model on a CUHK-PEDES-style split
+//! (docs/method.md §5.4 and §6.2: "fine-tuning with the IRRA"). The step, the parameter
+//! groups and the files are the IRRA recipe's ([`crate::train::irra`]); the loop is
+//! [`crate::train::run`].
+//!
+//! **Schedule**: 5 warm-up epochs from 0.1× then cosine to 0, once per epoch
+//! (`--schedule-per-step` to step it per iteration). **Defaults**: 60 epochs, batch 64,
+//! lr 1e-5 (IRRA's).
+//!
+//! **Evaluation** every `--eval-every` epochs (default 1, IRRA's per-epoch evaluation) on each
+//! `--eval-data` set; `best.safetensors` follows the first set's R1. IRRA selects on the
+//! **test** split; the log says so when the evaluation set is a test split.
+//!
+//! **Presets** as `pretrain`: `--preset tiny` (default, `[3, 64, 32]` images, EMBED 32) or
+//! `vit-b-16` (`[3, 384, 128]`, EMBED 512; needs `--data` packed at 384×128). The run is
+//! generic over the preset's GA-DMS model type `M` ([`crate::train::irra::FtModel`] =
+//! `GaDmsTiny`, or `GaDmsViTB16`) and its classifier `IdClassifier<EMBED>`
+//! ([`TrainModel`]), chosen once per command.
+
+use crate::device::{BuildDevice, DeviceChoice};
+use crate::preset::{Preset, de_preset, ser_preset};
+use crate::train::data::{self, open_run_data, train_loader};
+use crate::train::irra::{FtWeights, IrraRecipe, num_classes};
+use crate::train::optim::adam_config;
+use crate::train::run_dir::{self, RunArgs, TrainState, resolve_args};
+use crate::train::{Plan, TrainModel, init, schedule};
+use anyhow::{Result, bail};
+use argh::FromArgs;
+use gadms_data::augment::AugmentConfig;
+use gadms_data::loader::Masking;
+use gadms_nn::HasClipSpec;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Fine-tune a pretrained model with the IRRA recipe (SDM with person ids + ID loss over the
+/// training identities + 15% MLM through the MTP decoder; IRRA parameter groups; warm-up +
+/// cosine), evaluating text->image retrieval every epoch. With no --data it uses the embedded
+/// synthetic CUHK-PEDES-form set (train split; test split for evaluation). Writes
+/// RUN_DIR/config.json, metrics.jsonl, last.safetensors, best.safetensors and
+/// gadms_model.safetensors (CLIP + decoder + classifier).
+#[derive(FromArgs, Debug, Clone, Serialize, Deserialize)]
+#[argh(subcommand, name = "finetune")]
+pub struct FinetuneArgs {
+    /// pretrained weights: a `gadms pretrain` run directory, a gadms weight file or an
+    /// OpenAI/open_clip/HF CLIP safetensors (required unless --resume)
+    #[argh(option)]
+    pub init: Option<PathBuf>,
+    /// training data: a `gadms pack` output at the preset's size (tiny 64x32, vit-b-16
+    /// 384x128) with person ids (default, tiny only: the embedded
+    /// synthetic set's train split)
+    #[argh(option)]
+    pub data: Option<PathBuf>,
+    /// evaluation data (repeatable; best.safetensors follows the first) (default: the
+    /// embedded set's test split without --data, none with it)
+    #[argh(option)]
+    pub eval_data: Vec<PathBuf>,
+    /// epochs (default 60, IRRA)
+    #[argh(option, default = "60")]
+    pub epochs: usize,
+    /// image-caption pairs per step (default 64, IRRA)
+    #[argh(option, default = "64")]
+    pub batch_size: usize,
+    /// base learning rate (default 1e-5, IRRA)
+    #[argh(option, default = "1e-5")]
+    pub lr: f64,
+    /// warm-up epochs from 0.1x lr (default min(5, epochs/4): IRRA's 5 from 20 epochs on)
+    #[argh(option)]
+    pub warmup_epochs: Option<usize>,
+    /// step the schedule after every optimiser step instead of once per epoch
+    #[argh(switch)]
+    pub schedule_per_step: bool,
+    /// weight of the ID loss (default 1)
+    #[argh(option, default = "1.0")]
+    pub id_weight: f64,
+    /// weight of the MLM loss (default 1)
+    #[argh(option, default = "1.0")]
+    pub mlm_weight: f64,
+    /// seed of the classifier init, the order, augmentation and masking (default 0)
+    #[argh(option, default = "0")]
+    pub seed: u64,
+    /// device: cpu or cuda[:N] (default cpu; cuda needs a build with the `cuda` feature,
+    /// scripts/build-cuda.sh). A resumed run may change it.
+    #[argh(option, default = "Default::default()")]
+    #[serde(default)]
+    pub device: DeviceChoice,
+    /// run directory (default runs/finetune-PRESET)
+    #[argh(option, default = "PathBuf::from(DEFAULT_OUT)")]
+    pub out: PathBuf,
+    /// write a resumable checkpoint every N optimiser steps (default 0: only at the end)
+    #[argh(option, default = "0")]
+    pub save_every: usize,
+    /// evaluate every N epochs (default 1)
+    #[argh(option, default = "1")]
+    pub eval_every: usize,
+    /// continue the run in RUN_DIR from its latest checkpoint (give no other flags)
+    #[argh(option)]
+    pub resume: Option<PathBuf>,
+    /// augmentation: horizontal flip probability (default 0.5)
+    #[argh(option, default = "0.5")]
+    pub aug_flip: f64,
+    /// augmentation: padding before the random crop (default 1; IRRA's 10 is for 384x128)
+    #[argh(option, default = "1")]
+    pub aug_pad: usize,
+    /// augmentation: random erasing probability (default 0; IRRA's is 0.5)
+    #[argh(option, default = "0.0")]
+    pub aug_erase: f64,
+    /// model preset: tiny (64x32 images) or vit-b-16 (CLIP ViT-B/16, 384x128; needs --data)
+    /// (default tiny)
+    #[argh(option, default = "Preset::Tiny")]
+    #[serde(serialize_with = "ser_preset", deserialize_with = "de_preset")]
+    pub preset: Preset,
+}
+
+/// Default `--out` (of the tiny preset; `runs/finetune-vit-b-16` for vit-b-16).
+pub const DEFAULT_OUT: &str = "runs/finetune-tiny";
+
+impl Default for FinetuneArgs {
+    fn default() -> Self {
+        FinetuneArgs {
+            init: None,
+            data: None,
+            eval_data: Vec::new(),
+            epochs: 60,
+            batch_size: 64,
+            lr: 1e-5,
+            warmup_epochs: None,
+            schedule_per_step: false,
+            id_weight: 1.0,
+            mlm_weight: 1.0,
+            seed: 0,
+            device: DeviceChoice::Cpu,
+            out: PathBuf::from(DEFAULT_OUT),
+            save_every: 0,
+            eval_every: 1,
+            resume: None,
+            aug_flip: 0.5,
+            aug_pad: 1,
+            aug_erase: 0.0,
+            preset: Preset::Tiny,
+        }
+    }
+}
+
+impl FinetuneArgs {
+    /// The loader's augmentation: IRRA's (§6.3) with these flip, pad and erasing settings.
+    pub fn augment(&self) -> AugmentConfig {
+        AugmentConfig {
+            flip_p: self.aug_flip,
+            pad: self.aug_pad,
+            erase_p: self.aug_erase,
+            ..AugmentConfig::default()
+        }
+    }
+
+    /// Checks the flags; returns the warm-up length.
+    pub fn validate(&self) -> Result<usize> {
+        data::check_default_data(self.preset, self.data.is_some())?;
+        if self.init.is_none() && self.resume.is_none() {
+            bail!(
+                "finetune starts from pretrained weights: pass --init RUN_DIR|WEIGHTS (e.g. a \
+                 `gadms pretrain` run directory)"
+            );
+        }
+        if let Some(p) = &self.init {
+            init::resolve(p)?;
+        }
+        if self.epochs == 0 {
+            bail!("--epochs must be at least 1");
+        }
+        if self.batch_size < 2 {
+            bail!("--batch-size must be at least 2 (SDM contrasts the pairs of a batch)");
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            bail!("--lr must be a positive number, got {}", self.lr);
+        }
+        for (flag, w) in [
+            ("--id-weight", self.id_weight),
+            ("--mlm-weight", self.mlm_weight),
+        ] {
+            if !(w.is_finite() && w >= 0.0) {
+                bail!("{flag} must be a finite number >= 0, got {w}");
+            }
+        }
+        for (flag, p) in [
+            ("--aug-flip", self.aug_flip),
+            ("--aug-erase", self.aug_erase),
+        ] {
+            if !(0.0..=1.0).contains(&p) {
+                bail!("{flag} must be a probability in [0, 1], got {p}");
+            }
+        }
+        let image_w = self.preset.spec().vision.image_w;
+        if self.aug_pad >= image_w {
+            bail!(
+                "--aug-pad {} must be smaller than the image width {image_w}",
+                self.aug_pad
+            );
+        }
+        let warmup = self
+            .warmup_epochs
+            .unwrap_or_else(|| schedule::default_warmup(self.epochs));
+        if warmup >= self.epochs {
+            bail!(
+                "--warmup-epochs {warmup} must be smaller than --epochs {}",
+                self.epochs
+            );
+        }
+        Ok(warmup)
+    }
+}
+
+impl RunArgs for FinetuneArgs {
+    fn resume_dir(&self) -> Option<&Path> {
+        self.resume.as_deref()
+    }
+    fn preset(&self) -> Preset {
+        self.preset
+    }
+    fn carry_over(&mut self, given: &Self, dir: &Path) {
+        self.device = given.device;
+        self.out = dir.to_path_buf();
+        self.resume = Some(dir.to_path_buf());
+    }
+}
+
+/// Runs the command: resolves `--resume` (which fixes the preset), checks the flags, then
+/// dispatches once on (`--preset`, `--device`) to [`run_on`].
+pub fn run(given: FinetuneArgs) -> Result<()> {
+    let (mut a, resume) = resolve_args(given, "finetune")?;
+    let warmup = a.validate()?;
+    if resume.is_none() && a.out == Path::new(DEFAULT_OUT) {
+        a.out = PathBuf::from(format!("runs/finetune-{}", a.preset.spec().name));
+    }
+    crate::dispatch!(a.device, run_preset(a, resume, warmup))
+}
+
+/// [`run`] on the device type `D`: picks the preset's model type.
+fn run_preset<D: BuildDevice>(
+    a: FinetuneArgs,
+    resume: Option<(PathBuf, TrainState)>,
+    warmup: usize,
+) -> Result<()> {
+    crate::with_train_model!(a.preset, D, run_on(a, resume, warmup))
+}
+
+/// [`run`] on the device type `D` (`--device`) with the preset's GA-DMS model type `M`
+/// (`--preset`: `GaDmsTiny` or `GaDmsViTB16`).
+fn run_on<D: BuildDevice, M: TrainModel<D>>(
+    a: FinetuneArgs,
+    resume: Option<(PathBuf, TrainState)>,
+    warmup: usize,
+) -> Result<()> {
+    let t0 = Instant::now();
+    let spec = M::Clip::SPEC;
+    println!(
+        "gadms finetune: IRRA recipe on the '{}' preset: SDM (person ids) + {}*ID + {}*MLM \
+         (15%, MTP decoder), Adam lr {:.1e} with IRRA groups (cross/classifier/mlm_head 5x, \
+         bias 2x without decay), {} warm-up epochs then cosine, {} epochs of batch {}.",
+        spec.name, a.id_weight, a.mlm_weight, a.lr, warmup, a.epochs, a.batch_size
+    );
+    if let Some((dir, st)) = &resume {
+        println!(
+            "resuming {} from {} (step {}, loader at epoch {} batch {})",
+            a.out.display(),
+            dir.display(),
+            st.step,
+            st.loader.epoch + 1,
+            st.loader.next_batch
+        );
+    }
+    std::fs::create_dir_all(&a.out)
+        .map_err(|e| anyhow::anyhow!("cannot create run directory {}: {e}", a.out.display()))?;
+
+    // Data.
+    let d = open_run_data(a.data.as_deref(), &a.eval_data, &a.out, &spec)?;
+    let classes = num_classes(&d.train)?;
+    print_data(&d, classes);
+    let (loader, steps_per_epoch) = train_loader(
+        d.train.clone(),
+        a.batch_size,
+        a.seed,
+        a.augment(),
+        Masking::Mlm,
+    )?;
+    let config = config_json(&a, &d, warmup, steps_per_epoch, classes, &spec);
+    run_dir::write_json(&a.out.join(run_dir::CONFIG_FILE), &config)?;
+
+    // Model: random init and the classifier, then --init (CLIP + decoder when present) or,
+    // when resuming, the checkpoint (in train::run).
+    let dev = D::create(a.device, a.seed)?;
+    let weights = FtWeights {
+        id: a.id_weight,
+        mlm: a.mlm_weight,
+    };
+    let mut recipe = IrraRecipe::<D, M>::new(&dev, classes, weights);
+    if resume.is_none() {
+        let init = a.init.as_ref().expect("validated");
+        let (clip, mtp) = recipe.model.parts_mut();
+        let r = init::load_init(clip, &spec, Some(mtp), init)?;
+        let note = if r.decoder {
+            ""
+        } else {
+            " (the MTP decoder starts from its initialisation)"
+        };
+        println!("{}{note}", r.summary);
+    }
+    let plan = Plan {
+        command: "finetune",
+        args: serde_json::to_value(&a)?,
+        out: a.out.clone(),
+        seed: a.seed,
+        epochs: a.epochs,
+        lr: a.lr,
+        warmup,
+        schedule_per_step: a.schedule_per_step,
+        eval_every: a.eval_every,
+        save_every: a.save_every,
+        start: "--init weights",
+        t0,
+    };
+    crate::train::run(&plan, &mut recipe, loader, &d.evals, None, resume)
+}
+
+/// The training and evaluation sets, and what to know about them.
+fn print_data(d: &data::RunData, classes: usize) {
+    let m = &d.train.manifest;
+    println!(
+        "train: {} ids / {} images / {} captions ({}); ID classifier over {classes} classes",
+        m.identities,
+        m.images,
+        m.samples,
+        d.train.dir.display()
+    );
+    if classes as u64 != m.identities {
+        println!(
+            "note: the training pids are not contiguous from 0 ({} ids, max pid {}); the \
+             classifier has max pid + 1 = {classes} classes",
+            m.identities,
+            classes - 1
+        );
+    }
+    if d.evals.is_empty() {
+        println!("note: no --eval-data: no evaluation during training");
+    }
+    for e in &d.evals {
+        println!(
+            "eval: {} ids / {} images / {} captions ({}, split '{}')",
+            e.set.n_ids(),
+            e.set.n_images(),
+            e.set.n_captions(),
+            e.dir,
+            e.split
+        );
+        if let Some(n) = e.selection_note() {
+            println!("{n}");
+        }
+    }
+}
+
+/// `config.json` of a fine-tuning run.
+fn config_json(
+    a: &FinetuneArgs,
+    d: &data::RunData,
+    warmup: usize,
+    steps_per_epoch: usize,
+    classes: usize,
+    spec: &gadms_nn::ClipSpec,
+) -> serde_json::Value {
+    let m = &d.train.manifest;
+    let evals: Vec<serde_json::Value> = d
+        .evals
+        .iter()
+        .map(|e| serde_json::json!({"dir": e.dir, "split": e.split}))
+        .collect();
+    serde_json::json!({
+        "args": a,
+        "preset": spec.name,
+        "image_hw": [spec.vision.image_h, spec.vision.image_w],
+        "decoder": crate::preset::decoder_name(a.preset),
+        "warmup_epochs_used": warmup,
+        "steps_per_epoch": steps_per_epoch,
+        "loss": "sdm(person ids) + id_weight * id + mlm_weight * mlm(15%)",
+        "classes": classes,
+        "optimizer": adam_config(),
+        "param_groups": "IRRA: cross 5x lr; bias 2x lr, wd 0; classifier/mlm_head 5x lr",
+        "schedule": if a.schedule_per_step { "per-step" } else { "per-epoch" },
+        "augment": a.augment(),
+        "model": gadms_ckpt::clip_io::open_clip_model_cfg(spec),
+        "train": { "dir": d.train_dir, "ids": m.identities, "captions": m.samples },
+        "evals": evals,
+    })
+}

@@ -1,0 +1,694 @@
+//! `gadms pretrain`: trains a CLIP model (by default the `Tiny` preset from random init) and
+//! evaluates zero-shot text→image retrieval ([`crate::eval`], CLIP towers only) on held-out
+//! identities before and after training.
+//!
+//! **Presets** (`--preset`): `tiny` (default; images `[3, 64, 32]`, embed 32) or `vit-b-16`
+//! (CLIP ViT-B/16, images `[3, 384, 128]`, embed 512). [`run`] resolves `--resume` first (the
+//! checkpoint's arguments fix the preset; `--preset` naming another one is refused), then
+//! dispatches once on (preset, device) to `run_on::<D, M>`, `M` the preset's GA-DMS model type
+//! ([`gadms_nn::GaDmsTiny`] or [`gadms_nn::GaDmsViTB16`], a [`TrainModel`]); the loop
+//! itself, [`crate::train::run`], is the same for both.
+//! The training and evaluation packs must be stored at the preset's image size
+//! ([`crate::train::data::open_packed_for`]); the embedded synthetic set is 64×32, so `vit-b-16` needs
+//! `--data`. `config.json` records `preset` and `image_hw`.
+//!
+//! **Objectives** (`--objective`):
+//! * `sdm` (default): the two CLIP towers with the SDM loss only (docs/method.md
+//!   §5.1) on the clean captions, with dfdx's Adam. No caption masking, no GASS, no decoder.
+//! * `ga-dms`: the full GA-DMS step ([`crate::train::gadms::GaDmsRecipe`]): CLIP plus the MTP
+//!   decoder ([`gadms_nn::GaDms`]: `GaDmsTiny` or `GaDmsViTB16`), GASS scores of
+//!   each batch's clean captions written into a per-caption [`ScoreTable`] (one row per
+//!   training caption, 0.85 at the start), the loader in dual-masking mode (noise-masked captions → SDM, informative-masked
+//!   captions → MTP, masks of epoch `e + 1` drawn from the scores of epoch `e`), loss
+//!   `L_sdm + β·L_mtp`, and [`crate::train::optim::Adam`] with the same hyper-parameters. Flags
+//!   `--beta`, `--gass-norm`, `--gass-layers`, `--alpha-n`, `--alpha-i`, `--mask-lambda`.
+//!
+//! **Data.** By default the run uses the synthetic person set `fixtures/synth-pedes`, written by
+//! [`crate::synth`] in CUHK-PEDES form. It is embedded in the binary by `build.rs`, unpacked into
+//! `RUN_DIR/data/synth-pedes` and packed with `gadms_data::pack` into `RUN_DIR/data/{train,test}`
+//! ([`crate::train::data`]; a rerun reuses the shards). `--data DIR` trains on any `gadms pack` output
+//! stored at the preset's size (64×32 for `tiny`, 384×128 for `vit-b-16`), and `--eval-data
+//! DIR` evaluates on one. Batches come from
+//! `gadms_data::loader::Loader`: a deterministic order and per-sample augmentation, and with
+//! `ga-dms` the dual caption masking.
+//!
+//! **Outputs.** `RUN_DIR/config.json`, `metrics.jsonl` (one line per step: `loss`, `loss_sdm`,
+//! `lr`, `pairs_per_s`, and with `ga-dms` also `loss_mtp`, `masked_tokens`, `grad_norm`; one
+//! line per evaluation) and `last.safetensors` (the CLIP weights, for `embed`, `export`,
+//! `inspect`). With `ga-dms` also `gadms_model.safetensors` (CLIP and decoder,
+//! [`crate::train::run_dir::save_model_file`]) and `scores.f32` (the score table).
+//!
+//! Choices of the default run that differ from the paper (pids = identities, lr 1e-3,
+//! warm-up, batch 32 × 24 epochs, augmentation, the trimmed text pass), and why, are in
+//! docs/method.md ("Departures").
+
+use crate::device::{BuildDevice, DeviceChoice};
+use crate::eval::EvalSet;
+use crate::preset::{Preset, de_preset, ser_preset};
+use crate::train::data::{self, LOADER_WORKERS, open_run_data, train_loader};
+use crate::train::gadms::{GaDmsRecipe, StepConfig};
+use crate::train::optim::adam_config;
+use crate::train::recipe::Recipe;
+use crate::train::run_dir::{self, RunArgs, TrainState, resolve_args};
+use crate::train::sdm::{SdmRecipe, Trainer};
+use crate::train::{Plan, Probe, TrainModel, init, schedule};
+use anyhow::{Result, bail};
+use argh::FromArgs;
+use gadms_data::augment::AugmentConfig;
+use gadms_data::loader::Masking;
+use gadms_data::masking::MaskingConfig;
+use gadms_data::scores::ScoreTable;
+use gadms_nn::HasClipSpec;
+use gadms_nn::gass::{GassConfig, GassNorm};
+use gadms_nn::loss::SDM_LOGIT_SCALE;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Pretrain a model (default: the Tiny preset from random init), evaluating zero-shot
+/// text->image retrieval (CLIP towers) before and after. --objective sdm (default): the CLIP
+/// towers with the SDM loss only. --objective ga-dms: full GA-DMS (CLIP + MTP decoder, GASS
+/// token scores, dual noise/informative caption masking, loss SDM + beta*MTP), about 13x slower
+/// per step. With no flags it uses the synthetic person dataset embedded in the binary
+/// (fixtures/synth-pedes, CUHK-PEDES form, 64x32), packed into RUN_DIR/data; --data trains on
+/// any `gadms pack` output at the preset's image size (tiny 64x32, vit-b-16 384x128; vit-b-16
+/// needs --data). Writes RUN_DIR/config.json, metrics.jsonl and last.safetensors (CLIP
+/// weights); with ga-dms also gadms_model.safetensors (CLIP + decoder) and scores.f32.
+#[derive(FromArgs, Debug, Clone, Serialize, Deserialize)]
+#[argh(subcommand, name = "pretrain")]
+pub struct PretrainArgs {
+    /// training epochs (default 24)
+    #[argh(option, default = "DEFAULT_EPOCHS")]
+    pub epochs: usize,
+    /// image-caption pairs per step (default 32)
+    #[argh(option, default = "DEFAULT_BATCH")]
+    pub batch_size: usize,
+    /// peak learning rate (default 1e-3; the paper's 1e-5 is for a pretrained ViT-B/16)
+    #[argh(option, default = "DEFAULT_LR")]
+    pub lr: f64,
+    /// warm-up epochs from 0.1x lr (default min(5, epochs/4))
+    #[argh(option)]
+    pub warmup_epochs: Option<usize>,
+    /// seed of the initialisation, the batch order and the augmentation (default 0)
+    #[argh(option, default = "0")]
+    pub seed: u64,
+    /// device: cpu or cuda[:N] (default cpu; cuda needs a build with the `cuda` feature,
+    /// scripts/build-cuda.sh). A resumed run may change it.
+    #[argh(option, default = "Default::default()")]
+    #[serde(default)]
+    pub device: DeviceChoice,
+    /// run directory (default runs/pretrain-PRESET); existing files in it are overwritten
+    #[argh(option, default = "PathBuf::from(DEFAULT_OUT)")]
+    pub out: PathBuf,
+    /// training data: a `gadms pack` output packed at the preset's size (tiny 64x32, vit-b-16
+    /// 384x128) (default, tiny only: the embedded synthetic set, packed into RUN_DIR/data)
+    #[argh(option)]
+    pub data: Option<PathBuf>,
+    /// evaluation data: a `gadms pack` output at the preset's size; repeat the flag for
+    /// several sets (best.safetensors follows the first one's R1) (default: the embedded set's
+    /// test split without --data, none with it)
+    #[argh(option)]
+    pub eval_data: Vec<PathBuf>,
+    /// augmentation: horizontal flip probability (default 0.5)
+    #[argh(option, default = "DEFAULT_AUG_FLIP")]
+    pub aug_flip: f64,
+    /// augmentation: zero padding in pixels before the random crop (default 1; IRRA's 10 is
+    /// for 384x128)
+    #[argh(option, default = "DEFAULT_AUG_PAD")]
+    pub aug_pad: usize,
+    /// augmentation: random erasing probability (default 0; IRRA's is 0.5)
+    #[argh(option, default = "DEFAULT_AUG_ERASE")]
+    pub aug_erase: f64,
+    /// write a resumable checkpoint (RUN_DIR/checkpoints, RUN_DIR/checkpoint.json) and
+    /// last.safetensors every N optimiser steps (default 0: only at the end)
+    #[argh(option, default = "0")]
+    pub save_every: usize,
+    /// evaluate every N epochs and keep RUN_DIR/best.safetensors by R1 (default 0: only before
+    /// and after training)
+    #[argh(option, default = "0")]
+    pub eval_every: usize,
+    /// start from these weights: an OpenAI/open_clip/HF CLIP safetensors, a gadms weight file
+    /// or a gadms run directory (default: random init)
+    #[argh(option)]
+    pub init: Option<PathBuf>,
+    /// continue the run in RUN_DIR from its latest checkpoint, exactly (takes every other
+    /// setting from the run; give no other flags)
+    #[argh(option)]
+    pub resume: Option<PathBuf>,
+    /// step the warm-up + cosine schedule after every optimiser step instead of once per
+    /// epoch (the reference)
+    #[argh(switch)]
+    pub schedule_per_step: bool,
+    /// SDM identities: caption (every caption its own pid, GA-DMS pretraining §5.1) or
+    /// identity (the dataset's person ids) (default: identity for sdm, caption for ga-dms)
+    #[argh(option)]
+    pub pids: Option<PidMode>,
+    /// model preset: tiny (64x32 images) or vit-b-16 (CLIP ViT-B/16, 384x128; needs --data)
+    /// (default tiny)
+    #[argh(option, default = "Preset::Tiny")]
+    #[serde(serialize_with = "ser_preset", deserialize_with = "de_preset")]
+    pub preset: Preset,
+    /// training objective: sdm (CLIP towers, SDM loss only) or ga-dms (GASS + dual masking +
+    /// MTP decoder, loss SDM + beta*MTP) (default sdm)
+    #[argh(option, default = "Objective::Sdm")]
+    pub objective: Objective,
+    /// ga-dms: weight beta of the MTP loss (default 0.4; the official script uses 0.3)
+    #[argh(option, default = "DEFAULT_BETA")]
+    pub beta: f64,
+    /// ga-dms: GASS layer-map normalisation, paper or official (default paper)
+    #[argh(option, default = "GassNormArg::Paper")]
+    pub gass_norm: GassNormArg,
+    /// ga-dms: final text blocks GASS re-runs (default 8; clamped to the tower depth)
+    #[argh(option, default = "DEFAULT_GASS_LAYERS")]
+    pub gass_layers: usize,
+    /// ga-dms: cap alpha_n of the noise-masking curve (default 0.2)
+    #[argh(option, default = "DEFAULT_ALPHA_N")]
+    pub alpha_n: f64,
+    /// ga-dms: cap alpha_i of the informative-masking curve (default 0.3)
+    #[argh(option, default = "DEFAULT_ALPHA_I")]
+    pub alpha_i: f64,
+    /// ga-dms: steepness lambda of both masking curves (default 20)
+    #[argh(option, default = "DEFAULT_MASK_LAMBDA")]
+    pub mask_lambda: f64,
+}
+
+/// `--pids`: which identities SDM's matching distribution uses (docs/method.md §5.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PidMode {
+    /// Every caption is its own identity (`pid = sample index`; GA-DMS pretraining: q = I).
+    #[serde(rename = "caption")]
+    Caption,
+    /// The dataset's person ids (IRRA fine-tuning; more positives per batch).
+    #[serde(rename = "identity")]
+    Identity,
+}
+
+impl std::str::FromStr for PidMode {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "caption" => Ok(PidMode::Caption),
+            "identity" | "person" => Ok(PidMode::Identity),
+            _ => Err(format!("unknown pid mode '{s}': use caption or identity")),
+        }
+    }
+}
+
+/// `--objective`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Objective {
+    /// CLIP towers, SDM loss only.
+    #[serde(rename = "sdm")]
+    Sdm,
+    /// Full GA-DMS: GASS, dual masking, SDM + β·MTP.
+    #[serde(rename = "ga-dms")]
+    GaDms,
+}
+
+impl std::str::FromStr for Objective {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "sdm" => Ok(Objective::Sdm),
+            "ga-dms" | "gadms" | "ga_dms" => Ok(Objective::GaDms),
+            _ => Err(format!("unknown objective '{s}': use sdm or ga-dms")),
+        }
+    }
+}
+
+/// `--gass-norm`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum GassNormArg {
+    /// [`GassNorm::Paper`].
+    #[serde(rename = "paper")]
+    Paper,
+    /// [`GassNorm::Official`].
+    #[serde(rename = "official")]
+    Official,
+}
+
+impl std::str::FromStr for GassNormArg {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "paper" => Ok(GassNormArg::Paper),
+            "official" => Ok(GassNormArg::Official),
+            _ => Err(format!(
+                "unknown GASS normalisation '{s}': use paper or official"
+            )),
+        }
+    }
+}
+
+impl From<GassNormArg> for GassNorm {
+    fn from(n: GassNormArg) -> GassNorm {
+        match n {
+            GassNormArg::Paper => GassNorm::Paper,
+            GassNormArg::Official => GassNorm::Official,
+        }
+    }
+}
+
+/// Default `--epochs`.
+pub const DEFAULT_EPOCHS: usize = 24;
+/// Default `--batch-size`.
+pub const DEFAULT_BATCH: usize = 32;
+/// Default `--lr`.
+pub const DEFAULT_LR: f64 = 1e-3;
+/// Default `--out`.
+pub const DEFAULT_OUT: &str = "runs/pretrain-tiny";
+/// Default `--aug-flip`.
+pub const DEFAULT_AUG_FLIP: f64 = 0.5;
+/// Default `--aug-pad`.
+pub const DEFAULT_AUG_PAD: usize = 1;
+/// Default `--aug-erase`.
+pub const DEFAULT_AUG_ERASE: f64 = 0.0;
+/// Default `--beta`.
+pub const DEFAULT_BETA: f64 = 0.4;
+/// Default `--gass-layers`.
+pub const DEFAULT_GASS_LAYERS: usize = 8;
+/// Default `--alpha-n`.
+pub const DEFAULT_ALPHA_N: f64 = 0.2;
+/// Default `--alpha-i`.
+pub const DEFAULT_ALPHA_I: f64 = 0.3;
+/// Default `--mask-lambda`.
+pub const DEFAULT_MASK_LAMBDA: f64 = 20.0;
+
+/// The defaults of every flag (what `gadms pretrain` with no flags uses).
+impl Default for PretrainArgs {
+    fn default() -> Self {
+        PretrainArgs {
+            epochs: DEFAULT_EPOCHS,
+            batch_size: DEFAULT_BATCH,
+            lr: DEFAULT_LR,
+            warmup_epochs: None,
+            seed: 0,
+            device: DeviceChoice::Cpu,
+            out: PathBuf::from(DEFAULT_OUT),
+            data: None,
+            eval_data: Vec::new(),
+            aug_flip: DEFAULT_AUG_FLIP,
+            aug_pad: DEFAULT_AUG_PAD,
+            aug_erase: DEFAULT_AUG_ERASE,
+            save_every: 0,
+            eval_every: 0,
+            init: None,
+            resume: None,
+            schedule_per_step: false,
+            pids: None,
+            preset: Preset::Tiny,
+            objective: Objective::Sdm,
+            beta: DEFAULT_BETA,
+            gass_norm: GassNormArg::Paper,
+            gass_layers: DEFAULT_GASS_LAYERS,
+            alpha_n: DEFAULT_ALPHA_N,
+            alpha_i: DEFAULT_ALPHA_I,
+            mask_lambda: DEFAULT_MASK_LAMBDA,
+        }
+    }
+}
+
+impl PretrainArgs {
+    /// Checks the flags; returns the warm-up length to use.
+    pub fn validate(&self) -> Result<usize> {
+        data::check_default_data(self.preset, self.data.is_some())?;
+        if self.epochs == 0 {
+            bail!("--epochs must be at least 1");
+        }
+        if let Some(p) = &self.init {
+            init::resolve(p)?;
+        }
+        if self.batch_size < 2 {
+            bail!("--batch-size must be at least 2 (SDM contrasts the pairs of a batch)");
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            bail!("--lr must be a positive number, got {}", self.lr);
+        }
+        for (flag, p) in [
+            ("--aug-flip", self.aug_flip),
+            ("--aug-erase", self.aug_erase),
+        ] {
+            if !(0.0..=1.0).contains(&p) {
+                bail!("{flag} must be a probability in [0, 1], got {p}");
+            }
+        }
+        let image_w = self.preset.spec().vision.image_w;
+        if self.aug_pad >= image_w {
+            bail!(
+                "--aug-pad {} must be smaller than the image width {image_w}",
+                self.aug_pad
+            );
+        }
+        if !(self.beta.is_finite() && self.beta >= 0.0) {
+            bail!("--beta must be a finite number >= 0, got {}", self.beta);
+        }
+        if self.gass_layers == 0 {
+            bail!("--gass-layers must be at least 1");
+        }
+        for (flag, p) in [("--alpha-n", self.alpha_n), ("--alpha-i", self.alpha_i)] {
+            if !(0.0..=1.0).contains(&p) {
+                bail!("{flag} must be a probability in [0, 1], got {p}");
+            }
+        }
+        if !(self.mask_lambda.is_finite() && self.mask_lambda >= 0.0) {
+            bail!(
+                "--mask-lambda must be a finite number >= 0, got {}",
+                self.mask_lambda
+            );
+        }
+        let warmup = self
+            .warmup_epochs
+            .unwrap_or_else(|| schedule::default_warmup(self.epochs));
+        if warmup >= self.epochs {
+            bail!(
+                "--warmup-epochs {warmup} must be smaller than --epochs {}",
+                self.epochs
+            );
+        }
+        Ok(warmup)
+    }
+
+    /// A note when a preset other than tiny runs with the tiny-tuned defaults of `--lr`,
+    /// `--aug-pad` or `--aug-erase`.
+    pub fn defaults_note(&self) -> Option<String> {
+        let tiny_defaults = self.lr == DEFAULT_LR
+            || self.aug_pad == DEFAULT_AUG_PAD
+            || self.aug_erase == DEFAULT_AUG_ERASE;
+        (self.preset != Preset::Tiny && tiny_defaults).then(|| {
+            format!(
+                "note: --lr {} --aug-pad {} --aug-erase {} (the defaults {DEFAULT_LR}, \
+                 {DEFAULT_AUG_PAD}, {DEFAULT_AUG_ERASE} are tuned for tiny from random init; \
+                 GA-DMS trains ViT-B/16 from CLIP weights with --lr 1e-5 --aug-pad 10 \
+                 --aug-erase 0.5)",
+                self.lr, self.aug_pad, self.aug_erase
+            )
+        })
+    }
+
+    /// The loader's augmentation: IRRA's (§6.3) with these flip, pad and erasing settings.
+    pub fn augment(&self) -> AugmentConfig {
+        AugmentConfig {
+            flip_p: self.aug_flip,
+            pad: self.aug_pad,
+            erase_p: self.aug_erase,
+            ..AugmentConfig::default()
+        }
+    }
+
+    /// The GA-DMS step settings of these flags (`--beta`, `--gass-norm`, `--gass-layers`).
+    pub fn step_config(&self) -> StepConfig {
+        StepConfig {
+            beta: self.beta,
+            gass: GassConfig {
+                layers: self.gass_layers,
+                norm: self.gass_norm.into(),
+                ..GassConfig::default()
+            },
+            logit_scale: SDM_LOGIT_SCALE,
+        }
+    }
+
+    /// `--pids`, or the objective's default (identity for sdm, caption for ga-dms).
+    pub fn pid_mode(&self) -> PidMode {
+        self.pids.unwrap_or(match self.objective {
+            Objective::Sdm => PidMode::Identity,
+            Objective::GaDms => PidMode::Caption,
+        })
+    }
+
+    /// The dual-masking curves of these flags (`--alpha-n`, `--alpha-i`, `--mask-lambda`).
+    pub fn masking_config(&self) -> MaskingConfig {
+        MaskingConfig {
+            alpha_n: self.alpha_n,
+            alpha_i: self.alpha_i,
+            lambda: self.mask_lambda,
+            ..MaskingConfig::default()
+        }
+    }
+}
+
+impl RunArgs for PretrainArgs {
+    fn resume_dir(&self) -> Option<&Path> {
+        self.resume.as_deref()
+    }
+    fn preset(&self) -> Preset {
+        self.preset
+    }
+    fn carry_over(&mut self, given: &Self, dir: &Path) {
+        self.device = given.device;
+        self.out = dir.to_path_buf();
+        self.resume = Some(dir.to_path_buf());
+    }
+}
+
+/// Runs the command: resolves `--resume` (which fixes the preset), checks the flags, then
+/// dispatches once on (`--preset`, `--device`) to [`run_on`].
+pub fn run(given: PretrainArgs) -> Result<()> {
+    let (mut a, resume) = resolve_args(given, "pretrain")?;
+    let warmup = a.validate()?;
+    if resume.is_none() && a.out == Path::new(DEFAULT_OUT) {
+        a.out = PathBuf::from(format!("runs/pretrain-{}", a.preset.spec().name));
+    }
+    crate::dispatch!(a.device, run_preset(a, resume, warmup))
+}
+
+/// [`run`] on the device type `D`: picks the preset's model type.
+fn run_preset<D: BuildDevice>(
+    a: PretrainArgs,
+    resume: Option<(PathBuf, TrainState)>,
+    warmup: usize,
+) -> Result<()> {
+    crate::with_train_model!(a.preset, D, run_on(a, resume, warmup))
+}
+
+/// [`run`] on the device type `D` (`--device`) with the preset's model type `M` (`--preset`).
+fn run_on<D: BuildDevice, M: TrainModel<D>>(
+    a: PretrainArgs,
+    resume: Option<(PathBuf, TrainState)>,
+    warmup: usize,
+) -> Result<()> {
+    let t0 = Instant::now();
+    let spec = M::Clip::SPEC;
+    print_header(&a, spec.name, resume.as_ref());
+
+    // Run directory and data.
+    std::fs::create_dir_all(&a.out)
+        .map_err(|e| anyhow::anyhow!("cannot create run directory {}: {e}", a.out.display()))?;
+    let d = open_run_data(a.data.as_deref(), &a.eval_data, &a.out, &spec)?;
+    print_data(&d);
+    // The probe of the fit: the first identities of the training set, as many as the test has.
+    let probe_ids = d.evals.first().map_or(100, |s| s.set.n_ids());
+    let probe = Probe {
+        set: EvalSet::from_dataset(&d.train, Some(probe_ids))?,
+        dir: d.train.dir.display().to_string(),
+    };
+    // GA-DMS: one score row per training caption (row = sample index), 0.85 at the start.
+    let scores =
+        (a.objective == Objective::GaDms).then(|| Arc::new(ScoreTable::in_memory(d.train.len())));
+    let masking = match &scores {
+        Some(s) => Masking::Dual {
+            scores: s.clone(),
+            config: a.masking_config(),
+        },
+        None => Masking::None,
+    };
+    let (loader, steps_per_epoch) =
+        train_loader(d.train.clone(), a.batch_size, a.seed, a.augment(), masking)?;
+    let config = config_json(&a, &d, warmup, steps_per_epoch, &spec);
+    run_dir::write_json(&a.out.join(run_dir::CONFIG_FILE), &config)?;
+
+    // Model: random init, then --init, then (resume) the checkpoint (in train::run).
+    let dev = D::create(a.device, a.seed)?;
+    let caption_pids = a.pid_mode() == PidMode::Caption;
+    let init_from = a.init.as_ref().filter(|_| resume.is_none());
+    let mut recipe: Box<dyn Recipe<D, Clip = M::Clip>> = match scores {
+        None => {
+            let mut trainer = Trainer::<D, M::Clip>::build(&dev, a.lr);
+            if let Some(p) = init_from {
+                let r = init::load_init(&mut trainer.model, &spec, None::<&mut M::Mtp>, p)?;
+                println!("{}", r.summary);
+            }
+            Box::new(SdmRecipe {
+                trainer,
+                caption_pids,
+            })
+        }
+        Some(scores) => {
+            let cfg = a.step_config();
+            cfg.validate().map_err(anyhow::Error::msg)?;
+            let mut r = GaDmsRecipe::<D, M>::new(&dev, scores, cfg, caption_pids);
+            if let Some(p) = init_from {
+                let (clip, mtp) = r.model.parts_mut();
+                println!("{}", init::load_init(clip, &spec, Some(mtp), p)?.summary);
+            }
+            Box::new(r)
+        }
+    };
+    let plan = Plan {
+        command: "pretrain",
+        args: serde_json::to_value(&a)?,
+        out: a.out.clone(),
+        seed: a.seed,
+        epochs: a.epochs,
+        lr: a.lr,
+        warmup,
+        schedule_per_step: a.schedule_per_step,
+        eval_every: a.eval_every,
+        save_every: a.save_every,
+        start: if a.init.is_some() {
+            "--init weights"
+        } else {
+            "random init"
+        },
+        t0,
+    };
+    crate::train::run(
+        &plan,
+        recipe.as_mut(),
+        loader,
+        &d.evals,
+        Some(&probe),
+        resume,
+    )
+}
+
+/// What the run will do, and from where it resumes.
+fn print_header(a: &PretrainArgs, preset: &str, resume: Option<&(PathBuf, TrainState)>) {
+    let pid_mode = a.pid_mode();
+    match a.objective {
+        Objective::Sdm => println!(
+            "gadms pretrain --objective sdm: trains the two CLIP towers of the '{preset}' preset \
+             with the SDM loss only (no masking, no MTP decoder; pids: {pid_mode:?})."
+        ),
+        Objective::GaDms => println!(
+            "gadms pretrain --objective ga-dms: trains the '{preset}' preset (CLIP + MTP decoder) \
+             with GASS scores, dual noise/informative caption masking and loss SDM + {}*MTP \
+             (GASS: {} layers, {:?} norm; masking alpha_n {} alpha_i {} lambda {}; pids: \
+             {pid_mode:?}).",
+            a.beta, a.gass_layers, a.gass_norm, a.alpha_n, a.alpha_i, a.mask_lambda
+        ),
+    }
+    if let Some(n) = a.defaults_note() {
+        println!("{n}");
+    }
+    if let Some((dir, st)) = resume {
+        println!(
+            "resuming {} from {} (step {}, epoch {}, loader at epoch {} batch {})",
+            a.out.display(),
+            dir.display(),
+            st.step,
+            st.epoch,
+            st.loader.epoch + 1,
+            st.loader.next_batch
+        );
+    }
+}
+
+/// The training and evaluation sets, and what to know about them.
+fn print_data(d: &data::RunData) {
+    let m = &d.train.manifest;
+    let evals = &d.evals;
+    println!(
+        "train: {} ids / {} images / {} captions ({}){}",
+        m.identities,
+        m.images,
+        m.samples,
+        d.train.dir.display(),
+        match evals.first() {
+            Some(e) => format!(
+                "; eval: {} ids / {} images / {} captions ({}){}",
+                e.set.n_ids(),
+                e.set.n_images(),
+                e.set.n_captions(),
+                e.dir,
+                if evals.len() > 1 {
+                    format!(" and {} more", evals.len() - 1)
+                } else {
+                    String::new()
+                }
+            ),
+            None => "; no --eval-data: only the fit on the training identities is measured".into(),
+        }
+    );
+    if m.config.split != "train" {
+        println!(
+            "note: {} is the '{}' split of {}",
+            d.train.dir.display(),
+            m.config.split,
+            m.config.dataset
+        );
+    }
+    for e in evals {
+        if let Some(n) = e.selection_note() {
+            println!("{n}");
+        }
+    }
+}
+
+/// `config.json` of a pretraining run.
+fn config_json(
+    a: &PretrainArgs,
+    d: &data::RunData,
+    warmup: usize,
+    steps_per_epoch: usize,
+    spec: &gadms_nn::ClipSpec,
+) -> serde_json::Value {
+    let m = &d.train.manifest;
+    let mut source = serde_json::json!({
+        "source": d.source,
+        "train": {
+            "dir": d.train_dir, "dataset": m.config.dataset, "split": m.config.split,
+            "ids": m.identities, "images": m.images, "captions": m.samples,
+        },
+        "image_hw": [spec.vision.image_h, spec.vision.image_w],
+    });
+    if let Some(e) = d.evals.first() {
+        source["eval"] = serde_json::json!({
+            "dir": e.dir, "split": e.split, "ids": e.set.n_ids(), "images": e.set.n_images(),
+            "captions": e.set.n_captions(),
+        });
+    }
+    let evals: Vec<serde_json::Value> = d
+        .evals
+        .iter()
+        .map(|e| serde_json::json!({"dir": e.dir, "split": e.split, "dataset": e.dataset}))
+        .collect();
+    source["evals"] = serde_json::json!(evals);
+    let mut config = serde_json::json!({
+        "args": a,
+        "preset": spec.name,
+        "image_hw": [spec.vision.image_h, spec.vision.image_w],
+        "warmup_epochs_used": warmup,
+        "steps_per_epoch": steps_per_epoch,
+        "objective": a.objective,
+        "loss": match a.objective {
+            Objective::Sdm => "sdm",
+            Objective::GaDms => "sdm(noise-masked) + beta * mtp(informative-masked)",
+        },
+        "logit_scale": SDM_LOGIT_SCALE,
+        "pids": a.pid_mode(),
+        "optimizer": { "name": "adam", "betas": [0.9, 0.999], "eps": 1e-3, "weight_decay_l2": 4e-5 },
+        "schedule": if a.schedule_per_step {
+            "per-step linear warm-up from 0.1x, then cosine to 0"
+        } else {
+            "per-epoch linear warm-up from 0.1x, then cosine to 0"
+        },
+        "augment": a.augment(),
+        "loader": { "workers": LOADER_WORKERS, "shuffle_buffer": 10_000, "drop_last": true },
+        "model": gadms_ckpt::clip_io::open_clip_model_cfg(spec),
+        "data": source,
+    });
+    if a.objective == Objective::GaDms {
+        let sc = a.step_config();
+        config["ga_dms"] = serde_json::json!({
+            "beta": sc.beta,
+            "gass": { "layers": sc.gass.layers, "scales": sc.gass.scales, "norm": a.gass_norm },
+            "masking": a.masking_config(),
+            "score_rows": d.train.len(),
+            "optimizer": adam_config(),
+            "decoder": crate::preset::decoder_name(a.preset),
+        });
+    }
+    config
+}
