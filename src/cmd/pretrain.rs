@@ -40,7 +40,7 @@
 //!
 //! Choices of the default run that differ from the paper (pids = identities, lr 1e-3,
 //! warm-up, batch 32 × 24 epochs, augmentation, the trimmed text pass), and why, are in
-//! docs/method.md ("Departures").
+//! docs/method.md §12.1.
 
 use crate::device::{BuildDevice, DeviceChoice};
 use crate::eval::EvalSet;

@@ -1,6 +1,6 @@
 //! The learning-rate schedule of GA-DMS / IRRA (`solver/lr_scheduler.py`
 //! `LRSchedulerWithWarmup`, mode `cosine`, warm-up method `linear`, warm-up factor 0.1), stepped
-//! once per epoch (shared/ga-dms-method.md §6.1).
+//! once per epoch (docs/method.md §6.1).
 
 /// The paper's warm-up length in epochs.
 pub const PAPER_WARMUP_EPOCHS: usize = 5;

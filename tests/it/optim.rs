@@ -1,9 +1,7 @@
 //! gadms' Adam against torch.optim.Adam / AdamW / clip_grad_norm_
 //! (fixtures/make_adam_reference.py), frozen tensors, and exact save/load.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use dfdx::prelude::*;
 use gadms::train::optim::{Adam, AdamConfig, Group, WeightDecay};
 

@@ -2,9 +2,7 @@
 //! contents, the embedding cache, the HTML pages (structure always; rendered by headless
 //! Chromium when it is installed) and bad input (clear error or warning, never a panic).
 
-mod common;
-
-use common::fixture;
+use crate::common::fixture;
 use gadms::rank::rank_metrics;
 use gadms::screenshot::{find_chromium, screenshot};
 use gadms_ckpt::tensors::{read_file_filtered, read_ints};

@@ -3,9 +3,7 @@
 //! trips, `inspect`, and the error path of bad inputs (one `error:` line naming the file, no
 //! panic, no output left behind).
 
-mod common;
-
-use common::{fixture, rel_err};
+use crate::common::{fixture, rel_err};
 use gadms_ckpt::tensors::{read_file, read_file_filtered, read_ints, write_file};
 use gadms_ckpt::{Array, TensorMap};
 use std::collections::BTreeMap;
