@@ -8,9 +8,10 @@
 //! independent and the row results are summed on one thread in row order): the loss and the
 //! gradients repeat bit for bit.
 
-use super::{
-    Kind, Real, contiguous, data, grad_mut, kind, par_chunks, put_grad, take_grad, tensor,
+use super::host::{
+    Kind, contiguous, data, grad_mut, kind, par_chunks, put_grad, take_grad, tensor,
 };
+use super::real::Real;
 use dfdx::prelude::*;
 use dfdx::tensor::Tensorlike;
 
