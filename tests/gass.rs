@@ -1,5 +1,5 @@
 //! GASS (`gadms_nn::gass`) against a faithful PyTorch port of the official GA-DMS code
-//! (fixtures/ref_gass.safetensors, made by fixtures/make_gass_reference.py), plus property
+//! (fixtures/gass/ref_gass.safetensors, made by fixtures/gass/make.py), plus property
 //! tests (support, range, batch maximum, per-sample independence, layer clamping, errors).
 //!
 //! Timing (release, not run by default):

@@ -1,5 +1,5 @@
 //! IRRA's identity classifier and ID loss (`gadms_nn::id`, shared/ga-dms-method.md §5.3)
-//! against PyTorch autograd (`fixtures/make_id_reference.py` → `fixtures/ref_id.safetensors`):
+//! against PyTorch autograd (`fixtures/id/make.py` → `fixtures/id/ref_id.safetensors`):
 //! logits, loss, the gradients w.r.t. both feature batches (through dfdx's tape) and the
 //! classifier's closed-form gradients, at 1e-4 relative; plus a finite-difference check in
 //! f64 and the IRRA initialisation.

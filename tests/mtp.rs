@@ -1,5 +1,5 @@
 //! The MTP decoder (IRRA `cross_former` + `mlm_head`) and its masked cross-entropy against
-//! PyTorch (`fixtures/make_mtp_reference.py`: IRRA's modules verbatim, float64 reference):
+//! PyTorch (`fixtures/mtp/make.py`: IRRA's modules verbatim, float64 reference):
 //! logits, loss and the gradient of every parameter and of both inputs.
 
 mod common;

@@ -1,5 +1,5 @@
 //! gadms' Adam against torch.optim.Adam / AdamW / clip_grad_norm_
-//! (fixtures/make_adam_reference.py), frozen tensors, and exact save/load.
+//! (fixtures/adam/make.py), frozen tensors, and exact save/load.
 
 mod common;
 

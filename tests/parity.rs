@@ -1,5 +1,5 @@
 //! Forward outputs, attention probabilities and gradients of every parameter against PyTorch
-//! (open_clip and Hugging Face `CLIPModel`, random weights; `fixtures/make_reference.py`).
+//! (open_clip and Hugging Face `CLIPModel`, random weights; `fixtures/clip/make.py`).
 
 mod common;
 

@@ -1,4 +1,4 @@
-//! Ranking metrics (src/rank.rs) against IRRA's `rank()` (fixtures/make_rank_reference.py) and
+//! Ranking metrics (src/rank.rs) against IRRA's `rank()` (fixtures/rank/make.py) and
 //! against a straightforward sort-based implementation.
 
 mod common;

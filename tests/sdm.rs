@@ -1,5 +1,5 @@
 //! SDM loss (`gadms_nn::loss::sdm_loss`): parity with IRRA's PyTorch `compute_sdm`
-//! (fixtures/ref_sdm.safetensors, made by fixtures/make_loss_reference.py), a finite-difference
+//! (fixtures/sdm/ref_sdm.safetensors, made by fixtures/sdm/make.py), a finite-difference
 //! gradient check in f64, and a demonstration that the check catches dfdx 0.13's
 //! permuted-softmax gradient bug (shared/dfdx-notes.md §1.4).
 

@@ -1,6 +1,6 @@
 //! Parity of `gadms_data::tokenizer` with open_clip's `SimpleTokenizer` / `open_clip.tokenize`.
 //!
-//! Fixtures come from `fixtures/tokenizer/make_tokenizer_reference.py` (open-clip-torch 3.3.0,
+//! Fixtures come from `fixtures/tokenizer/make.py` (open-clip-torch 3.3.0,
 //! ftfy 6.3.1); Python is not needed to run these tests.
 
 use std::path::PathBuf;

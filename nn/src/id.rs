@@ -23,7 +23,7 @@
 //!   per branch, `dW = G_vᵀ v + G_tᵀ t` and `db = Σ_rows (G_v + G_t)` ([`IdClassifier::grads`]).
 //!
 //! `tests/id_loss.rs` checks the loss, the feature gradients (through dfdx) and `dW`, `db`
-//! against PyTorch autograd (`fixtures/make_id_reference.py`).
+//! against PyTorch autograd (`fixtures/id/make.py`).
 //!
 //! The log-softmax sees a contiguous `[B, C]` matmul output (no permuted input: the dfdx
 //! gradient bug of shared/dfdx-notes.md §1.4 does not apply).
