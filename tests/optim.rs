@@ -8,7 +8,7 @@ use dfdx::prelude::*;
 use gadms::optim::{Adam, AdamConfig, Group, WeightDecay};
 
 type Model = dfdx::nn::modules::Linear<3, 4, f32, Cpu>;
-const FILE: &str = "ref_adam.safetensors";
+const FILE: &str = "adam/ref_adam.safetensors";
 
 fn init(dev: &Cpu) -> Model {
     let mut m = Model::build(dev);

@@ -1,9 +1,7 @@
 //! Forward outputs, attention probabilities and gradients of every parameter against PyTorch
 //! (open_clip and Hugging Face `CLIPModel`, random weights; `fixtures/clip/make.py`).
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use dfdx::prelude::*;
 use gadms_ckpt::bridge::{grads_to_map, map_to_module, module_to_map};
 use gadms_ckpt::layout::{native_to_hf, native_to_openai, to_native};
@@ -138,7 +136,7 @@ fn check_outputs(file: &str, o: &Outputs) {
 #[test]
 fn open_clip_forward_attention_and_gradients_match_pytorch() {
     let dev = Cpu::default();
-    let file = "ref_openclip.safetensors";
+    let file = "clip/ref_openclip.safetensors";
     let model: OcModel = load(&dev, file);
     let o = run_model!(&model, &dev, file, 64, 32, 9, true);
     check_outputs(file, &o);
@@ -182,7 +180,7 @@ fn check_open_clip_grads(file: &str, o: &Outputs) {
 #[test]
 fn open_clip_fused_forward_and_gradients_match_pytorch() {
     let dev = Cpu::default();
-    let file = "ref_openclip.safetensors";
+    let file = "clip/ref_openclip.safetensors";
     let model: OcModel = load(&dev, file);
     let o = run_model!(&model, &dev, file, 64, 32, 9, false);
     check_outputs(file, &o);
@@ -193,7 +191,7 @@ fn open_clip_fused_forward_and_gradients_match_pytorch() {
 #[test]
 fn hf_fused_forward_and_gradients_match_pytorch() {
     let dev = Cpu::default();
-    let file = "ref_hf.safetensors";
+    let file = "clip/ref_hf.safetensors";
     let model: HfModel = load(&dev, file);
     let o = run_model!(&model, &dev, file, 32, 32, 5, false);
     check_outputs(file, &o);
@@ -204,7 +202,7 @@ fn hf_fused_forward_and_gradients_match_pytorch() {
 #[test]
 fn openai_layout_round_trips_exactly() {
     let dev = Cpu::default();
-    let file = "ref_openclip.safetensors";
+    let file = "clip/ref_openclip.safetensors";
     let model: OcModel = load(&dev, file);
     let back = native_to_openai(&module_to_map(&model), 16, 0.0);
     let orig = section(file, "param.");
@@ -214,7 +212,7 @@ fn openai_layout_round_trips_exactly() {
 #[test]
 fn hf_layout_round_trips_exactly() {
     let dev = Cpu::default();
-    let file = "ref_hf.safetensors";
+    let file = "clip/ref_hf.safetensors";
     let model: HfModel = load(&dev, file);
     let back = native_to_hf(&module_to_map(&model), 16, 0.0);
     let orig = section(file, "param.");

@@ -4,15 +4,13 @@
 //! classifier's closed-form gradients, at 1e-4 relative; plus a finite-difference check in
 //! f64 and the IRRA initialisation.
 
-mod common;
-
-use common::{assert_close, fixture, tensor};
+use crate::common::{assert_close, fixture, tensor};
 use dfdx::prelude::*;
 use gadms_ckpt::Array;
 use gadms_ckpt::tensors::read_ints;
 use gadms_nn::IdClassifier;
 
-const REF: &str = "ref_id.safetensors";
+const REF: &str = "id/ref_id.safetensors";
 
 fn check_case<const E: usize>(case: &str) {
     let dev = Cpu::default();

@@ -5,9 +5,7 @@
 //! Timing (release, not run by default):
 //! `cargo test --release --test gass -- --ignored --nocapture`.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use dfdx::prelude::*;
 use gadms_ckpt::bridge::map_to_module;
 use gadms_ckpt::layout::to_native;
@@ -19,7 +17,7 @@ use gadms_nn::{
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-const FILE: &str = "ref_gass.safetensors";
+const FILE: &str = "gass/ref_gass.safetensors";
 /// The fixture's text tower: vocab 512, width 64, 2 heads, MLP 256, **4** layers, embed 32.
 type Txt = TextTower<512, 77, 64, 2, 32, 256, 4, 32, f32, Cpu>;
 

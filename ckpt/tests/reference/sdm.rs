@@ -3,9 +3,7 @@
 //! gradient check in f64, and a demonstration that the check catches dfdx 0.13's
 //! permuted-softmax gradient bug (shared/dfdx-notes.md §1.4).
 
-mod common;
-
-use common::{fixture, rel_err, tensor};
+use crate::common::{fixture, rel_err, tensor};
 use dfdx::prelude::*;
 use gadms_ckpt::tensors::read_ints;
 use gadms_nn::Float;
@@ -13,7 +11,7 @@ use gadms_nn::loss::{SDM_EPS, l2_normalize, sdm_loss, sdm_targets};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-const FIXTURE: &str = "ref_sdm.safetensors";
+const FIXTURE: &str = "sdm/ref_sdm.safetensors";
 
 /// Loss and gradients (w.r.t. image and text features) of `sdm_loss` computed in `E`.
 fn sdm_with_grads<E: Float + Into<f64>>(

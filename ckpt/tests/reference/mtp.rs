@@ -2,9 +2,7 @@
 //! PyTorch (`fixtures/mtp/make.py`: IRRA's modules verbatim, float64 reference):
 //! logits, loss and the gradient of every parameter and of both inputs.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use dfdx::prelude::*;
 use gadms_ckpt::bridge::{grads_to_map, map_to_module, module_to_map};
 use gadms_ckpt::layout::{native_to_openai, openai_to_native};
@@ -13,7 +11,7 @@ use gadms_nn::MtpDecoder;
 use gadms_nn::fast::with_fused;
 use gadms_nn::loss::{masked_rows_ce, masked_token_ce};
 
-const FILE: &str = "ref_mtp.safetensors";
+const FILE: &str = "mtp/ref_mtp.safetensors";
 const TOL: f64 = 1e-4;
 
 /// The fixture decoder: width 64, 2 heads of 32, MLP 256, 2 blocks, vocabulary 128.
