@@ -22,7 +22,7 @@
 //!   the host in f64 from the same logits: with `G = (softmax(logits) − onehot(pid)) / (2B)`
 //!   per branch, `dW = G_vᵀ v + G_tᵀ t` and `db = Σ_rows (G_v + G_t)` ([`IdClassifier::grads`]).
 //!
-//! `tests/id_loss.rs` checks the loss, the feature gradients (through dfdx) and `dW`, `db`
+//! `ckpt/tests/reference/id_loss.rs` checks the loss, the feature gradients (through dfdx) and `dW`, `db`
 //! against PyTorch autograd (`fixtures/id/make.py`).
 //!
 //! The log-softmax sees a contiguous `[B, C]` matmul output (no permuted input: the dfdx

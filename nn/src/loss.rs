@@ -10,12 +10,12 @@
 //! source's buffer). The forward value is right, so the bug is silent. IRRA writes
 //! `i2t = t2i.t()`; here the image→text similarity gets **its own matmul**
 //! (`img_n @ txt_nᵀ`) and both softmaxes see contiguous `[B, B]` tensors.
-//! `tests/sdm.rs` checks the gradient against finite differences and shows that the naive
+//! `ckpt/tests/reference/sdm.rs` checks the gradient against finite differences and shows that the naive
 //! transposed variant fails that check.
 //!
 //! On the CPU (f32/f64) both losses run as fused ops ([`crate::fast::loss`]), which never call
 //! dfdx's softmax; the composition here stays for CUDA, other element types and
-//! `GADMS_FUSED=0`. `nn/tests/fast_loss.rs` compares the two.
+//! `GADMS_FUSED=0`. `nn/tests/nn/fast_loss.rs` compares the two.
 
 use crate::layers::Float;
 use dfdx::prelude::*;

@@ -3,7 +3,7 @@
 //! tests (support, range, batch maximum, per-sample independence, layer clamping, errors).
 //!
 //! Timing (release, not run by default):
-//! `cargo test --release --test gass -- --ignored --nocapture`.
+//! `cargo test --release -p gadms-ckpt --test reference gass:: -- --ignored --nocapture`.
 
 use crate::common::*;
 use dfdx::prelude::*;

@@ -303,7 +303,7 @@ fn init_follows_irra() {
 }
 
 /// Forward + backward time of the `Tiny` decoder at batch 32 (release:
-/// `cargo test --release --test mtp -- --ignored --nocapture`).
+/// `cargo test --release -p gadms-ckpt --test reference mtp:: -- --ignored --nocapture`).
 #[test]
 #[ignore]
 fn tiny_batch32_timing() {

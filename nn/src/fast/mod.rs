@@ -8,7 +8,7 @@
 //! than `f32`/`f64`, a non-contiguous input, attention probabilities requested by the caller
 //! (GASS, the MTP decoder), or the switch turned off ([`set_fused`], [`with_fused`], or the
 //! environment variable `GADMS_FUSED=0`). Both paths compute the same function; the tests in
-//! `nn/tests/fast_ops.rs` and `nn/tests/fast_loss.rs` compare them (forward and every
+//! `nn/tests/nn/fast_ops.rs` and `nn/tests/nn/fast_loss.rs` compare them (forward and every
 //! gradient) and check the fused backward against finite differences in `f64`.
 //!
 //! Why: on 2 AVX2 cores dfdx 0.13 spends about a third of a ViT-B/16 step outside GEMM

@@ -1,4 +1,4 @@
-//! Helpers shared by the fused-kernel tests (`fast_ops.rs`, `fast_loss.rs`): relative error,
+//! Helpers shared by the fused-kernel tests (`fast_ops`, `fast_loss`): relative error,
 //! the fused-vs-plain comparison and the central finite-difference check.
 #![allow(dead_code)]
 

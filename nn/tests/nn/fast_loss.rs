@@ -11,8 +11,7 @@ use gadms_nn::*;
 
 type Dev = Cpu;
 
-mod common;
-use common::*;
+use crate::common::*;
 
 /// SDM loss and both feature gradients; the loss is scaled by 1.7 before the backward so the
 /// upstream gradient is not 1, and the image features also feed a second term, so the fused

@@ -1,6 +1,6 @@
 //! The fused CPU kernels (`gadms_nn::fast`) against the plain dfdx composition (forward and
 //! every gradient, f64 and f32) and against central finite differences (f64). The towers'
-//! fused path is checked against PyTorch in `tests/parity.rs` (the `*_fused_*` tests).
+//! fused path is checked against PyTorch in `ckpt/tests/reference/parity.rs` (the `*_fused_*` tests).
 
 use dfdx::nn::modules::Linear;
 use dfdx::prelude::*;
@@ -9,8 +9,7 @@ use gadms_nn::*;
 
 type Dev = Cpu;
 
-mod common;
-use common::*;
+use crate::common::*;
 
 macro_rules! linear_case {
     ($E:ty, $tol:expr) => {
