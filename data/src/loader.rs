@@ -1,5 +1,6 @@
 //! The training/evaluation loader: streams batches from a packed [`Dataset`] with decoding,
-//! augmentation (§6.3, [`crate::augment`]) and caption masking (§4, [`crate::masking`]) on a
+//! augmentation (docs/method.md §6.3, [`crate::augment`]) and caption masking (§4,
+//! [`crate::masking`]) on a
 //! pool of worker threads.
 //!
 //! **Order.** The order of epoch `e` is a pure function of `(seed, e)` ([`epoch_order`]): the

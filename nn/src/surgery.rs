@@ -24,7 +24,7 @@
 //! Reference for the pieces: OpenAI CLIP `model.py` (`VisionTransformer.proj`,
 //! `CLIP.text_projection`, both `[width, embed_dim]` initialised N(0, width^-1/2)), IRRA
 //! `model/clip_model.py`; the joint width must agree between the towers because the SDM loss
-//! compares image and text features by cosine (GA-DMS method §3.1).
+//! compares image and text features by cosine (docs/method.md §3.1).
 
 use crate::block::{ResBlock, Transformer};
 use crate::clip::Clip;

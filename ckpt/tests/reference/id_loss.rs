@@ -1,4 +1,4 @@
-//! IRRA's identity classifier and ID loss (`gadms_nn::id`, shared/ga-dms-method.md §5.3)
+//! IRRA's identity classifier and ID loss (`gadms_nn::id`, docs/method.md §5.3)
 //! against PyTorch autograd (`fixtures/id/make.py` → `fixtures/id/ref_id.safetensors`):
 //! logits, loss, the gradients w.r.t. both feature batches (through dfdx's tape) and the
 //! classifier's closed-form gradients, at 1e-4 relative; plus a finite-difference check in

@@ -1,7 +1,7 @@
 //! SDM loss (`gadms_nn::loss::sdm_loss`): parity with IRRA's PyTorch `compute_sdm`
 //! (fixtures/sdm/ref_sdm.safetensors, made by fixtures/sdm/make.py), a finite-difference
 //! gradient check in f64, and a demonstration that the check catches dfdx 0.13's
-//! permuted-softmax gradient bug (shared/dfdx-notes.md §1.4).
+//! permuted-softmax gradient bug (docs/dfdx.md §1.4).
 
 use crate::common::{fixture, rel_err, tensor};
 use dfdx::prelude::*;
@@ -218,7 +218,7 @@ fn sdm_naive_permuted<T: Tape<f64, Cpu>>(
 
 /// The naive transposed variant has the right value but a wrong gradient, and the
 /// finite-difference check above rejects it. If this test ever fails because the gradients
-/// agree, dfdx fixed the bug (shared/dfdx-notes.md §1.4); the main implementation stays valid.
+/// agree, dfdx fixed the bug (docs/dfdx.md §1.4); the main implementation stays valid.
 #[test]
 fn naive_permuted_sdm_fails_the_same_check() {
     let (b, k) = (PIDS.len(), 8);

@@ -1,4 +1,5 @@
-//! The loader's settings, its saved position, the batch it yields and its errors.
+//! The loader's settings, its saved position, the batch it yields and its errors. Section
+//! numbers (§) are those of docs/method.md.
 
 use crate::augment::AugmentConfig;
 use crate::masking::MaskingConfig;

@@ -139,7 +139,7 @@ fn same_seed_same_batches_whatever_the_worker_count() {
         assert_eq!(b0.pids[i], g / 2);
         assert_eq!(b0.image_ids[i], g);
         assert_eq!(b0.ids_clean[i][1], 1000 + g as u32);
-        // At least one informative label per caption (§4.2).
+        // At least one informative label per caption (docs/method.md §4.2).
         assert!(b0.info_labels[i].iter().any(|&l| l != 0));
         for p in 1..4 {
             let lab = b0.info_labels[i][p];

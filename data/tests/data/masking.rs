@@ -1,4 +1,4 @@
-//! Masking statistics against the §4.1 formulas and the §4.2 rules, augmentation geometry, and
+//! Masking statistics against the docs/method.md §4.1 formulas and the §4.2 rules, augmentation geometry, and
 //! the score table.
 
 use gadms_data::augment::{self, AugmentConfig, AugmentParams, Rect};
