@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """PyTorch implementation of one GA-DMS pretraining step, for throughput comparison with the
-Rust step (`src/gadms_step.rs::train_step`; shared/ga-dms-method.md §2.2, §3.2, §4, §5, §6.1).
+Rust step (`src/gadms_step.rs::train_step`; docs/method.md §2.2, §3.2, §4, §5, §6.1).
 
 Usage:
     python benches/torch_gadms_step.py --device cpu --preset tiny --batch 8 --steps 3 --warmup 1
@@ -8,9 +8,9 @@ Usage:
         --steps 10 --warmup 3 --modes eager-f32,amp-bf16,tf32 [--compile]
 
 Self-contained: only torch and the standard library. The model code
-is copied from benches/torch_baseline.py (CLIP towers), fixtures/make_mtp_reference.py (IRRA
-cross-modal decoder + mlm head), fixtures/make_gass_reference.py (the port of the official
-GASS code) and fixtures/make_loss_reference.py (IRRA compute_sdm, verbatim).
+is copied from benches/torch_baseline.py (CLIP towers), fixtures/mtp/make.py (IRRA
+cross-modal decoder + mlm head), fixtures/gass/make.py (the port of the official
+GASS code) and fixtures/sdm/make.py (IRRA compute_sdm, verbatim).
 
 The step (one iteration, same order as the Rust step):
   tokens = visual(images)                    [B, SEQ, EMBED]  ln_post + proj on all tokens
@@ -195,7 +195,7 @@ class Text(nn.Module):
 
 
 class MtpDecoder(nn.Module):
-    """IRRA cross_former + mlm_head (fixtures/make_mtp_reference.py): q = ln_pre_t(text),
+    """IRRA cross_former + mlm_head (fixtures/mtp/make.py): q = ln_pre_t(text),
     k = v = ln_pre_i(image), cross-attention WITHOUT residual, 4 pre-LN blocks, ln_post,
     dense -> QuickGELU -> LN -> fc(vocab). IRRA init."""
 
@@ -242,7 +242,7 @@ class GaDms(nn.Module):
 
 
 # --------------------------------------------------------------------------- SDM
-# fixtures/make_loss_reference.py: IRRA objectives.compute_sdm, verbatim
+# fixtures/sdm/make.py: IRRA objectives.compute_sdm, verbatim
 
 
 def compute_sdm(image_fetures, text_fetures, pid, logit_scale, image_id=None, factor=0.3, epsilon=1e-8):
@@ -283,7 +283,7 @@ def compute_sdm(image_fetures, text_fetures, pid, logit_scale, image_id=None, fa
 
 
 # --------------------------------------------------------------------------- GASS
-# fixtures/make_gass_reference.py (port of the official GA-DMS code), batch-first [B, S, W]
+# fixtures/gass/make.py (port of the official GA-DMS code), batch-first [B, S, W]
 # instead of LND, with two arithmetic-preserving changes that the Rust code makes too:
 #   * one backward of trace(C) = sum_b C[b,b] to every o_l (one torch.autograd.grad call with
 #     all o_l as inputs) instead of one autograd.grad(C, o_l, grad_outputs=I_B) per layer;

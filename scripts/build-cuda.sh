@@ -4,7 +4,7 @@
 #
 #   scripts/build-cuda.sh [DIST]
 #
-# What it does (shared/dfdx-notes.md §4 is the recipe it follows):
+# What it does (docs/dfdx.md §4 is the recipe it follows):
 #  1. installs the pinned CUDA 13.0.x compiler and libraries from PyPI into $GADMS_CU13
 #     (default /opt/cu13; one pip call — `pip --target` replaces the whole tree);
 #     nvcc must stay at 13.0.x: newer PTX is refused by a 13.0 driver's JIT;

@@ -1,4 +1,4 @@
-//! Image augmentation (method spec §6.3, IRRA/GA-DMS `build_transforms` with `--img_aug`):
+//! Image augmentation (docs/method.md §6.3, IRRA/GA-DMS `build_transforms` with `--img_aug`):
 //!
 //! train: `Resize((H, W))` → `RandomHorizontalFlip(0.5)` → `Pad(10)` (zeros) →
 //! `RandomCrop((H, W))` → `ToTensor` → `Normalize(CLIP mean, std)` →

@@ -1,4 +1,4 @@
-//! Caption masking (method spec §4): GA-DMS's score-driven dual masking for pretraining
+//! Caption masking (docs/method.md §4): GA-DMS's score-driven dual masking for pretraining
 //! (§4.1 probability curves, §4.2 BERT-style sampling and replacement, §4.3 the two copies) and
 //! IRRA's uniform 15 % MLM masking for fine-tuning (§4.4); plus [`SampleRng`], the small
 //! counter-seeded generator that the loader derives per sample from (seed, epoch, index) so that

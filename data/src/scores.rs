@@ -1,4 +1,4 @@
-//! The per-caption GASS score table (method spec §4.1–4.2, §11.4): 77 `f32` scores per caption,
+//! The per-caption GASS score table (docs/method.md §4.1–4.2, §11.4): 77 `f32` scores per caption,
 //! one row per caption (row = the caption's global sample index in the dataset), initialised to
 //! [`INIT_SCORE`] = 0.85 and overwritten by the trainer after each step with the batch's GASS
 //! scores. The dual masking of §4.2 reads the row when the loader prepares the caption's batch.

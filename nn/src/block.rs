@@ -2,6 +2,7 @@
 
 use crate::attention::{Attention, Probs};
 use crate::layers::{Float, LayerNorm, Mlp};
+use crate::pool::cls_token;
 use dfdx::nn::modules::Repeated;
 use dfdx::nn::tensor_collection::*;
 use dfdx::prelude::*;
@@ -75,9 +76,9 @@ impl<const W: usize, const H: usize, const HD: usize, const F: usize, E: Float, 
         let b = x.shape().0;
         let one = (b, Const::<1>, Const::<W>);
         let h = self.ln_1.forward3(x.with_empty_tape());
-        let hq = crate::vision::cls_token(h.with_empty_tape()).reshape_like(&one);
+        let hq = cls_token(h.with_empty_tape()).reshape_like(&one);
         let a = self.attn.forward_cross(hq, h, None, None);
-        let x0 = crate::vision::cls_token(x) + a.reshape_like(&(b, Const::<W>));
+        let x0 = cls_token(x) + a.reshape_like(&(b, Const::<W>));
         let h = self.ln_2.forward2(x0.with_empty_tape()).reshape_like(&one);
         x0 + self.mlp.forward(h).reshape_like(&(b, Const::<W>))
     }
@@ -154,7 +155,7 @@ impl<
         mut x: Tensor<(B, S, Const<W>), E, D, T>,
     ) -> Tensor<(B, Const<W>), E, D, T> {
         let Some((last, rest)) = self.resblocks.modules.split_last() else {
-            return crate::vision::cls_token(x);
+            return cls_token(x);
         };
         for blk in rest {
             x = blk.forward(x, None, None);

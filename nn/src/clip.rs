@@ -1,8 +1,9 @@
 //! The two-tower CLIP model, its runtime description and the presets.
 
 use crate::layers::Float;
-use crate::text::{TextInput, TextTower, eos_token};
-use crate::vision::{VisionTower, cls_token};
+use crate::pool::{cls_token, eos_token};
+use crate::text::{TextInput, TextTower};
+use crate::vision::VisionTower;
 use dfdx::nn::tensor_collection::*;
 use dfdx::prelude::*;
 

@@ -3,7 +3,7 @@
 //! epoch's dual masking.
 //!
 //! This module implements the algorithm that the official code computes
-//! (shared/ga-dms-method.md §3.2; official `model/build.py`: `clip_encode_text_dense`,
+//! (docs/method.md §3.2; official `model/build.py`: `clip_encode_text_dense`,
 //! `attention_layer`, `multi_scale_pooling`, `enhanced_sim_qk`, `grad_eclip_enhanced_batched`).
 //! That code adapts Grad-ECLIP's text explanation (Zhao et al., "Gradient-based Visual
 //! Explanation for Transformer-based CLIP", ICML 2024; `Cyang-Zhao/Grad-Eclip`
@@ -57,7 +57,7 @@ use crate::loss::l2_normalize;
 use crate::text::{TextInput, TextTower};
 use dfdx::prelude::*;
 
-/// How each layer map is normalised (ga-dms-method.md §3.2, "layer map").
+/// How each layer map is normalised (docs/method.md §3.2, "layer map").
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum GassNorm {
     /// Divide by the masked EOS-attention sum `Σ_n a·m + 1e-8` (paper Eq. 3). Default.

@@ -1,4 +1,4 @@
-//! IRRA's identity classifier and ID loss, used in fine-tuning only (shared/ga-dms-method.md
+//! IRRA's identity classifier and ID loss, used in fine-tuning only (docs/method.md
 //! §5.3; IRRA `model/build.py`: `self.classifier = nn.Linear(embed_dim, num_classes)`,
 //! weight ~ N(0, 0.001²), bias 0; `objectives.compute_id`).
 //!
@@ -13,7 +13,7 @@
 //! The class count `C` is the number of training identities (CUHK-PEDES 11,003, ICFG 3,102,
 //! RSTPReid 3,701, the embedded synthetic set 350), known only at run time, and dfdx 0.13
 //! registers only compile-time-shaped parameters (`TensorOptions` requires `ConstShape`,
-//! shared/dfdx-notes.md §1.3). So `W` [C, EMBED] and `b` [C] are plain run-time-shaped tensors
+//! docs/dfdx.md §1.3). So `W` [C, EMBED] and `b` [C] are plain run-time-shaped tensors
 //! outside the model's `TensorCollection`:
 //!
 //! * the **forward** runs on the features' tape (`W`, `b` enter as constants), so the
@@ -22,11 +22,11 @@
 //!   the host in f64 from the same logits: with `G = (softmax(logits) − onehot(pid)) / (2B)`
 //!   per branch, `dW = G_vᵀ v + G_tᵀ t` and `db = Σ_rows (G_v + G_t)` ([`IdClassifier::grads`]).
 //!
-//! `tests/id_loss.rs` checks the loss, the feature gradients (through dfdx) and `dW`, `db`
-//! against PyTorch autograd (`fixtures/make_id_reference.py`).
+//! `ckpt/tests/reference/id_loss.rs` checks the loss, the feature gradients (through dfdx) and `dW`, `db`
+//! against PyTorch autograd (`fixtures/id/make.py`).
 //!
 //! The log-softmax sees a contiguous `[B, C]` matmul output (no permuted input: the dfdx
-//! gradient bug of shared/dfdx-notes.md §1.4 does not apply).
+//! gradient bug of docs/dfdx.md §1.4 does not apply).
 
 use crate::layers::Float;
 use dfdx::prelude::*;

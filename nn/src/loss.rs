@@ -1,21 +1,21 @@
 //! Training losses. For now: IRRA's Similarity Distribution Matching (SDM), the contrastive
-//! loss of GA-DMS pretraining (shared/ga-dms-method.md §5.1; IRRA `model/objectives.py`
+//! loss of GA-DMS pretraining (docs/method.md §5.1; IRRA `model/objectives.py`
 //! `compute_sdm`, which GA-DMS ships unchanged).
 //!
 //! # Why there is no `permute` before a softmax here
 //!
 //! dfdx 0.13's `softmax` / `log_softmax` / `logsumexp` return **wrong gradients on a permuted
-//! (non-contiguous) input** on the CPU (shared/dfdx-notes.md §1.4: `logsumexp` resets its
+//! (non-contiguous) input** on the CPU (docs/dfdx.md §1.4: `logsumexp` resets its
 //! result's id to the input's id, so the gradient of a transposed view lands transposed in the
 //! source's buffer). The forward value is right, so the bug is silent. IRRA writes
 //! `i2t = t2i.t()`; here the image→text similarity gets **its own matmul**
 //! (`img_n @ txt_nᵀ`) and both softmaxes see contiguous `[B, B]` tensors.
-//! `tests/sdm.rs` checks the gradient against finite differences and shows that the naive
+//! `ckpt/tests/reference/sdm.rs` checks the gradient against finite differences and shows that the naive
 //! transposed variant fails that check.
 //!
 //! On the CPU (f32/f64) both losses run as fused ops ([`crate::fast::loss`]), which never call
 //! dfdx's softmax; the composition here stays for CUDA, other element types and
-//! `GADMS_FUSED=0`. `nn/tests/fast_loss.rs` compares the two.
+//! `GADMS_FUSED=0`. `nn/tests/nn/fast_loss.rs` compares the two.
 
 use crate::layers::Float;
 use dfdx::prelude::*;
@@ -48,7 +48,7 @@ pub fn l2_normalize<K: Dim, E: Float, D: Device<E>, T: Tape<E, D>>(
 ///
 /// This is IRRA's `labels / labels.sum(dim=1)` literally (the sum broadcasts along columns, so
 /// it divides by the count of *column* j's pid). Because `y` is symmetric and `y_ij = 1` only
-/// when rows i and j have the same pid, this equals the row normalisation of ga-dms-method.md
+/// when rows i and j have the same pid, this equals the row normalisation of docs/method.md
 /// §5.1. With unique pids (GA-DMS pretraining: one pid per caption) it is the identity.
 pub fn sdm_targets(pids: &[usize]) -> Vec<f64> {
     let b = pids.len();
@@ -67,7 +67,7 @@ pub fn sdm_targets(pids: &[usize]) -> Vec<f64> {
     q
 }
 
-/// Similarity Distribution Matching loss (IRRA `compute_sdm`; ga-dms-method.md §5.1, PAPER
+/// Similarity Distribution Matching loss (IRRA `compute_sdm`; docs/method.md §5.1, PAPER
 /// Eq. 6–8), a scalar:
 ///
 /// ```text
@@ -159,7 +159,7 @@ fn kl_rows<E: Float, D: Device<E>, T: Tape<E, D>>(
 }
 
 /// IRRA's MTP / MLM loss (`objectives.compute_mlm`: `nn.CrossEntropyLoss(ignore_index=0)` on
-/// `logits.reshape(-1, V)` against `labels.reshape(-1)`; ga-dms-method.md §5.2): the mean over
+/// `logits.reshape(-1, V)` against `labels.reshape(-1)`; docs/method.md §5.2): the mean over
 /// the positions whose label is not 0 of `−log softmax(logits)[label]`.
 ///
 /// `logits` [B, S, V]; `labels` [B·S], row-major (b·S + s), 0 = not masked. The log-softmax

@@ -1,5 +1,5 @@
 //! The MTP (masked token prediction) decoder of GA-DMS, which is IRRA's IRR module
-//! (shared/ga-dms-method.md §2.2; IRRA `model/build.py`: `cross_attn`, `cross_modal_transformer`,
+//! (docs/method.md §2.2; IRRA `model/build.py`: `cross_attn`, `cross_modal_transformer`,
 //! `ln_pre_t`, `ln_pre_i`, `ln_post`, `mlm_head`, `cross_former`):
 //!
 //! ```text
@@ -81,7 +81,7 @@ impl<const W: usize, const V: usize, E: Float, D: Device<E>> MlmHead<W, V, E, D>
     }
 }
 
-/// The cross-modal MTP decoder: width `W` (= the joint embedding, `E` in the method doc),
+/// The cross-modal MTP decoder: width `W` (= the joint embedding, `E` in docs/method.md),
 /// `H` heads of `HD` dims, MLP width `F`, `L` blocks (`cmt_depth`), vocabulary `V`.
 #[derive(Clone, Debug)]
 pub struct MtpDecoder<

@@ -4,6 +4,8 @@
 
 use crate::block::Transformer;
 use crate::layers::{Float, LayerNorm, normal_init, width_scaled_init};
+// Re-exported so `gadms_nn::text::{eos_index, eos_token}` keep working.
+pub use crate::pool::{eos_index, eos_token};
 use dfdx::nn::modules::Embedding;
 use dfdx::nn::tensor_collection::*;
 use dfdx::prelude::*;
@@ -123,18 +125,6 @@ pub struct TextInput<const CTX: usize, D: Storage<usize>> {
     pub eos: Tensor<(usize,), usize, D>,
 }
 
-/// Index of the EOS token: the first position holding the largest id (EOT 49407 is the
-/// largest id in CLIP's vocabulary), as OpenAI's `text.argmax(dim=-1)`.
-pub fn eos_index(ids: &[u32]) -> usize {
-    let mut best = 0;
-    for (i, &t) in ids.iter().enumerate() {
-        if t > ids[best] {
-            best = i;
-        }
-    }
-    best
-}
-
 impl<const CTX: usize, D: Storage<usize> + dfdx::tensor::TensorFromVec<usize>> TextInput<CTX, D> {
     /// Builds the ids and EOS tensors from host rows of exactly `CTX` ids.
     pub fn new(dev: &D, rows: &[[u32; CTX]]) -> Self {
@@ -225,15 +215,4 @@ impl<
     pub fn causal_mask(&self, dev: &D) -> Tensor<Rank2<CTX, CTX>, E, D> {
         dev.upper_tri(E::neg_infinity(), 1)
     }
-}
-
-/// The EOS token of each row: tokens [B, S, EMBED], positions [B] → [B, EMBED].
-///
-/// To use both the tokens and the pooled feature in one loss, call it on
-/// `tokens.with_empty_tape()` and keep `tokens` (it carries the tape).
-pub fn eos_token<B: Dim, S: Dim, const EMBED: usize, E: Float, D: Device<E>, T: Tape<E, D>>(
-    tokens: Tensor<(B, S, Const<EMBED>), E, D, T>,
-    eos: Tensor<(B,), usize, D>,
-) -> Tensor<(B, Const<EMBED>), E, D, T> {
-    tokens.select(eos)
 }

@@ -3,6 +3,8 @@
 
 use crate::block::Transformer;
 use crate::layers::{Float, LayerNorm, width_scaled_init};
+// Re-exported so `gadms_nn::vision::cls_token` keeps working.
+pub use crate::pool::cls_token;
 use dfdx::nn::modules::UnbiasedLinear;
 use dfdx::nn::tensor_collection::*;
 use dfdx::prelude::*;
@@ -240,19 +242,4 @@ impl<
             .retaped::<T>()
             .broadcast_like(&shape)
     }
-}
-
-/// The CLS token of a token map: [B, S, EMBED] → [B, EMBED].
-///
-/// Implemented with a batched `select` of position 0, whose backward *adds* into the token
-/// gradient. (dfdx 0.13's CPU `slice` backward overwrites the source gradient instead of adding,
-/// which silently drops any other gradient reaching token 0 — e.g. the MTP decoder's.)
-/// To use both the tokens and the CLS feature in one loss, call it on
-/// `tokens.with_empty_tape()` and keep `tokens` (it carries the tape).
-pub fn cls_token<B: Dim, S: Dim, const EMBED: usize, E: Float, D: Device<E>, T: Tape<E, D>>(
-    tokens: Tensor<(B, S, Const<EMBED>), E, D, T>,
-) -> Tensor<(B, Const<EMBED>), E, D, T> {
-    let b = tokens.shape().0;
-    let zeros: Tensor<(B,), usize, D> = tokens.device().tensor_from_vec(vec![0; b.size()], (b,));
-    tokens.select(zeros)
 }

@@ -1,7 +1,7 @@
-//! Compile-fail tests of the model-surgery types (issue #6): each file under
+//! Compile-fail tests of the model-surgery types (`gadms_nn::surgery`): each file under
 //! `tests/compile_fail/` is a mistake the compiler must reject, and its `.stderr` holds the
 //! expected message (the compile-time assertion naming the mistake in words). Regenerate the
-//! `.stderr` files with `TRYBUILD=overwrite cargo test --test surgery_compile_fail` and review
+//! `.stderr` files with `TRYBUILD=overwrite cargo test -p gadms-nn --test surgery_compile_fail` and review
 //! the diff.
 //!
 //! trybuild builds every case against `gadms-nn` (only its dependencies: dfdx, num-traits,

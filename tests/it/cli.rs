@@ -1,5 +1,5 @@
 //! End-to-end tests of the `gadms` binary: `embed` against open_clip reference embeddings
-//! (fixtures/embed, made by fixtures/make_embed_reference.py), `tokenize`, `export` round
+//! (fixtures/embed, made by fixtures/embed/make.py), `tokenize`, `export` round
 //! trips, `inspect`, and the error path of bad inputs (one `error:` line naming the file, no
 //! panic, no output left behind).
 

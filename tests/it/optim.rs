@@ -1,12 +1,12 @@
 //! gadms' Adam against torch.optim.Adam / AdamW / clip_grad_norm_
-//! (fixtures/make_adam_reference.py), frozen tensors, and exact save/load.
+//! (fixtures/adam/make.py), frozen tensors, and exact save/load.
 
 use crate::common::*;
 use dfdx::prelude::*;
 use gadms::train::optim::{Adam, AdamConfig, Group, WeightDecay};
 
 type Model = dfdx::nn::modules::Linear<3, 4, f32, Cpu>;
-const FILE: &str = "ref_adam.safetensors";
+const FILE: &str = "adam/ref_adam.safetensors";
 
 fn init(dev: &Cpu) -> Model {
     let mut m = Model::build(dev);

@@ -1,12 +1,12 @@
-//! Ranking metrics (src/rank.rs) against IRRA's `rank()` (fixtures/make_rank_reference.py) and
+//! Ranking metrics (src/rank.rs) against IRRA's `rank()` (fixtures/rank/make.py) and
 //! against a straightforward sort-based implementation.
 
 use gadms::rank::{order_of, query_ranks, random_problem, rank_metrics, top_k};
 use gadms_ckpt::tensors::read_ints;
 
 fn case(name: &str) -> (Vec<f32>, Vec<u64>, Vec<u64>) {
-    let sims = crate::common::tensor("ref_rank.safetensors", &format!("{name}.sims"));
-    let path = crate::common::fixture("ref_rank.safetensors");
+    let sims = crate::common::tensor("rank/ref_rank.safetensors", &format!("{name}.sims"));
+    let path = crate::common::fixture("rank/ref_rank.safetensors");
     let ids = |k: &str| -> Vec<u64> {
         read_ints(&path, &format!("{name}.{k}"))
             .unwrap()
@@ -45,7 +45,7 @@ fn naive(sim: &[f32], q: &[u64], g: &[u64]) -> [f64; 5] {
 
 #[test]
 fn matches_irra_rank_fixtures() {
-    let text = std::fs::read_to_string(crate::common::fixture("ref_rank.json")).unwrap();
+    let text = std::fs::read_to_string(crate::common::fixture("rank/ref_rank.json")).unwrap();
     let refs: serde_json::Value = serde_json::from_str(&text).unwrap();
     for name in ["random", "ties", "dup", "uneven"] {
         let (sims, q, g) = case(name);

@@ -1,6 +1,6 @@
 //! The reader shared by the three benchmark formats (CUHK-PEDES, ICFG-PEDES, RSTPReid): a JSON
 //! list of `{split, captions, <path key>, id}` objects and an `imgs/` folder beside it
-//! (method spec §9.2–9.5, IRRA `datasets/*.py`).
+//! (docs/method.md §9.2–9.5, IRRA `datasets/*.py`).
 
 use super::common::{
     CaptionIn, ImageSource, Item, RawItem, Reject, Source, fnv_hex, for_each_json_row, json_type,

@@ -1,4 +1,4 @@
-//! CUHK-PEDES (method spec §9.2, IRRA `datasets/cuhkpedes.py`).
+//! CUHK-PEDES (docs/method.md §9.2, IRRA `datasets/cuhkpedes.py`).
 //!
 //! `--src` is `reid_raw.json` or its directory; images are read from `imgs/<file_path>` beside it.
 //! Rows: `{"split": "train"|"val"|"test", "captions": [str, …], "file_path": str, "id": int,

@@ -1,4 +1,4 @@
-//! ICFG-PEDES (method spec §9.3, IRRA `datasets/icfgpedes.py`).
+//! ICFG-PEDES (docs/method.md §9.3, IRRA `datasets/icfgpedes.py`).
 //!
 //! `--src` is `ICFG-PEDES.json` or its directory; images are read from `imgs/<file_path>`.
 //! Rows: `{"split": "train"|"test", "file_path": str, "id": int, "captions": [str],

@@ -1,4 +1,4 @@
-//! RSTPReid (method spec §9.4, IRRA `datasets/rstpreid.py`).
+//! RSTPReid (docs/method.md §9.4, IRRA `datasets/rstpreid.py`).
 //!
 //! `--src` is `data_captions.json` or its directory; images are read from `imgs/<img_path>`.
 //! Rows: `{"id": int, "img_path": str, "captions": [str, str], "split": "train"|"val"|"test"}`

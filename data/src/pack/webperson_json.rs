@@ -1,4 +1,4 @@
-//! WebPerson in the JSON layout GA-DMS's training code reads (method spec §9.1,
+//! WebPerson in the JSON layout GA-DMS's training code reads (docs/method.md §9.1,
 //! `datasets/webreid.py`).
 //!
 //! `--src` is the JSON file (`100w.json`) or a directory holding exactly one `.json` file;

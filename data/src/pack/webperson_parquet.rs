@@ -1,4 +1,4 @@
-//! WebPerson as released on Hugging Face (method spec §9.1): parquet files with the columns
+//! WebPerson as released on Hugging Face (docs/method.md §9.1): parquet files with the columns
 //! `image` (struct `{bytes: binary, path: string}`, the encoded JPEG/PNG), `image_path`
 //! (string), `caption1`, `caption2` (strings).
 //!

@@ -7,7 +7,8 @@
 //! `dK += dSᵀ·Q`.
 
 use super::gemm::{MatRef, gemm_serial_raw};
-use super::{Kind, Real, contiguous, data, kind, put_grad, take_grad, tensor};
+use super::host::{Kind, contiguous, data, kind, put_grad, take_grad, tensor};
+use super::real::Real;
 use dfdx::prelude::*;
 use dfdx::tensor::Tensorlike;
 use rayon::prelude::*;

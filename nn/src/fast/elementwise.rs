@@ -1,8 +1,10 @@
-//! Fused QuickGELU (OpenAI CLIP `x·σ(1.702x)`) and the row softmax of attention, with a
-//! vectorisable `exp` for `f32` (Cephes `expf` polynomial, within 2 ulp on the range used)
-//! compiled once for AVX2+FMA and once for the baseline, chosen at run time.
+//! Fused QuickGELU (OpenAI CLIP `x·σ(1.702x)`) as a dfdx op; its slice kernels (and the row
+//! softmax of attention) are in [`super::rowwise`].
 
-use super::{Kind, Real, contiguous, data, grad_mut, kind, put_grad, take_grad, tensor};
+use super::host::{
+    Kind, contiguous, data, grad_mut, kind, par_chunks, put_grad, take_grad, tensor,
+};
+use super::real::Real;
 use dfdx::prelude::*;
 
 /// Elements per parallel task.
@@ -27,7 +29,7 @@ fn run<R: Real, S: Shape, E: Dtype, D: Device<E>, T: Tape<E, D>>(
     let (x, mut tape) = x.split_tape();
     let xs = data::<R, _, _, _, _>(&x);
     let mut y = vec![R::zero(); xs.len()];
-    super::par_chunks(&mut y, CHUNK, |i, c| {
+    par_chunks(&mut y, CHUNK, |i, c| {
         R::gelu_fwd(&xs[i * CHUNK..][..c.len()], c)
     });
     let out = tensor::<R, _, E, D>(x.dev(), y, shape);
@@ -37,7 +39,7 @@ fn run<R: Real, S: Shape, E: Dtype, D: Device<E>, T: Tape<E, D>>(
             let gy = take_grad::<R, _, _, _>(grads, &ghost)?;
             let xs = data::<R, _, _, _, _>(&x);
             let gx = grad_mut::<R, _, _, _>(grads, &x)?;
-            super::par_chunks(gx, CHUNK, |i, c| {
+            par_chunks(gx, CHUNK, |i, c| {
                 R::gelu_bwd(&xs[i * CHUNK..][..c.len()], &gy[i * CHUNK..][..c.len()], c)
             });
             put_grad::<R, _, _, _>(grads, &ghost, gy)
@@ -45,113 +47,3 @@ fn run<R: Real, S: Shape, E: Dtype, D: Device<E>, T: Tape<E, D>>(
     }
     out.put_tape(tape)
 }
-
-/// QuickGELU's gate constant.
-pub(crate) const GELU_K: f64 = 1.702;
-
-/// `y = x·σ(1.702x)` (generic `exp`).
-pub(crate) fn gelu_fwd_generic<R: Real>(x: &[R], y: &mut [R]) {
-    let k = R::from(GELU_K).unwrap();
-    for (o, &v) in y.iter_mut().zip(x) {
-        *o = v / (R::one() + (-k * v).exp());
-    }
-}
-
-/// `dx += dy·(s + 1.702·x·s·(1 − s))`, `s = σ(1.702x)` (generic `exp`).
-pub(crate) fn gelu_bwd_generic<R: Real>(x: &[R], dy: &[R], dx: &mut [R]) {
-    let k = R::from(GELU_K).unwrap();
-    for ((g, &v), &d) in dx.iter_mut().zip(x).zip(dy) {
-        let s = R::one() / (R::one() + (-k * v).exp());
-        *g = *g + d * (s + k * v * s * (R::one() - s));
-    }
-}
-
-/// One attention row in place: `p = softmax(s·scale + mask)`; `−∞` entries give exactly 0.
-pub(crate) fn softmax_row_generic<R: Real>(s: &mut [R], scale: R, mask: Option<&[R]>) {
-    if let Some(m) = mask {
-        s.iter_mut().zip(m).for_each(|(v, &m)| *v = *v * scale + m);
-    } else {
-        s.iter_mut().for_each(|v| *v = *v * scale);
-    }
-    let max = s.iter().copied().fold(R::neg_infinity(), R::max);
-    let mut sum = R::zero();
-    for v in s.iter_mut() {
-        *v = (*v - max).exp();
-        sum = sum + *v;
-    }
-    let inv = sum.recip();
-    s.iter_mut().for_each(|v| *v = *v * inv);
-}
-
-/// `exp(x)` for `f32` without a libm call, so loops over it vectorise (Cephes `expf`).
-/// Below −87.3 it returns 0 (`exp(−∞) = 0` for masked scores).
-#[inline(always)]
-fn exp_f32(x: f32) -> f32 {
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    let xc = x.clamp(-87.3, 88.7);
-    let n = (xc * LOG2E + 0.5).floor();
-    let r = xc - n * 0.693_359_4 + n * 2.121_944_4e-4;
-    let z = r * r;
-    let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_352e-3) * r + 4.166_579_6e-2) * r
-        + 1.666_666_5e-1)
-        * r
-        + 5.000_000_1e-1;
-    let e = p * z + r + 1.0;
-    let scale = f32::from_bits(((n as i32 + 127) << 23) as u32);
-    if x < -87.3 { 0.0 } else { e * scale }
-}
-
-#[inline(always)]
-fn gelu_fwd_body(x: &[f32], y: &mut [f32]) {
-    for (o, &v) in y.iter_mut().zip(x) {
-        *o = v / (1.0 + exp_f32(-1.702 * v));
-    }
-}
-
-#[inline(always)]
-fn gelu_bwd_body(x: &[f32], dy: &[f32], dx: &mut [f32]) {
-    for ((g, &v), &d) in dx.iter_mut().zip(x).zip(dy) {
-        let s = 1.0 / (1.0 + exp_f32(-1.702 * v));
-        *g += d * (s + 1.702 * v * s * (1.0 - s));
-    }
-}
-
-#[inline(always)]
-fn softmax_body(s: &mut [f32], scale: f32, mask: Option<&[f32]>) {
-    if let Some(m) = mask {
-        s.iter_mut().zip(m).for_each(|(v, &m)| *v = *v * scale + m);
-    } else {
-        s.iter_mut().for_each(|v| *v *= scale);
-    }
-    let max = s.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0.0;
-    for v in s.iter_mut() {
-        *v = exp_f32(*v - max);
-        sum += *v;
-    }
-    let inv = 1.0 / sum;
-    s.iter_mut().for_each(|v| *v *= inv);
-}
-
-/// Runs `$body(args)` through an AVX2+FMA-compiled copy when the CPU has it.
-macro_rules! multiversion {
-    ($name:ident, $avx:ident, $body:ident, ($($a:ident: $t:ty),*)) => {
-        #[cfg(target_arch = "x86_64")]
-        #[target_feature(enable = "avx2,fma")]
-        unsafe fn $avx($($a: $t),*) {
-            $body($($a),*)
-        }
-        pub(crate) fn $name($($a: $t),*) {
-            #[cfg(target_arch = "x86_64")]
-            if super::gemm::has_avx2_fma() {
-                // SAFETY: the CPU has AVX2 and FMA (checked at run time).
-                return unsafe { $avx($($a),*) };
-            }
-            $body($($a),*)
-        }
-    };
-}
-
-multiversion!(gelu_fwd_f32, gelu_fwd_avx2, gelu_fwd_body, (x: &[f32], y: &mut [f32]));
-multiversion!(gelu_bwd_f32, gelu_bwd_avx2, gelu_bwd_body, (x: &[f32], dy: &[f32], dx: &mut [f32]));
-multiversion!(softmax_row_f32, softmax_avx2, softmax_body, (s: &mut [f32], scale: f32, mask: Option<&[f32]>));

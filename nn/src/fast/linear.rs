@@ -3,7 +3,8 @@
 //! (`dx += dy·W`, `dW += dyᵀ·x`) plus a column sum for `db`.
 
 use super::gemm::{MatRef, gemm, gemm_uninit};
-use super::{Kind, Real, contiguous, data, grad_mut, kind, put_grad, take_grad, tensor};
+use super::host::{Kind, contiguous, data, grad_mut, kind, put_grad, take_grad, tensor};
+use super::real::Real;
 use dfdx::nn::modules::{Linear, UnbiasedLinear};
 use dfdx::prelude::*;
 

@@ -2,15 +2,16 @@
 //! `compute_sdm`) and a weighted row-wise softmax cross entropy ([`cross_entropy`]; PyTorch
 //! `F.cross_entropy`, IRRA `compute_mlm` / `compute_id`). Each is one forward over the raw
 //! slices and one closed-form backward closure; nothing goes through dfdx's softmax, so its
-//! gradient bug on permuted inputs (shared/dfdx-notes.md §1.4) cannot occur here.
+//! gradient bug on permuted inputs (docs/dfdx.md §1.4) cannot occur here.
 //!
 //! Every sum runs in a fixed order (rows may be computed in parallel, but each row is
 //! independent and the row results are summed on one thread in row order): the loss and the
 //! gradients repeat bit for bit.
 
-use super::{
-    Kind, Real, contiguous, data, grad_mut, kind, par_chunks, put_grad, take_grad, tensor,
+use super::host::{
+    Kind, contiguous, data, grad_mut, kind, par_chunks, put_grad, take_grad, tensor,
 };
+use super::real::Real;
 use dfdx::prelude::*;
 use dfdx::tensor::Tensorlike;
 

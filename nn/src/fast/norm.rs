@@ -5,7 +5,8 @@
 //! Forward: `x̂ = (x − μ)·r`, `r = 1/√(σ² + ε)`, `y = x̂·γ + β`.
 //! Backward: `g = dy·γ`, `dx = r·(g − mean(g) − x̂·mean(g·x̂))`, `dγ = Σ dy·x̂`, `dβ = Σ dy`.
 
-use super::{Kind, Real, contiguous, data, grad_mut, kind, put_grad, take_grad, tensor};
+use super::host::{Kind, contiguous, data, grad_mut, kind, put_grad, take_grad, tensor};
+use super::real::Real;
 use dfdx::prelude::*;
 use rayon::prelude::*;
 

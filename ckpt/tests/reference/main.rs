@@ -1,0 +1,18 @@
+//! Reference tests of the model and checkpoint crates against PyTorch fixtures (`fixtures/<topic>/`,
+//! each written by the `make.py` beside it), in one test binary: CLIP tower parity with open_clip
+//! and Hugging Face (`parity`), the positional-embedding resize (`posresize`), the SDM loss
+//! (`sdm`), the MTP decoder (`mtp`), GASS (`gass`), the ID loss (`id_loss`), and the CLIP
+//! normalisation constants shared by `gadms-data` and `gadms-ckpt` (`constants`).
+//!
+//! They live in `gadms-ckpt` because they read the fixtures through its safetensors reader and
+//! layout maps; they use only the library crates, not the `gadms` binary.
+
+mod common;
+
+mod constants;
+mod gass;
+mod id_loss;
+mod mtp;
+mod parity;
+mod posresize;
+mod sdm;
