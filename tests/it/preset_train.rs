@@ -1,4 +1,4 @@
-//! `gadms pretrain` and `gadms finetune` at the ViT-B/16 preset (issue 4): the real binary
+//! `gadms pretrain` and `gadms finetune` at the ViT-B/16 preset: the real binary
 //! trains CLIP ViT-B/16 for a couple of steps at batch 2 on a tiny set packed at 384×128 and
 //! writes weights that `gadms eval` and `finetune --init` accept; a pack of the
 //! wrong image size, a missing `--data` and a `--resume` of another preset are clear errors.

@@ -1,4 +1,4 @@
-//! Checkpoints of the `gadms` binary (issue 4 item 7): a run SIGKILLed after a checkpoint and
+//! Checkpoints of the `gadms` binary: a run SIGKILLed after a checkpoint and
 //! resumed with `--resume` ends with bit-identical weights, optimiser state and score table to
 //! an uninterrupted run (SDM and GA-DMS objectives, `pretrain` and `finetune`); a non-finite
 //! loss stops the run with a clear message and leaves the last good checkpoint intact;

@@ -1,4 +1,4 @@
-//! Model surgery (issue #6): the `gadms_nn::surgery` transforms carry weights exactly, a frozen
+//! Model surgery: the `gadms_nn::surgery` transforms carry weights exactly, a frozen
 //! tower gets no update and no optimiser state, towers copy out of checkpoints with run-time
 //! shape checks, and the three `examples/surgery_*.rs` experiments run (their bodies are
 //! `gadms::surgery::experiments`) and save checkpoints the command line accepts — or, for a
