@@ -45,10 +45,10 @@
 
 use crate::checkpoint;
 use crate::device::{BuildDevice, DeviceChoice};
+use crate::eval::{self, EvalSet, RankMetrics as Metrics};
 use crate::gadms_step::{GADMS_MAGIC, GaDms};
 use crate::optim::{Adam, Group};
 use crate::preset::Preset;
-use crate::pretrain::eval::{self, EvalSet, Metrics};
 use crate::pretrain::{
     BEST_FILE, EvalLine, Jsonl, LAST_FILE, NamedEval, RunArgs, adam_config, data, de_preset,
     decoder_name, last_eval, metrics_from_json, print_table, resolve_args, save, schedule,
@@ -597,9 +597,8 @@ fn run_on<D: BuildDevice, M: TrainModel<D>>(
             evaluated_epoch = st.evaluated_epoch;
         }
     }
-    let evaluate = |model: &M::Clip, set: &EvalSet| -> Result<Metrics> {
-        eval::evaluate(model, set, 128).map_err(anyhow::Error::msg)
-    };
+    let evaluate =
+        |model: &M::Clip, set: &EvalSet| -> Result<Metrics> { eval::evaluate(model, set, 128) };
     let several = evals.len() > 1;
     let mut before: Vec<Option<Metrics>> = vec![None; evals.len()];
     for (i, e) in evals.iter().enumerate() {

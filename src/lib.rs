@@ -5,17 +5,17 @@
 pub mod checkpoint;
 pub mod cmd;
 pub mod device;
+pub mod eval;
 pub mod finetune;
 pub mod gadms_step;
 pub mod init;
-pub mod model_io;
 pub mod optim;
 pub mod preset;
 pub mod pretrain;
-pub mod rank;
 pub mod report;
 pub mod screenshot;
 pub mod surgery;
 pub mod train_model;
+pub mod weights;
 
 pub use preset::{Dev, Preset};

@@ -27,7 +27,7 @@
 //!   86 steps, in 102 s against 8 s for `sdm`).
 //!
 //! **Data.** By default the run uses the synthetic person set `fixtures/synth-pedes`, written by
-//! [`synth`] in CUHK-PEDES form. It is embedded in the binary by `build.rs`, unpacked into
+//! [`gadms_data::synth`] in CUHK-PEDES form. It is embedded in the binary by `build.rs`, unpacked into
 //! `RUN_DIR/data/synth-pedes` and packed with `gadms_data::pack` into `RUN_DIR/data/{train,test}`
 //! ([`data`]; a rerun reuses the shards). `--data DIR` trains on any `gadms pack` output
 //! stored at the preset's size (64×32 for `tiny`, 384×128 for `vit-b-16`), and `--eval-data
@@ -69,12 +69,11 @@
 //!   ([`text_features_trimmed`]). This is exact under the causal mask and 3× faster.
 
 pub mod data;
-pub mod eval;
 pub mod schedule;
-pub mod synth;
 
 use crate::checkpoint;
 use crate::device::{BuildDevice, DeviceChoice};
+use crate::eval::{self, EvalSet, RankMetrics as Metrics};
 use crate::gadms_step::{GaDmsTiny, StepConfig, load_gadms, save_gadms, train_step};
 use crate::optim::{
     Adam as OptAdam, AdamConfig as OptAdamConfig, Group, WeightDecay as OptWeightDecay,
@@ -86,7 +85,6 @@ use argh::FromArgs;
 use dfdx::nn::ZeroGrads;
 use dfdx::nn::tensor_collection::TensorCollection;
 use dfdx::prelude::*;
-use eval::{EvalSet, Metrics};
 use gadms_data::TokenIds;
 use gadms_data::augment::AugmentConfig;
 use gadms_data::loader::{Loader, LoaderConfig, Masking};
@@ -1307,9 +1305,8 @@ fn run_on<D: BuildDevice, M: TrainModel<D>>(
         best = st.best_r1;
         evaluated_epoch = st.evaluated_epoch;
     }
-    let evaluate = |model: &M::Clip, set: &EvalSet| -> Result<Metrics> {
-        eval::evaluate(model, set, 128).map_err(anyhow::Error::msg)
-    };
+    let evaluate =
+        |model: &M::Clip, set: &EvalSet| -> Result<Metrics> { eval::evaluate(model, set, 128) };
     let several = evals.len() > 1;
 
     // Before training (a resumed run reads these lines back from metrics.jsonl).

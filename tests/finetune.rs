@@ -9,9 +9,9 @@ use gadms::finetune::{
 };
 use gadms::optim::{Adam, AdamConfig};
 use gadms::pretrain::data::{open_packed, pack_split};
-use gadms::pretrain::synth::{self, FIXTURE, SynthConfig};
 use gadms::pretrain::{PretrainArgs, run as pretrain};
 use gadms_data::loader::{Loader, LoaderConfig, Masking};
+use gadms_data::synth::{self, FIXTURE, SynthConfig};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 

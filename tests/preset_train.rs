@@ -7,8 +7,8 @@
 //! (2 steps of batch 2 per epoch) and the evaluation split 1 identity.
 
 use gadms::pretrain::data::pack_split;
-use gadms::pretrain::synth::{self, FIXTURE, SynthConfig};
 use gadms_data::pack::{Format, NoProgress, PackOptions, pack};
+use gadms_data::synth::{self, FIXTURE, SynthConfig};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Instant;

@@ -5,7 +5,7 @@
 mod common;
 
 use common::fixture;
-use gadms::rank::rank_metrics;
+use gadms::eval::rank::rank_metrics;
 use gadms::screenshot::{find_chromium, screenshot};
 use gadms_ckpt::tensors::{read_file_filtered, read_ints};
 use std::path::{Path, PathBuf};

@@ -6,7 +6,7 @@
 
 use gadms::checkpoint::{self, TrainState};
 use gadms::pretrain::data::pack_split;
-use gadms::pretrain::synth::{self, FIXTURE, SynthConfig};
+use gadms_data::synth::{self, FIXTURE, SynthConfig};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};

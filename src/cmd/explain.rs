@@ -2,10 +2,10 @@
 //! dual-masking probabilities they imply (shared/ga-dms-method.md §3, §4.1), as a table, JSON
 //! and an HTML page that colours each word by its score.
 
-use crate::model_io::{build_loaded, read_with_preset};
 use crate::preset::{Dev, Preset};
 use crate::pretrain::GassNormArg;
 use crate::report::{check_query, data_uri, escape, page, score_colour};
+use crate::weights::{build_loaded, read_with_preset};
 use crate::with_preset;
 use anyhow::{Context, Result, bail};
 use argh::FromArgs;

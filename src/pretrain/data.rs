@@ -4,11 +4,11 @@
 //! with `--data` / `--eval-data` (packed at the preset's image size: 64×32 for `tiny`,
 //! 384×128 for `vit-b-16`).
 
-use super::synth::{IMG_H, IMG_W};
 use crate::preset::Preset;
 use anyhow::{Context, Result, bail};
 use gadms_data::manifest::Dataset;
 use gadms_data::pack::{Format, NoProgress, PackOptions, PackReport, pack};
+use gadms_data::synth::{IMG_H, IMG_W};
 use gadms_data::tokenizer_hash;
 use gadms_nn::ClipSpec;
 use std::path::{Path, PathBuf};
