@@ -1,4 +1,4 @@
-//! `gadms finetune` (IRRA recipe, shared/ga-dms-method.md §6.2): parameter groups, a very
+//! `gadms finetune` (IRRA recipe, docs/method.md §6.2): parameter groups, a very
 //! short run from a `pretrain` checkpoint on the fixture CUHK-PEDES-form split (files, metric
 //! lines, classifier size, best/last weights), the step's learning, and clear errors.
 

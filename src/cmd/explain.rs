@@ -1,5 +1,5 @@
 //! `gadms explain`: the GASS score of every caption token for one (image, caption) pair and the
-//! dual-masking probabilities they imply (shared/ga-dms-method.md §3, §4.1), as a table, JSON
+//! dual-masking probabilities they imply (docs/method.md §3, §4.1), as a table, JSON
 //! and an HTML page that colours each word by its score.
 
 use crate::preset::{Dev, Preset};
