@@ -51,25 +51,13 @@ pub struct EvalArgs {
     pub bench_random: Option<usize>,
 }
 
-/// Text→image metrics, and image→text ones when asked, as written by `--json`.
+/// Text→image metrics, and image→text ones when asked, as written by `--json` (keys r1, r5,
+/// r10, map, minp, chance_r1, queries, gallery, identities, ties, data, weights[, i2t]).
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct EvalReport {
-    /// R@1 (× 100), text→image.
-    pub r1: f64,
-    /// R@5.
-    pub r5: f64,
-    /// R@10.
-    pub r10: f64,
-    /// mAP.
-    pub map: f64,
-    /// mINP.
-    pub minp: f64,
-    /// Expected R@1 of a random ranking.
-    pub chance_r1: f64,
-    /// Number of queries (captions).
-    pub queries: usize,
-    /// Gallery size (images).
-    pub gallery: usize,
+    /// Text→image metrics (queries = captions, gallery = images).
+    #[serde(flatten)]
+    pub t2i: RankMetrics,
     /// Distinct person ids.
     pub identities: usize,
     /// The tie convention.
@@ -152,14 +140,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
         (gp.len() + qp.len()) as f64 / enc_s.max(1e-9)
     );
     let report = EvalReport {
-        r1: t2i.r1,
-        r5: t2i.r5,
-        r10: t2i.r10,
-        map: t2i.map,
-        minp: t2i.minp,
-        chance_r1: t2i.chance_r1,
-        queries: t2i.queries,
-        gallery: t2i.gallery,
+        t2i,
         identities: ids,
         ties: TIES,
         data: data.display().to_string(),
