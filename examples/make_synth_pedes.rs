@@ -5,10 +5,10 @@
 //! ```
 //!
 //! With no options it writes exactly the committed fixture (`gadms pretrain`'s default data;
-//! see fixtures/synth-pedes/README.md). The generator is `gadms::synth`.
+//! see fixtures/synth-pedes/README.md). The generator is `gadms_data::synth`.
 
 use argh::FromArgs;
-use gadms::synth::{FIXTURE, SynthConfig, write_cuhk_pedes};
+use gadms_data::synth::{FIXTURE, SynthConfig, write_cuhk_pedes};
 use std::path::PathBuf;
 
 /// Write the synthetic person dataset (CUHK-PEDES layout) into OUT_DIR.

@@ -5,16 +5,12 @@
 
 pub mod cmd;
 pub mod device;
-#[path = "pretrain/eval.rs"]
 pub mod eval;
-pub mod model_io;
 pub mod preset;
-pub mod rank;
 pub mod report;
 pub mod screenshot;
 pub mod surgery;
-#[path = "pretrain/synth.rs"]
-pub mod synth;
 pub mod train;
+pub mod weights;
 
 pub use preset::{Dev, Preset};

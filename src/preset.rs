@@ -6,6 +6,12 @@ use std::str::FromStr;
 /// The device every command runs on (CPU; CUDA comes with the `cuda` feature).
 pub type Dev = dfdx::prelude::Cpu;
 
+// The embedded synthetic person set (gadms_data::synth) is drawn at the Tiny preset's size.
+const _: () = assert!(
+    gadms_data::synth::IMG_H == TINY_SPEC.vision.image_h
+        && gadms_data::synth::IMG_W == TINY_SPEC.vision.image_w
+);
+
 /// A named model preset.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Preset {

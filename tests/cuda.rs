@@ -7,12 +7,12 @@
 
 use dfdx::nn::ToDevice;
 use dfdx::prelude::*;
-use gadms::cmd::bench_train::synthetic_batch;
 use gadms::train::gadms::{Branches, GaDmsTiny, StepConfig, loss_grads, train_step};
 use gadms::train::optim::{Adam, AdamConfig};
 use gadms_ckpt::TensorMap;
 use gadms_ckpt::bridge::{grads_to_map, module_to_map};
 use gadms_data::scores::ScoreTable;
+use gadms_data::synth::synthetic_batch;
 use gadms_nn::gass::gass_scores;
 use gadms_nn::loss::{SDM_EPS, SDM_LOGIT_SCALE, masked_rows_ce, sdm_loss};
 use gadms_nn::{TextInput, cls_token, eos_token};

@@ -15,6 +15,7 @@ pub mod masking;
 pub mod pack;
 pub mod scores;
 pub mod shard;
+pub mod synth;
 pub mod text_clean;
 pub mod tokenizer;
 

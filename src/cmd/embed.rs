@@ -1,15 +1,16 @@
 //! `gadms embed`: L2-normalised image and text embeddings.
 
 use crate::cmd::tokenize::read_captions;
-use crate::model_io::{build_loaded, read_with_preset};
+use crate::eval::{encode_captions, encode_images};
 use crate::preset::{Dev, Preset};
+use crate::weights::{build_loaded, read_with_preset};
 use crate::with_preset;
 use anyhow::{Context, Result, bail};
 use argh::FromArgs;
 use gadms_ckpt::tensors::write_file;
 use gadms_ckpt::{Array, TensorMap};
-use gadms_data::ClipTokenizer;
 use gadms_data::image_prep::load_normalized;
+use gadms_data::{ClipTokenizer, TokenIds};
 use gadms_nn::{ClipInference, ClipSpec};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -58,20 +59,20 @@ pub fn run(a: EmbedArgs) -> Result<()> {
     let dev = Dev::default();
     let (img, txt) = with_preset!(preset, M => {
         let m: M = build_loaded(&dev, w, &a.weights)?;
-        embed_all(&m, &pixels, ids.as_deref(), a.batch_size)
+        embed_all(&m, &pixels, ids.as_deref(), a.batch_size)?
     });
     write_embeds(&a, &spec, img, txt)
 }
 
-fn tokenize_file(path: &Path) -> Result<Vec<u32>> {
+fn tokenize_file(path: &Path) -> Result<Vec<TokenIds>> {
     let caps = read_captions(path)?;
     let tok = ClipTokenizer::new()?;
-    let mut ids = Vec::with_capacity(caps.len() * 77);
+    let mut ids = Vec::with_capacity(caps.len());
     for (i, c) in caps.iter().enumerate() {
         let row = tok
             .encode(c)
             .with_context(|| format!("{}:{}", path.display(), i + 1))?;
-        ids.extend_from_slice(&row);
+        ids.push(row);
     }
     Ok(ids)
 }
@@ -90,34 +91,17 @@ type Embeds = (Option<Vec<f32>>, Option<Vec<f32>>);
 fn embed_all<M: ClipInference<f32, Dev>>(
     m: &M,
     pixels: &[Vec<f32>],
-    ids: Option<&[u32]>,
+    ids: Option<&[TokenIds]>,
     batch: usize,
-) -> Embeds {
-    let d = m.spec().embed();
-    let img = (!pixels.is_empty()).then(|| {
-        let mut out = Vec::new();
-        for chunk in pixels.chunks(batch) {
-            out.extend(m.image_features(chunk.concat(), chunk.len()));
-        }
-        l2_normalize_rows(out, d)
-    });
-    let txt = ids.map(|ids| {
-        let mut out = Vec::new();
-        for chunk in ids.chunks(batch * 77) {
-            out.extend(m.text_features(chunk, chunk.len() / 77));
-        }
-        l2_normalize_rows(out, d)
-    });
-    (img, txt)
-}
-
-/// Divides each row of a flat [N, d] buffer by its L2 norm.
-pub fn l2_normalize_rows(mut v: Vec<f32>, d: usize) -> Vec<f32> {
-    for row in v.chunks_exact_mut(d) {
-        let n = row.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
-        row.iter_mut().for_each(|x| *x /= n);
-    }
-    v
+) -> Result<Embeds> {
+    let img = match pixels.is_empty() {
+        true => None,
+        false => Some(encode_images(m, pixels.len(), batch, |r| {
+            Ok(pixels[r].concat())
+        })?),
+    };
+    let txt = ids.map(|ids| encode_captions(m, ids, batch));
+    Ok((img, txt))
 }
 
 fn write_embeds(

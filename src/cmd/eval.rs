@@ -1,20 +1,20 @@
 //! `gadms eval`: text→image retrieval metrics of a model on a packed test split (IRRA protocol,
-//! shared/ga-dms-method.md §7), and `--bench-random N`, the ranking benchmark.
+//! docs/method.md §7), and `--bench-random N`, the ranking benchmark. The evaluation itself
+//! (reading the split, encoding, similarity, ranking) is [`crate::eval`]'s.
 
-use crate::model_io::{build_loaded, read_with_preset};
+use crate::eval::rank::{RankMetrics, order_of, random_problem, rank_metrics, similarity_par};
+use crate::eval::{EvalSet, encode_set, l2_normalize_rows};
 use crate::preset::{Dev, Preset};
-use crate::rank::{RankMetrics, order_of, random_problem, rank_metrics, similarity_par};
+use crate::weights::{build_loaded, read_with_preset};
 use crate::with_preset;
 use anyhow::{Context, Result, bail};
 use argh::FromArgs;
 use gadms_ckpt::tensors::write_atomic;
-use gadms_data::augment::{decode_rgb8, test_transform};
 use gadms_data::manifest::Dataset;
 use gadms_data::tokenizer::tokenizer_hash;
-use gadms_nn::ClipInference;
-use rayon::prelude::*;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Text→image retrieval on a `gadms pack` output: queries = every caption, gallery = every
@@ -51,25 +51,13 @@ pub struct EvalArgs {
     pub bench_random: Option<usize>,
 }
 
-/// Text→image metrics, and image→text ones when asked, as written by `--json`.
+/// Text→image metrics, and image→text ones when asked, as written by `--json` (keys r1, r5,
+/// r10, map, minp, chance_r1, queries, gallery, identities, ties, data, weights[, i2t]).
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct EvalReport {
-    /// R@1 (× 100), text→image.
-    pub r1: f64,
-    /// R@5.
-    pub r5: f64,
-    /// R@10.
-    pub r10: f64,
-    /// mAP.
-    pub map: f64,
-    /// mINP.
-    pub minp: f64,
-    /// Expected R@1 of a random ranking.
-    pub chance_r1: f64,
-    /// Number of queries (captions).
-    pub queries: usize,
-    /// Gallery size (images).
-    pub gallery: usize,
+    /// Text→image metrics (queries = captions, gallery = images).
+    #[serde(flatten)]
+    pub t2i: RankMetrics,
     /// Distinct person ids.
     pub identities: usize,
     /// The tie convention.
@@ -97,7 +85,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
     if a.batch_size == 0 {
         bail!("--batch-size must be at least 1");
     }
-    let ds = open_eval_data(data)?;
+    let ds = Arc::new(open_eval_data(data)?);
     let (w, preset) = read_with_preset(weights, a.preset)?;
     let spec = preset.spec();
     let (h, wd) = (spec.vision.image_h, spec.vision.image_w);
@@ -113,24 +101,22 @@ pub fn run(a: EvalArgs) -> Result<()> {
         );
     }
     let t0 = Instant::now();
-    let split = read_split(&ds)?;
-    let (qp, gp) = (&split.caption_pid, &split.image_pid);
+    let set = EvalSet::streamed(ds.clone(), h, wd)?;
+    let (qp, gp) = (&set.caption_pid, &set.image_pid);
     check_pids(qp, gp, data, &c.dataset)?;
     let load_s = t0.elapsed().as_secs_f64();
     let dev = Dev::default();
     let t1 = Instant::now();
-    let (txt, img) = with_preset!(preset, M => {
+    let feats = with_preset!(preset, M => {
         let m: M = build_loaded(&dev, w, weights)?;
-        encode_split(&m, &ds, &split, (h, wd), a.batch_size)?
+        encode_set(&m, &set, a.batch_size)?
     });
     let enc_s = t1.elapsed().as_secs_f64();
-    let d = spec.embed();
     let t2 = Instant::now();
-    let sims = similarity_par(&txt, &img, d);
+    let sims = feats.text_to_image();
     let t2i = rank_metrics(&sims, qp, gp)?;
     let i2t = if a.i2t {
-        let simt = similarity_par(&img, &txt, d);
-        Some(rank_metrics(&simt, gp, qp)?)
+        Some(rank_metrics(&feats.image_to_text(), gp, qp)?)
     } else {
         None
     };
@@ -154,14 +140,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
         (gp.len() + qp.len()) as f64 / enc_s.max(1e-9)
     );
     let report = EvalReport {
-        r1: t2i.r1,
-        r5: t2i.r5,
-        r10: t2i.r10,
-        map: t2i.map,
-        minp: t2i.minp,
-        chance_r1: t2i.chance_r1,
-        queries: t2i.queries,
-        gallery: t2i.gallery,
+        t2i,
         identities: ids,
         ties: TIES,
         data: data.display().to_string(),
@@ -179,84 +158,6 @@ pub fn run(a: EvalArgs) -> Result<()> {
         println!("wrote {}", p.display());
     }
     Ok(())
-}
-
-/// A packed split's queries and gallery, without pixels: each distinct image once (by
-/// `image_id`, its first sample), every caption as a query.
-pub struct Split {
-    /// (shard, index) of each gallery image's sample.
-    pub images: Vec<(usize, usize)>,
-    /// Person id of each gallery image.
-    pub image_pid: Vec<u64>,
-    /// Token ids of every caption, flat [n, 77].
-    pub tokens: Vec<u32>,
-    /// Person id of every caption.
-    pub caption_pid: Vec<u64>,
-}
-
-/// Reads the index of a packed split (no image is decoded).
-pub fn read_split(ds: &Dataset) -> Result<Split> {
-    let mut sp = Split {
-        images: Vec::new(),
-        image_pid: Vec::new(),
-        tokens: Vec::new(),
-        caption_pid: Vec::new(),
-    };
-    let mut seen = HashSet::new();
-    for (si, shard) in ds.shards.iter().enumerate() {
-        for i in 0..shard.len() {
-            let s = shard.sample(i)?;
-            if seen.insert(s.image_id) {
-                sp.images.push((si, i));
-                sp.image_pid.push(s.pid);
-            }
-            sp.tokens.extend_from_slice(&s.ids);
-            sp.caption_pid.push(s.pid);
-        }
-    }
-    Ok(sp)
-}
-
-/// Encodes a split: (caption EOS features, image CLS features), L2-normalised. Images are
-/// decoded (in parallel), resized to `size` and test-transformed one batch at a time, so memory
-/// holds one batch of pixels, not the whole gallery.
-pub fn encode_split<M: ClipInference<f32, Dev>>(
-    m: &M,
-    ds: &Dataset,
-    sp: &Split,
-    size: (usize, usize),
-    batch: usize,
-) -> Result<(Vec<f32>, Vec<f32>)> {
-    let (h, w) = size;
-    let d = m.spec().embed();
-    let mut img = Vec::with_capacity(sp.images.len() * d);
-    for chunk in sp.images.chunks(batch) {
-        let px: Vec<Vec<f32>> = chunk
-            .par_iter()
-            .map(|&(si, i)| {
-                let shard = &ds.shards[si];
-                let s = shard.sample(i)?;
-                let rgb = decode_rgb8(s.image, h, w).map_err(|msg| {
-                    anyhow::anyhow!(
-                        "{} sample {i}: cannot decode the image ({msg})",
-                        shard.path().display()
-                    )
-                })?;
-                let mut out = vec![0.0; 3 * h * w];
-                test_transform(&rgb, h, w, &mut out);
-                Ok(out)
-            })
-            .collect::<Result<_>>()?;
-        img.extend(m.image_features(px.concat(), chunk.len()));
-    }
-    let mut txt = Vec::with_capacity(sp.caption_pid.len() * d);
-    for chunk in sp.tokens.chunks(batch * 77) {
-        txt.extend(m.text_features(chunk, chunk.len() / 77));
-    }
-    Ok((
-        crate::cmd::embed::l2_normalize_rows(txt, d),
-        crate::cmd::embed::l2_normalize_rows(img, d),
-    ))
 }
 
 /// Opens a packed split for evaluation with a clear error when it is not one.
@@ -367,7 +268,7 @@ fn bench_random(n: usize) -> Result<()> {
     // The similarity matrix itself from random 512-d unit features (ViT-B/16's embed size).
     let feats = |seed: u64| {
         let (v, _, _) = random_problem(n, 512, 1, seed);
-        crate::cmd::embed::l2_normalize_rows(v, 512)
+        l2_normalize_rows(v, 512)
     };
     let (ta, ia) = (feats(1), feats(2));
     let t = Instant::now();

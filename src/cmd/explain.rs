@@ -3,9 +3,9 @@
 //! and an HTML page that colours each word by its score.
 
 use crate::cmd::pretrain::GassNormArg;
-use crate::model_io::{build_loaded, read_with_preset};
 use crate::preset::{Dev, Preset};
 use crate::report::{check_query, data_uri, escape, page, score_colour};
+use crate::weights::{build_loaded, read_with_preset};
 use crate::with_preset;
 use anyhow::{Context, Result, bail};
 use argh::FromArgs;

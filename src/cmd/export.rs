@@ -1,7 +1,7 @@
 //! `gadms export`: weights to an open_clip or Hugging Face directory.
 
-use crate::model_io::{build_loaded, read_with_preset};
 use crate::preset::{Dev, Preset};
+use crate::weights::{build_loaded, read_with_preset};
 use crate::with_preset;
 use anyhow::{Result, bail};
 use argh::FromArgs;

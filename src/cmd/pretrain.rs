@@ -24,7 +24,7 @@
 //!   `--beta`, `--gass-norm`, `--gass-layers`, `--alpha-n`, `--alpha-i`, `--mask-lambda`.
 //!
 //! **Data.** By default the run uses the synthetic person set `fixtures/synth-pedes`, written by
-//! [`crate::synth`] in CUHK-PEDES form. It is embedded in the binary by `build.rs`, unpacked into
+//! [`gadms_data::synth`] in CUHK-PEDES form. It is embedded in the binary by `build.rs`, unpacked into
 //! `RUN_DIR/data/synth-pedes` and packed with `gadms_data::pack` into `RUN_DIR/data/{train,test}`
 //! ([`crate::train::data`]; a rerun reuses the shards). `--data DIR` trains on any `gadms pack` output
 //! stored at the preset's size (64×32 for `tiny`, 384×128 for `vit-b-16`), and `--eval-data

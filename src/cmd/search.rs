@@ -2,10 +2,11 @@
 //! sentence, prints the top K and optionally writes a self-contained HTML page. Gallery
 //! embeddings are cached on disk so that repeated queries encode only the sentence.
 
-use crate::model_io::{build_loaded, read_with_preset};
+use crate::eval::rank::top_k;
+use crate::eval::{encode_captions, encode_images};
 use crate::preset::{Dev, Preset};
-use crate::rank::top_k;
 use crate::report::{check_query, data_uri, escape, page};
+use crate::weights::{build_loaded, read_with_preset};
 use crate::with_preset;
 use anyhow::{Context, Result, bail};
 use argh::FromArgs;
@@ -15,7 +16,6 @@ use gadms_data::augment::{decode_rgb8, test_transform};
 use gadms_data::manifest::{Dataset, MANIFEST_FILE};
 use gadms_data::shard::Fnv64;
 use gadms_data::tokenizer::tokenizer_hash;
-use gadms_nn::ClipInference;
 use rayon::prelude::*;
 use std::collections::HashSet;
 use std::io::Read;
@@ -312,24 +312,21 @@ pub fn run(a: SearchArgs) -> Result<()> {
     let t0 = std::time::Instant::now();
     let (q, img, encoded) = with_preset!(preset, M => {
         let m: M = build_loaded(&dev, w, &a.weights)?;
-        let q = m.text_features(&ids, 1);
+        let q = encode_captions(&m, &[ids], 1);
         match cached {
             Some(e) => (q, e, false),
             None => {
-                let mut out = Vec::with_capacity(n * d);
-                for start in (0..n).step_by(a.batch_size) {
-                    let end = (start + a.batch_size).min(n);
-                    let px: Vec<Vec<f32>> = (start..end)
+                let img = encode_images(&m, n, a.batch_size, |r| {
+                    let px: Vec<Vec<f32>> = r
                         .into_par_iter()
                         .map(|i| gallery.pixels(i, h, wd))
                         .collect::<Result<_>>()?;
-                    out.extend(m.image_features(px.concat(), end - start));
-                }
-                (q, crate::cmd::embed::l2_normalize_rows(out, d), true)
+                    Ok(px.concat())
+                })?;
+                (q, img, true)
             }
         }
     });
-    let q = crate::cmd::embed::l2_normalize_rows(q, d);
     if encoded {
         eprintln!(
             "encoded {n} gallery images in {:.2} s",

@@ -3,7 +3,7 @@
 //! Each one starts from a "pretrained" Tiny model (random initialisation plus a few SDM steps
 //! on synthetic batches, saved to `OUT/base.safetensors` like a real checkpoint), applies one
 //! surgery, trains a few SDM steps ([`sdm_step`]) on synthetic batches
-//! ([`crate::cmd::bench_train::synthetic_batch`]: N(0,1) images, random captions, one identity
+//! ([`gadms_data::synth::synthetic_batch`]: N(0,1) images, random captions, one identity
 //! per pair) and saves the result with [`gadms_ckpt::save_clip`] (the standard OpenAI/open_clip
 //! layout with gadms metadata):
 //!
@@ -19,12 +19,12 @@
 //! [`gadms_ckpt::export_open_clip`] (which works for any CLIP type).
 
 use super::*;
-use crate::cmd::bench_train::synthetic_batch;
 use crate::train::optim::{Adam, AdamConfig};
 use anyhow::{Context, Result};
 use dfdx::nn::BuildModule;
 use gadms_ckpt::surgery::load_vision_tower;
 use gadms_ckpt::{export_open_clip, module_to_map, save_clip};
+use gadms_data::synth::synthetic_batch;
 use gadms_nn::{ClipSpec, HasClipSpec, Tiny, TinyText, TinyVision};
 use std::path::{Path, PathBuf};
 

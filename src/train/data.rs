@@ -6,12 +6,12 @@
 
 use crate::eval::EvalSet;
 use crate::preset::Preset;
-use crate::synth::{IMG_H, IMG_W};
 use anyhow::{Context, Result, bail};
 use gadms_data::augment::AugmentConfig;
 use gadms_data::loader::{Loader, LoaderConfig, Masking};
 use gadms_data::manifest::Dataset;
 use gadms_data::pack::{Format, NoProgress, PackOptions, PackReport, pack};
+use gadms_data::synth::{IMG_H, IMG_W};
 use gadms_data::tokenizer_hash;
 use gadms_nn::ClipSpec;
 use std::path::{Path, PathBuf};

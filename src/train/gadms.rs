@@ -28,7 +28,7 @@
 //!   leaves to keep); the image tokens take that tape into the MTP branch, the CLS row gets
 //!   an empty tape (`with_empty_tape`, same id, so its gradient still reaches the tokens) for
 //!   SDM; the two text passes each start from an empty leaky tape (`tape_with`). The SDM and
-//!   MTP losses merge them all in `L_sdm + β·L_mtp`. The test `tests/gadms_step.rs` checks that
+//!   MTP losses merge them all in `L_sdm + β·L_mtp`. The test `tests/it/gadms_step.rs` checks that
 //!   the gradient of `L` equals the sum of the gradients of `L_sdm` and `β·L_mtp` computed on
 //!   separate graphs ([`loss_grads`] with [`Branches`]).
 //! * **dfdx `slice` pitfall.** dfdx 0.13's CPU `slice` backward *assigns* into the source's

@@ -21,7 +21,7 @@ pub mod sdm;
 pub use model::TrainModel;
 pub use recipe::{Recipe, StepOut};
 
-use crate::eval::{EvalSet, Metrics};
+use crate::eval::{EvalSet, RankMetrics};
 use anyhow::{Context, Result, bail};
 use data::NamedEval;
 use dfdx::prelude::Device;
@@ -193,7 +193,7 @@ where
 
     // After training: the last epoch's evaluation (read back from metrics.jsonl: a resumed
     // run may have evaluated before its restart), and the fit on the training identities.
-    let after: Vec<Option<Metrics>> = evals
+    let after: Vec<Option<RankMetrics>> = evals
         .iter()
         .map(|e| run_dir::last_eval(&metrics_path, &e.dir, plan.epochs))
         .collect();
@@ -243,8 +243,8 @@ where
 fn evaluate<D: Device<f32>, C: gadms_nn::ClipInference<f32, D>>(
     model: &C,
     set: &EvalSet,
-) -> Result<Metrics> {
-    crate::eval::evaluate(model, set, 128).map_err(anyhow::Error::msg)
+) -> Result<RankMetrics> {
+    crate::eval::evaluate(model, set, 128)
 }
 
 /// Evaluates every set before training, logs the results and prints the first one.
@@ -253,7 +253,7 @@ fn evaluate_before<D: Device<f32>, C: gadms_nn::ClipInference<f32, D>>(
     model: &C,
     evals: &[NamedEval],
     log: &mut Jsonl,
-) -> Result<Vec<Option<Metrics>>> {
+) -> Result<Vec<Option<RankMetrics>>> {
     let mut before = Vec::new();
     for e in evals {
         let m = evaluate(model, &e.set)?;
@@ -274,7 +274,10 @@ fn evaluate_before<D: Device<f32>, C: gadms_nn::ClipInference<f32, D>>(
 }
 
 /// The before-training results of a resumed run, read back from its log.
-fn before_from_log(evals: &[NamedEval], old_lines: &[serde_json::Value]) -> Vec<Option<Metrics>> {
+fn before_from_log(
+    evals: &[NamedEval],
+    old_lines: &[serde_json::Value],
+) -> Vec<Option<RankMetrics>> {
     evals
         .iter()
         .map(|e| {
@@ -471,13 +474,13 @@ fn say(pb: &ProgressBar, line: String) {
 fn print_summary(
     plan: &Plan,
     evals: &[NamedEval],
-    before: &[Option<Metrics>],
-    after: &[Option<Metrics>],
-    fit: Option<Metrics>,
+    before: &[Option<RankMetrics>],
+    after: &[Option<RankMetrics>],
+    fit: Option<RankMetrics>,
     best: Option<(f64, usize)>,
 ) {
     let several = evals.len() > 1;
-    let mut rows: Vec<(String, Metrics)> = Vec::new();
+    let mut rows: Vec<(String, RankMetrics)> = Vec::new();
     for (i, e) in evals.iter().enumerate() {
         if let Some(b) = before[i] {
             rows.push((format!("{}, before", e.label(several)), b));
@@ -493,7 +496,7 @@ fn print_summary(
         println!(
             "text->image retrieval (queries = captions, gallery = images, relevant = same identity):"
         );
-        let rows: Vec<(&str, &Metrics)> = rows.iter().map(|(n, m)| (n.as_str(), m)).collect();
+        let rows: Vec<(&str, &RankMetrics)> = rows.iter().map(|(n, m)| (n.as_str(), m)).collect();
         print_table(&rows);
     }
     if let (Some(Some(b)), Some(Some(a))) = (before.first(), after.first()) {
@@ -512,7 +515,7 @@ fn print_summary(
 }
 
 /// Prints retrieval metrics as a table, one row per `(name, metrics)`.
-pub fn print_table(rows: &[(&str, &Metrics)]) {
+pub fn print_table(rows: &[(&str, &RankMetrics)]) {
     println!(
         "  {:<22} {:>7} {:>7} {:>7} {:>7} {:>7} {:>9} {:>8}",
         "split", "R1", "R5", "R10", "mAP", "mINP", "chanceR1", "Q x G"

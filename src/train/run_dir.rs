@@ -31,7 +31,7 @@
 //! **Resume** (`--resume RUN_DIR`, [`resolve_args`]): the run's own arguments come back from
 //! its latest checkpoint; only the device may change.
 
-use crate::eval::Metrics;
+use crate::eval::RankMetrics;
 use crate::preset::Preset;
 use anyhow::{Context, Result, bail};
 use dfdx::nn::tensor_collection::TensorCollection;
@@ -232,7 +232,7 @@ pub struct EvalLine<'a> {
     /// The directory of the packed set.
     pub data: &'a str,
     #[serde(flatten)]
-    pub m: Metrics,
+    pub m: RankMetrics,
 }
 
 /// Writes one JSON value per line, flushing each (so a killed run keeps its metrics).
@@ -271,7 +271,7 @@ impl Jsonl {
 }
 
 /// The last evaluation of `data` at `epoch` in metrics.jsonl.
-pub fn last_eval(path: &Path, data: &str, epoch: usize) -> Option<Metrics> {
+pub fn last_eval(path: &Path, data: &str, epoch: usize) -> Option<RankMetrics> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
         .lines()
@@ -281,11 +281,11 @@ pub fn last_eval(path: &Path, data: &str, epoch: usize) -> Option<Metrics> {
         .and_then(|v| metrics_from_json(&v))
 }
 
-/// A [`Metrics`] back from its JSON line.
-pub fn metrics_from_json(v: &serde_json::Value) -> Option<Metrics> {
+/// A [`RankMetrics`] back from its JSON line.
+pub fn metrics_from_json(v: &serde_json::Value) -> Option<RankMetrics> {
     let f = |k: &str| v.get(k).and_then(|x| x.as_f64());
     let u = |k: &str| v.get(k).and_then(|x| x.as_u64()).map(|x| x as usize);
-    Some(Metrics {
+    Some(RankMetrics {
         r1: f("r1")?,
         r5: f("r5")?,
         r10: f("r10")?,

@@ -5,13 +5,13 @@
 use dfdx::prelude::*;
 use gadms::cmd::finetune::{FinetuneArgs, run};
 use gadms::cmd::pretrain::{PretrainArgs, run as pretrain};
-use gadms::synth::{self, FIXTURE, SynthConfig};
 use gadms::train::data::{open_packed, pack_split};
 use gadms::train::irra::{
     FtClassifier, FtModel, FtWeights, finetune_step, irra_group, load_model, num_classes,
 };
 use gadms::train::optim::{Adam, AdamConfig};
 use gadms_data::loader::{Loader, LoaderConfig, Masking};
+use gadms_data::synth::{self, FIXTURE, SynthConfig};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 

@@ -1,8 +1,8 @@
-//! The GA-DMS pretraining step (`gadms::gadms_step`, method doc §3.2, §4, §5, §11 item 5) on a
+//! The GA-DMS pretraining step (`gadms::train::gadms`, docs/method.md §3.2, §4, §5, §11 item 5) on a
 //! small packed dataset: tape merging (total gradient = sum of branch gradients), learning,
 //! score-table writes, determinism and exact resume; plus the checkpoint key layout.
 //!
-//! `cargo test --release --test gadms_step -- --ignored --nocapture` times a `GaDmsTiny`
+//! `cargo test --release --test it gadms_step -- --ignored --nocapture` times a `GaDmsTiny`
 //! step at batch 32.
 
 use dfdx::prelude::*;

@@ -6,9 +6,9 @@
 //! A ViT-B/16 step costs seconds on a CPU, so the set is 2 identities × 1 image × 2 captions
 //! (2 steps of batch 2 per epoch) and the evaluation split 1 identity.
 
-use gadms::synth::{self, FIXTURE, SynthConfig};
 use gadms::train::data::pack_split;
 use gadms_data::pack::{Format, NoProgress, PackOptions, pack};
+use gadms_data::synth::{self, FIXTURE, SynthConfig};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Instant;

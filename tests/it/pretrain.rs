@@ -4,10 +4,7 @@
 
 use dfdx::prelude::*;
 use gadms::cmd::pretrain::{Objective, PretrainArgs, run};
-use gadms::eval::{EvalSet, retrieval_metrics};
-use gadms::synth::{
-    self, FIXTURE, GARMENT_COLOURS, IMG_H, IMG_LEN, IMG_W, LOWER_TYPES, SynthConfig,
-};
+use gadms::eval::{EvalSet, rank_metrics};
 use gadms::train::data::{fixture_files, open_packed, pack_split, prepare_default};
 use gadms::train::schedule::{default_warmup, lr_factor, lr_factor_at};
 use gadms::train::sdm::Trainer;
@@ -15,6 +12,9 @@ use gadms::{Dev, Preset};
 use gadms_data::loader::{Loader, LoaderConfig};
 use gadms_data::manifest::Dataset;
 use gadms_data::pack::{Format, NoProgress, PackOptions, pack};
+use gadms_data::synth::pedes::{
+    self as synth, FIXTURE, GARMENT_COLOURS, IMG_H, IMG_LEN, IMG_W, LOWER_TYPES, SynthConfig,
+};
 use gadms_nn::text_features_trimmed;
 use gadms_nn::{TextInput, eos_token};
 use std::collections::{HashMap, HashSet};
@@ -106,7 +106,7 @@ fn metrics_on_hand_made_similarity_with_ties() {
         0.3, 0.1, 0.3, 0.3, 0.3, //
         0.7, 0.0, 0.7, -1.0, 0.0,
     ];
-    let m = retrieval_metrics(&sim, &[0, 1, 2, 0], &[0, 1, 0, 2, 1]).unwrap();
+    let m = rank_metrics(&sim, &[0, 1, 2, 0], &[0, 1, 0, 2, 1]).unwrap();
     let close = |a: f64, b: f64| (a - b).abs() < 1e-9;
     assert!(close(m.r1, 25.0), "{m:?}");
     assert!(close(m.r5, 100.0), "{m:?}");
@@ -127,16 +127,16 @@ fn metrics_on_hand_made_similarity_with_ties() {
     for (g, v) in row.iter_mut().enumerate() {
         *v = 1.0 - g as f32 * 0.05;
     }
-    let mut gids = vec![9usize; 12];
+    let mut gids = vec![9u64; 12];
     gids[6] = 1;
-    let m = retrieval_metrics(&row, &[1], &gids).unwrap();
+    let m = rank_metrics(&row, &[1], &gids).unwrap();
     assert_eq!((m.r1, m.r5, m.r10), (0.0, 0.0, 100.0));
     assert!(close(m.map, 100.0 / 7.0) && close(m.minp, 100.0 / 7.0));
 
     // Bad input is an error, not a panic.
-    assert!(retrieval_metrics(&sim, &[0, 1, 2, 7], &[0, 1, 0, 2, 1]).is_err());
-    assert!(retrieval_metrics(&sim[1..], &[0, 1, 2, 0], &[0, 1, 0, 2, 1]).is_err());
-    assert!(retrieval_metrics(&[], &[], &[]).is_err());
+    assert!(rank_metrics(&sim, &[0, 1, 2, 7], &[0, 1, 0, 2, 1]).is_err());
+    assert!(rank_metrics(&sim[1..], &[0, 1, 2, 0], &[0, 1, 0, 2, 1]).is_err());
+    assert!(rank_metrics(&[], &[], &[]).is_err());
 }
 
 /// A fresh temporary directory for one test.
@@ -299,8 +299,9 @@ fn eval_set_from_a_packed_split() {
     let ds = Dataset::open(&test, None).unwrap();
     let s = EvalSet::from_dataset(&ds, None).unwrap();
     assert_eq!((s.n_ids(), s.n_images(), s.n_captions()), (3, 6, 12));
-    assert_eq!(s.pixels.len(), 6 * IMG_LEN);
-    assert!(s.pixels.iter().all(|v| v.is_finite() && v.abs() < 3.0));
+    let pixels = s.pixels(0, s.n_images()).unwrap();
+    assert_eq!(pixels.len(), 6 * IMG_LEN);
+    assert!(pixels.iter().all(|v| v.is_finite() && v.abs() < 3.0));
     for pid in &s.caption_pid {
         assert_eq!(s.image_pid.iter().filter(|p| *p == pid).count(), 2);
     }

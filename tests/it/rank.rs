@@ -1,7 +1,7 @@
 //! Ranking metrics (src/rank.rs) against IRRA's `rank()` (fixtures/rank/make.py) and
 //! against a straightforward sort-based implementation.
 
-use gadms::rank::{order_of, query_ranks, random_problem, rank_metrics, top_k};
+use gadms::eval::rank::{order_of, query_ranks, random_problem, rank_metrics, top_k};
 use gadms_ckpt::tensors::read_ints;
 
 fn case(name: &str) -> (Vec<f32>, Vec<u64>, Vec<u64>) {
@@ -136,7 +136,7 @@ fn similarity_matches_dot_products_across_blocks() {
     let b: Vec<f32> = (0..m * d)
         .map(|i| ((i * 13 % 29) as f32 - 14.0) / 14.0)
         .collect();
-    let s = gadms::rank::similarity_par(&a, &b, d);
+    let s = gadms::eval::rank::similarity_par(&a, &b, d);
     assert_eq!(s.len(), n * m);
     for i in [0, 4095, 4096, 4099] {
         for j in 0..m {

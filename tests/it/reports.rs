@@ -3,7 +3,7 @@
 //! Chromium when it is installed) and bad input (clear error or warning, never a panic).
 
 use crate::common::fixture;
-use gadms::rank::rank_metrics;
+use gadms::eval::rank::rank_metrics;
 use gadms::screenshot::{find_chromium, screenshot};
 use gadms_ckpt::tensors::{read_file_filtered, read_ints};
 use std::path::{Path, PathBuf};

@@ -4,9 +4,9 @@
 //! loss stops the run with a clear message and leaves the last good checkpoint intact;
 //! `--init` loads CLIP files and refuses a file of another shape.
 
-use gadms::synth::{self, FIXTURE, SynthConfig};
 use gadms::train::data::pack_split;
 use gadms::train::run_dir::{self as checkpoint, TrainState};
+use gadms_data::synth::{self, FIXTURE, SynthConfig};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};

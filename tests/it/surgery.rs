@@ -133,7 +133,7 @@ fn frozen_tower_is_unchanged_by_adam_and_holds_no_state() {
     );
     let mut opt = Adam::new(AdamConfig::default());
     for i in 0..2 {
-        let batch = gadms::cmd::bench_train::synthetic_batch(4, 64, 32, i);
+        let batch = gadms_data::synth::synthetic_batch(4, 64, 32, i);
         let loss = sdm_step(&mut model, &mut opt, &batch, 1e-2, &|_| Group::PLAIN);
         assert!(loss.is_finite());
     }
@@ -150,7 +150,7 @@ fn frozen_tower_is_unchanged_by_adam_and_holds_no_state() {
     // Thawed, the same weights train again.
     let mut plain: TinyModel = thaw(model);
     let mut opt = Adam::new(AdamConfig::default());
-    let batch = gadms::cmd::bench_train::synthetic_batch(4, 64, 32, 9);
+    let batch = gadms_data::synth::synthetic_batch(4, 64, 32, 9);
     sdm_step(&mut plain, &mut opt, &batch, 1e-2, &|_| Group::PLAIN);
     assert_ne!(module_to_map(&plain.visual).tensors, vision_before.tensors);
     assert_eq!(opt.tracked(), module_to_map(&plain).tensors.len());

@@ -1,4 +1,4 @@
-//! Retrieval ranking metrics by counting (shared/ga-dms-method.md §7.2).
+//! Retrieval ranking metrics by counting (docs/method.md §7.2).
 //!
 //! IRRA's `rank()` sorts each similarity row and reads R@K, AP and INP off the sorted hit list.
 //! Only the positions of the relevant items matter, so here the 0-based rank of each positive

@@ -2,7 +2,7 @@
 //! the fused kernels' GEMM (`gadms_nn::fast::gemm`) and through dfdx's `matmul` (the `gemm`
 //! crate), in GFLOP/s and as a fraction of this CPU's peak.
 
-use crate::cmd::bench_flops::peak_gflops;
+use super::flops::{peak_gflops, print_peak};
 use anyhow::Result;
 use dfdx::prelude::*;
 use gadms_nn::fast::gemm::{MatRef, gemm};
@@ -66,6 +66,6 @@ pub fn run(iters: usize) -> Result<()> {
         let pct = peak.map_or("–".into(), |p| format!("{:.0} %", 100.0 * fl / ours / p));
         println!("| {name} | {:.1} | {:.1} | {pct} |", fl / ours, fl / theirs);
     }
-    crate::cmd::bench_flops::print_peak(threads);
+    print_peak(threads);
     Ok(())
 }

@@ -7,7 +7,7 @@
 //! like `gadms pack`) is generated. With `--torch PYTHON` the images are exported as files for
 //! the Python script, which runs with the same worker count and batch size.
 
-use super::bench::BenchArgs;
+use super::args::BenchArgs;
 use anyhow::{Context, Result, bail};
 use gadms_data::loader::{Loader, LoaderConfig, Masking, epoch_order};
 use gadms_data::manifest::{Dataset, Manifest};

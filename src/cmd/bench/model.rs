@@ -1,77 +1,15 @@
 //! `gadms bench model`: forward+backward timing of the CLIP towers, optionally next to the
 //! PyTorch baseline (`benches/torch_baseline.py`) run in the same invocation.
-//! `gadms bench loader`: see [`crate::cmd::bench_loader`].
 
+use super::args::BenchArgs;
+use super::flops::{Flops, model_flops, peak_gflops, print_peak};
 use crate::preset::{Dev, Preset};
 use crate::with_preset;
 use anyhow::{Context, Result, bail};
-use argh::FromArgs;
 use dfdx::prelude::*;
 use gadms_nn::TextInput;
 use std::path::PathBuf;
 use std::time::Instant;
-
-/// Time the vision and text towers (forward+backward of sum(tokens·r), and vision forward
-/// only) on random weights and inputs; with `--torch PYTHON` also run the PyTorch baseline with
-/// the same sizes and thread count and print the ratio. Threads: RAYON_NUM_THREADS.
-/// `gadms bench train` times the full GA-DMS training step (GASS, SDM, MTP, Adam) on
-/// synthetic batches, on `--device cpu|cuda`, with `--torch` next to
-/// benches/torch_gadms_step.py (eager f32, AMP bf16, TF32 on a GPU).
-/// `gadms bench gemm` times the fused kernels' matrix product against dfdx's on ViT-B/16's
-/// shapes (GFLOP/s, % of this CPU's peak).
-/// `gadms bench loader` instead times the data loader (decode + §6.3 augmentation, images/s
-/// total and per worker), with `--torch` next to benches/loader_torch.py over the same images.
-#[derive(FromArgs)]
-#[argh(subcommand, name = "bench")]
-pub struct BenchArgs {
-    /// what to benchmark: model, train, gemm, loader or open
-    #[argh(positional)]
-    pub what: String,
-    /// model preset (default vit-b-16)
-    #[argh(option, default = "Preset::VitB16")]
-    pub preset: Preset,
-    /// batch size (default 4)
-    #[argh(option, default = "4")]
-    pub batch: usize,
-    /// timed iterations after one warm-up (default 3)
-    #[argh(option, default = "3")]
-    pub iters: usize,
-    /// python interpreter with torch: also run the PyTorch baseline (model:
-    /// benches/torch_baseline.py, vit-b-16 only; loader: benches/loader_torch.py)
-    #[argh(option)]
-    pub torch: Option<PathBuf>,
-    /// write the results as JSON here
-    #[argh(option)]
-    pub json: Option<PathBuf>,
-    /// open: samples in the simulated manifest (default 10000000)
-    #[argh(option, default = "10_000_000")]
-    pub samples: u64,
-    /// loader: packed dataset directory (default: a generated set of 512 384x128 JPEGs)
-    #[argh(option)]
-    pub data: Option<PathBuf>,
-    /// loader: decoding/augmentation worker threads, and PyTorch workers (default 2)
-    #[argh(option, default = "2")]
-    pub workers: usize,
-    /// loader: images decoded+augmented in the timed run (default 2048)
-    #[argh(option, default = "2048")]
-    pub images: usize,
-    /// model/train: device, cpu or cuda[:N] (default cpu; cuda needs a `cuda` build)
-    #[argh(option, default = "Default::default()")]
-    pub device: crate::device::DeviceChoice,
-    /// train: untimed warm-up steps (default 1)
-    #[argh(option, default = "1")]
-    pub warmup: usize,
-    /// model: images per gallery-embedding call (the `vision embed` row; default 64)
-    #[argh(option, default = "64")]
-    pub embed_batch: usize,
-    /// model: also time the plain dfdx composition (fused kernels off, `GADMS_FUSED=0`)
-    #[argh(switch)]
-    pub plain: bool,
-    /// train: PyTorch modes to run with --torch (default eager-f32,amp-bf16,tf32; CPU runs
-    /// eager-f32 only)
-    #[argh(option, default = "String::from(\"eager-f32,amp-bf16,tf32\")")]
-    pub torch_modes: String,
-}
 
 /// Median seconds per iteration of each measurement.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -100,26 +38,8 @@ fn timed(iters: usize, mut f: impl FnMut()) -> f64 {
     )
 }
 
-/// Runs the command.
-pub fn run(a: BenchArgs) -> Result<()> {
-    if a.what == "loader" {
-        return crate::cmd::bench_loader::run(&a);
-    }
-    if a.what == "train" {
-        return crate::cmd::bench_train::run(&a);
-    }
-    if a.what == "gemm" {
-        return crate::cmd::bench_gemm::run(a.iters.max(5));
-    }
-    if a.what == "open" {
-        return crate::cmd::bench_open::run(a.samples, 5000);
-    }
-    if a.what != "model" {
-        bail!(
-            "unknown benchmark '{}': use `gadms bench model`, `train`, `gemm`, `loader` or `open`",
-            a.what
-        );
-    }
+/// Runs `gadms bench model`.
+pub fn run(a: &BenchArgs) -> Result<()> {
     if a.batch == 0 || a.iters == 0 || a.embed_batch == 0 {
         bail!("--batch, --iters and --embed-batch must be at least 1");
     }
@@ -138,18 +58,18 @@ pub fn run(a: BenchArgs) -> Result<()> {
         false => None,
     };
     let torch = match &a.torch {
-        Some(py) if a.preset == Preset::VitB16 => Some(run_torch(py, threads, &a)?),
+        Some(py) if a.preset == Preset::VitB16 => Some(run_torch(py, threads, a)?),
         Some(_) => bail!("--torch needs --preset vit-b-16 (the baseline builds ViT-B/16)"),
         None => None,
     };
-    let flops = crate::cmd::bench_flops::model_flops(a.preset, b, eb);
+    let flops = model_flops(a.preset, b, eb);
     print_table(&ours, plain.as_ref(), torch.as_ref(), &flops, (b, eb));
-    crate::cmd::bench_flops::print_peak(threads);
+    print_peak(threads);
     if let Some(p) = &a.json {
         let v = serde_json::json!({"preset": format!("{:?}", a.preset), "batch": a.batch,
             "embed_batch": eb, "threads": threads, "iters": a.iters, "gadms": ours,
             "gadms_plain": plain, "torch": torch, "gflop": flops,
-            "peak_gflops": crate::cmd::bench_flops::peak_gflops(threads)});
+            "peak_gflops": peak_gflops(threads)});
         std::fs::write(p, serde_json::to_string_pretty(&v)?)
             .with_context(|| format!("{}", p.display()))?;
     }
@@ -245,7 +165,7 @@ fn print_table(
     ours: &Timings,
     plain: Option<&Timings>,
     torch: Option<&Timings>,
-    gflop: &crate::cmd::bench_flops::Flops,
+    gflop: &Flops,
     (b, eb): (usize, usize),
 ) {
     println!(

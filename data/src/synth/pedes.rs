@@ -29,9 +29,6 @@ pub const IMG_H: usize = 64;
 pub const IMG_W: usize = 32;
 /// Floats per CLIP-normalised image, [3, IMG_H, IMG_W].
 pub const IMG_LEN: usize = 3 * IMG_H * IMG_W;
-const _: () = assert!(
-    IMG_H == gadms_nn::TINY_SPEC.vision.image_h && IMG_W == gadms_nn::TINY_SPEC.vision.image_w
-);
 
 /// A named colour: caption words (first is canonical, the others synonyms) and its RGB.
 #[derive(Clone, Copy, Debug)]

@@ -1,5 +1,7 @@
-//! Loading weights for a command: read the file once, pick the preset (flag or inferred from
-//! the shapes), build the model and copy the weights in.
+//! Loading a `--weights` file into a preset's model, for every command that takes one: read
+//! the file once (any layout `gadms_ckpt::read_weights` knows: OpenAI/open_clip, HF CLIPModel,
+//! gadms), pick the preset (flag or inferred from the shapes), build the model and copy the
+//! weights in. All safetensors reading goes through `gadms-ckpt`.
 
 use crate::preset::{Dev, Preset};
 use anyhow::{Context, Result};

@@ -1,0 +1,95 @@
+//! Encoding with a model: image CLS and caption EOS features, L2-normalised (IRRA normalises
+//! the features before the cosine similarity, docs/method.md §7).
+
+use super::rank::similarity_par;
+use super::set::EvalSet;
+use anyhow::Result;
+use dfdx::prelude::Device;
+use gadms_data::TokenIds;
+use gadms_nn::ClipInference;
+use std::ops::Range;
+
+/// Divides each row of a flat [N, d] buffer by its L2 norm (`torch.nn.functional.normalize`:
+/// the norm is clamped below at 1e-12, so an all-zero row stays zero). The one row
+/// normalisation of gadms: evaluation, `gadms embed` and `gadms search` use it.
+pub fn l2_normalize_rows(mut v: Vec<f32>, d: usize) -> Vec<f32> {
+    for row in v.chunks_exact_mut(d) {
+        let n = row.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+        row.iter_mut().for_each(|x| *x /= n);
+    }
+    v
+}
+
+/// Image features of `n` images, `batch` per forward pass, L2-normalised [n, D]: `pixels(r)`
+/// gives the CLIP-normalised pixels of images `r` (`r.len() × [3, H, W]`).
+pub fn encode_images<D, M>(
+    model: &M,
+    n: usize,
+    batch: usize,
+    mut pixels: impl FnMut(Range<usize>) -> Result<Vec<f32>>,
+) -> Result<Vec<f32>>
+where
+    D: Device<f32>,
+    M: ClipInference<f32, D>,
+{
+    let d = model.spec().embed();
+    let batch = batch.max(1);
+    let mut out = Vec::with_capacity(n * d);
+    for start in (0..n).step_by(batch) {
+        let end = (start + batch).min(n);
+        out.extend(model.image_features(pixels(start..end)?, end - start));
+    }
+    Ok(l2_normalize_rows(out, d))
+}
+
+/// Text features (EOS) of `captions`, `batch` per forward pass, L2-normalised [n, D].
+pub fn encode_captions<D, M>(model: &M, captions: &[TokenIds], batch: usize) -> Vec<f32>
+where
+    D: Device<f32>,
+    M: ClipInference<f32, D>,
+{
+    let d = model.spec().embed();
+    let mut out = Vec::with_capacity(captions.len() * d);
+    for chunk in captions.chunks(batch.max(1)) {
+        out.extend(model.text_features(chunk.as_flattened(), chunk.len()));
+    }
+    l2_normalize_rows(out, d)
+}
+
+/// The L2-normalised features of an evaluation set.
+#[derive(Clone, Debug, Default)]
+pub struct Features {
+    /// Caption (query) features [n_captions, dim].
+    pub text: Vec<f32>,
+    /// Gallery image features [n_images, dim].
+    pub image: Vec<f32>,
+    /// Feature width (the model's embedding size).
+    pub dim: usize,
+}
+
+impl Features {
+    /// Text→image cosine similarities [n_captions, n_images].
+    pub fn text_to_image(&self) -> Vec<f32> {
+        similarity_par(&self.text, &self.image, self.dim)
+    }
+    /// Image→text cosine similarities [n_images, n_captions].
+    pub fn image_to_text(&self) -> Vec<f32> {
+        similarity_par(&self.image, &self.text, self.dim)
+    }
+}
+
+/// Encodes `set` with `model`, `batch` images or captions per forward pass: the gallery's
+/// image CLS features and the queries' EOS features, both L2-normalised.
+pub fn encode_set<D, M>(model: &M, set: &EvalSet, batch: usize) -> Result<Features>
+where
+    D: Device<f32>,
+    M: ClipInference<f32, D>,
+{
+    let image = encode_images(model, set.n_images(), batch, |r| set.pixels(r.start, r.end))?;
+    let text = encode_captions(model, &set.tokens, batch);
+    Ok(Features {
+        text,
+        image,
+        dim: model.spec().embed(),
+    })
+}
