@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """PyTorch implementation of one GA-DMS pretraining step, for throughput comparison with the
-Rust step (`src/gadms_step.rs::train_step`; docs/method.md §2.2, §3.2, §4, §5, §6.1).
+Rust step (`src/train/gadms.rs::train_step`; docs/method.md §2.2, §3.2, §4, §5, §6.1).
 
 Usage:
     python benches/torch_gadms_step.py --device cpu --preset tiny --batch 8 --steps 3 --warmup 1

@@ -1,4 +1,4 @@
-//! Ranking metrics (src/rank.rs) against IRRA's `rank()` (fixtures/rank/make.py) and
+//! Ranking metrics (src/eval/rank.rs) against IRRA's `rank()` (fixtures/rank/make.py) and
 //! against a straightforward sort-based implementation.
 
 use gadms::eval::rank::{order_of, query_ranks, random_problem, rank_metrics, top_k};
