@@ -30,7 +30,7 @@ use gadms_data::augment::AugmentConfig;
 use gadms_data::loader::Masking;
 use gadms_nn::HasClipSpec;
 use serde::{Deserialize, Serialize};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 /// Fine-tune a pretrained model with the IRRA recipe (SDM with person ids + ID loss over the
@@ -211,27 +211,21 @@ impl FinetuneArgs {
 }
 
 impl RunArgs for FinetuneArgs {
-    fn resume_dir(&self) -> Option<&Path> {
-        self.resume.as_deref()
-    }
     fn preset(&self) -> Preset {
         self.preset
     }
-    fn carry_over(&mut self, given: &Self, dir: &Path) {
-        self.device = given.device;
-        self.out = dir.to_path_buf();
-        self.resume = Some(dir.to_path_buf());
+    fn validate(&self) -> Result<usize> {
+        FinetuneArgs::validate(self)
+    }
+    fn invocation(&mut self) -> (&mut DeviceChoice, &mut PathBuf, &mut Option<PathBuf>) {
+        (&mut self.device, &mut self.out, &mut self.resume)
     }
 }
 
-/// Runs the command: resolves `--resume` (which fixes the preset), checks the flags, then
+/// Runs the command: resolves `--resume` (which fixes the preset) and checks the flags, then
 /// dispatches once on (`--preset`, `--device`) to [`run_on`].
 pub fn run(given: FinetuneArgs) -> Result<()> {
-    let (mut a, resume) = resolve_args(given, "finetune")?;
-    let warmup = a.validate()?;
-    if resume.is_none() && a.out == Path::new(DEFAULT_OUT) {
-        a.out = PathBuf::from(format!("runs/finetune-{}", a.preset.spec().name));
-    }
+    let (a, resume, warmup) = resolve_args(given, "finetune")?;
     crate::dispatch!(a.device, run_preset(a, resume, warmup))
 }
 

@@ -62,7 +62,7 @@ use gadms_nn::HasClipSpec;
 use gadms_nn::gass::{GassConfig, GassNorm};
 use gadms_nn::loss::SDM_LOGIT_SCALE;
 use serde::{Deserialize, Serialize};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -429,27 +429,21 @@ impl PretrainArgs {
 }
 
 impl RunArgs for PretrainArgs {
-    fn resume_dir(&self) -> Option<&Path> {
-        self.resume.as_deref()
-    }
     fn preset(&self) -> Preset {
         self.preset
     }
-    fn carry_over(&mut self, given: &Self, dir: &Path) {
-        self.device = given.device;
-        self.out = dir.to_path_buf();
-        self.resume = Some(dir.to_path_buf());
+    fn validate(&self) -> Result<usize> {
+        PretrainArgs::validate(self)
+    }
+    fn invocation(&mut self) -> (&mut DeviceChoice, &mut PathBuf, &mut Option<PathBuf>) {
+        (&mut self.device, &mut self.out, &mut self.resume)
     }
 }
 
-/// Runs the command: resolves `--resume` (which fixes the preset), checks the flags, then
+/// Runs the command: resolves `--resume` (which fixes the preset) and checks the flags, then
 /// dispatches once on (`--preset`, `--device`) to [`run_on`].
 pub fn run(given: PretrainArgs) -> Result<()> {
-    let (mut a, resume) = resolve_args(given, "pretrain")?;
-    let warmup = a.validate()?;
-    if resume.is_none() && a.out == Path::new(DEFAULT_OUT) {
-        a.out = PathBuf::from(format!("runs/pretrain-{}", a.preset.spec().name));
-    }
+    let (a, resume, warmup) = resolve_args(given, "pretrain")?;
     crate::dispatch!(a.device, run_preset(a, resume, warmup))
 }
 

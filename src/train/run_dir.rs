@@ -31,6 +31,7 @@
 //! **Resume** (`--resume RUN_DIR`, [`resolve_args`]): the run's own arguments come back from
 //! its latest checkpoint; only the device may change.
 
+use crate::device::DeviceChoice;
 use crate::eval::RankMetrics;
 use crate::preset::Preset;
 use anyhow::{Context, Result, bail};
@@ -299,23 +300,31 @@ pub fn metrics_from_json(v: &serde_json::Value) -> Option<RankMetrics> {
 
 /// The arguments of a resumable run command (`pretrain`, `finetune`).
 pub trait RunArgs: Serialize + serde::de::DeserializeOwned + Default {
-    /// `--resume RUN_DIR`, if given.
-    fn resume_dir(&self) -> Option<&Path>;
     /// `--preset`.
     fn preset(&self) -> Preset;
-    /// Copies what belongs to this invocation rather than to the run (the run directory and
-    /// the device) from `given` into the run's arguments `self`.
-    fn carry_over(&mut self, given: &Self, dir: &Path);
+    /// Checks the flags; returns the warm-up epochs to use.
+    fn validate(&self) -> Result<usize>;
+    /// What belongs to the invocation rather than to the run: `--device`, `--out`, `--resume`.
+    fn invocation(&mut self) -> (&mut DeviceChoice, &mut PathBuf, &mut Option<PathBuf>);
 }
 
-/// The arguments to run with, and with `--resume` the checkpoint directory and state.
-pub type Resolved<A> = (A, Option<(PathBuf, TrainState)>);
+/// The arguments to run with, the checkpoint to resume from (with `--resume`) and the
+/// warm-up epochs.
+pub type Resolved<A> = (A, Option<(PathBuf, TrainState)>, usize);
 
 /// The arguments to run with: `given`, or with `--resume` the run's own (from its latest
-/// checkpoint, [`resume_args`]) with this invocation's device.
-pub fn resolve_args<A: RunArgs>(given: A, command: &str) -> Result<Resolved<A>> {
-    let Some(dir) = given.resume_dir().map(Path::to_path_buf) else {
-        return Ok((given, None));
+/// checkpoint, [`resume_args`]) with this invocation's device; checked. Without `--out`, a
+/// fresh run goes to `runs/COMMAND-PRESET`.
+pub fn resolve_args<A: RunArgs>(mut given: A, command: &str) -> Result<Resolved<A>> {
+    let Some(dir) = given.invocation().2.clone() else {
+        let warmup = given.validate()?;
+        let default_out = A::default().invocation().1.clone();
+        let preset = given.preset().spec().name;
+        let out = given.invocation().1;
+        if *out == default_out {
+            *out = PathBuf::from(format!("runs/{command}-{preset}"));
+        }
+        return Ok((given, None, warmup));
     };
     let (mut a, ckdir, state) = resume_args(&given, &dir, command, &["device", "preset"])?;
     let (asked, stored) = (given.preset(), a.preset());
@@ -331,8 +340,12 @@ pub fn resolve_args<A: RunArgs>(given: A, command: &str) -> Result<Resolved<A>> 
             asked.spec().name
         );
     }
-    a.carry_over(&given, &dir);
-    Ok((a, Some((ckdir, state))))
+    let (device, out, resume) = a.invocation();
+    *device = *given.invocation().0;
+    *out = dir.clone();
+    *resume = Some(dir);
+    let warmup = a.validate()?;
+    Ok((a, Some((ckdir, state)), warmup))
 }
 
 /// `--resume RUN_DIR`: the run's own arguments (from its checkpoint) and the checkpoint. Any

@@ -1,14 +1,19 @@
-//! Helpers shared by the parity tests: fixture access and tolerant comparison.
+//! Helpers shared by the root integration tests and `gadms-ckpt`'s reference tests (which
+//! include this file by path): fixture access and tolerant comparison.
 #![allow(dead_code)]
 
 use gadms_ckpt::tensors::{read_file_filtered, read_ints};
 use gadms_ckpt::{Array, TensorMap};
 use std::path::{Path, PathBuf};
 
-/// Path of a committed fixture.
+/// Path of a committed fixture: `name` relative to the workspace's `fixtures/` (found from the
+/// testing crate's directory upwards).
 pub fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures")
+        .ancestors()
+        .map(|d| d.join("fixtures"))
+        .find(|d| d.is_dir())
+        .expect("a fixtures/ directory above the crate")
         .join(name)
 }
 

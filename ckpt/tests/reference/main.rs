@@ -7,6 +7,7 @@
 //! They live in `gadms-ckpt` because they read the fixtures through its safetensors reader and
 //! layout maps; they use only the library crates, not the `gadms` binary.
 
+#[path = "../../../tests/it/common.rs"]
 mod common;
 
 mod constants;
