@@ -215,8 +215,12 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> std::result::Result<(), String>
         std::fs::create_dir_all(dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     }
+    // A name of this process and call alone, so two writers of one file never share a
+    // temporary (the last rename wins, whole).
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
+    tmp.push(format!(".tmp.{}.{n}", std::process::id()));
     let tmp = PathBuf::from(tmp);
     let res = std::fs::write(&tmp, data).and_then(|_| std::fs::rename(&tmp, path));
     if let Err(e) = res {

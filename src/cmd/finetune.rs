@@ -20,7 +20,7 @@
 use crate::device::{BuildDevice, DeviceChoice};
 use crate::preset::{Preset, de_preset, ser_preset};
 use crate::train::data::{self, open_run_data, train_loader};
-use crate::train::irra::{FtWeights, IrraRecipe, num_classes};
+use crate::train::irra::{Classes, FtWeights, IrraRecipe};
 use crate::train::optim::adam_config;
 use crate::train::run_dir::{self, RunArgs, TrainState, resolve_args};
 use crate::train::{Plan, TrainModel, init, schedule};
@@ -96,6 +96,11 @@ pub struct FinetuneArgs {
     /// continue the run in RUN_DIR from its latest checkpoint (give no other flags)
     #[argh(option)]
     pub resume: Option<PathBuf>,
+    /// replace the run in a non-empty --out: its files are deleted first (only a directory
+    /// holding a gadms run's config.json is ever cleared)
+    #[argh(switch)]
+    #[serde(skip)]
+    pub overwrite: bool,
     /// augmentation: horizontal flip probability (default 0.5)
     #[argh(option, default = "0.5")]
     pub aug_flip: f64,
@@ -134,6 +139,7 @@ impl Default for FinetuneArgs {
             save_every: 0,
             eval_every: 1,
             resume: None,
+            overwrite: false,
             aug_flip: 0.5,
             aug_pad: 1,
             aug_erase: 0.0,
@@ -263,34 +269,15 @@ fn run_on<D: BuildDevice, M: TrainModel<D>>(
             st.loader.next_batch
         );
     }
-    std::fs::create_dir_all(&a.out)
-        .map_err(|e| anyhow::anyhow!("cannot create run directory {}: {e}", a.out.display()))?;
 
-    // Data.
-    let d = open_run_data(a.data.as_deref(), &a.eval_data, &a.out, &spec)?;
-    let classes = num_classes(&d.train)?;
-    print_data(&d, classes);
-    let (loader, steps_per_epoch) = train_loader(
-        d.train.clone(),
-        a.batch_size,
-        a.seed,
-        a.augment(),
-        Masking::Mlm,
-    )?;
-    let config = config_json(&a, &d, warmup, steps_per_epoch, classes, &spec);
-    run_dir::write_json(&a.out.join(run_dir::CONFIG_FILE), &config)?;
-
-    // Model: random init and the classifier, then --init (CLIP + decoder when present) or,
-    // when resuming, the checkpoint (in train::run).
+    // Every input is checked before anything is written: the packed sets, and the starting
+    // weights (loaded into the freshly initialised model).
+    data::check_packed(a.data.as_deref(), &a.eval_data, &spec)?;
     let dev = D::create(a.device, a.seed)?;
-    let weights = FtWeights {
-        id: a.id_weight,
-        mlm: a.mlm_weight,
-    };
-    let mut recipe = IrraRecipe::<D, M>::new(&dev, classes, weights);
+    let mut model = M::build(&dev);
     if resume.is_none() {
         let init = a.init.as_ref().expect("validated");
-        let (clip, mtp) = recipe.model.parts_mut();
+        let (clip, mtp) = model.parts_mut();
         let r = init::load_init(clip, &spec, Some(mtp), init)?;
         let note = if r.decoder {
             ""
@@ -299,6 +286,30 @@ fn run_on<D: BuildDevice, M: TrainModel<D>>(
         };
         println!("{}{note}", r.summary);
     }
+
+    // Run directory (locked for the run's life) and data.
+    let _lock = run_dir::open_run_dir(&a.out, resume.is_none(), a.overwrite)?;
+    println!("run directory: {}", a.out.display());
+    let d = open_run_data(a.data.as_deref(), &a.eval_data, &a.out, &spec)?;
+    let classes = Classes::of(&d.train)?;
+    print_data(&d, &classes);
+    let (loader, steps_per_epoch) = train_loader(
+        d.train.clone(),
+        a.batch_size,
+        a.seed,
+        a.augment(),
+        Masking::Mlm,
+    )?;
+    let config = config_json(&a, &d, warmup, steps_per_epoch, classes.len(), &spec);
+    run_dir::write_json(&a.out.join(run_dir::CONFIG_FILE), &config)?;
+
+    // The recipe: the model and a new classifier (drawn after the model, as IRRA does); with
+    // --resume, train::run then loads the checkpoint into it.
+    let weights = FtWeights {
+        id: a.id_weight,
+        mlm: a.mlm_weight,
+    };
+    let mut recipe = IrraRecipe::<D, M>::new(model, &dev, classes, weights);
     let plan = Plan {
         command: "finetune",
         args: serde_json::to_value(&a)?,
@@ -317,21 +328,22 @@ fn run_on<D: BuildDevice, M: TrainModel<D>>(
 }
 
 /// The training and evaluation sets, and what to know about them.
-fn print_data(d: &data::RunData, classes: usize) {
+fn print_data(d: &data::RunData, classes: &Classes) {
     let m = &d.train.manifest;
     println!(
-        "train: {} ids / {} images / {} captions ({}); ID classifier over {classes} classes",
+        "train: {} ids / {} images / {} captions ({}); ID classifier over {} classes",
         m.identities,
         m.images,
         m.samples,
-        d.train.dir.display()
+        d.train.dir.display(),
+        classes.len()
     );
-    if classes as u64 != m.identities {
+    if !classes.is_identity() {
         println!(
-            "note: the training pids are not contiguous from 0 ({} ids, max pid {}); the \
-             classifier has max pid + 1 = {classes} classes",
-            m.identities,
-            classes - 1
+            "note: the training pids are not 0..{}: the classifier's classes are the {} distinct \
+             pids in ascending order",
+            classes.len(),
+            classes.len()
         );
     }
     if d.evals.is_empty() {

@@ -54,6 +54,7 @@ use crate::train::sdm::{SdmRecipe, Trainer};
 use crate::train::{Plan, Probe, TrainModel, init, schedule};
 use anyhow::{Result, bail};
 use argh::FromArgs;
+use dfdx::nn::BuildModule;
 use gadms_data::augment::AugmentConfig;
 use gadms_data::loader::Masking;
 use gadms_data::masking::MaskingConfig;
@@ -136,6 +137,11 @@ pub struct PretrainArgs {
     /// setting from the run; give no other flags)
     #[argh(option)]
     pub resume: Option<PathBuf>,
+    /// replace the run in a non-empty --out: its files are deleted first (only a directory
+    /// holding a gadms run's config.json is ever cleared)
+    #[argh(switch)]
+    #[serde(skip)]
+    pub overwrite: bool,
     /// step the warm-up + cosine schedule after every optimiser step instead of once per
     /// epoch (the reference)
     #[argh(switch)]
@@ -295,6 +301,7 @@ impl Default for PretrainArgs {
             eval_every: 0,
             init: None,
             resume: None,
+            overwrite: false,
             schedule_per_step: false,
             pids: None,
             preset: Preset::Tiny,
@@ -466,9 +473,34 @@ fn run_on<D: BuildDevice, M: TrainModel<D>>(
     let spec = M::Clip::SPEC;
     print_header(&a, spec.name, resume.as_ref());
 
-    // Run directory and data.
-    std::fs::create_dir_all(&a.out)
-        .map_err(|e| anyhow::anyhow!("cannot create run directory {}: {e}", a.out.display()))?;
+    // Every input is checked before anything is written: the packed sets, and the starting
+    // weights (loaded into the freshly initialised model).
+    data::check_packed(a.data.as_deref(), &a.eval_data, &spec)?;
+    let dev = D::create(a.device, a.seed)?;
+    let init_from = a.init.as_ref().filter(|_| resume.is_none());
+    let start = match a.objective {
+        Objective::Sdm => {
+            let mut clip = M::Clip::build(&dev);
+            if let Some(p) = init_from {
+                let r = init::load_init(&mut clip, &spec, None::<&mut M::Mtp>, p)?;
+                println!("{}", r.summary);
+            }
+            Start::Sdm(clip)
+        }
+        Objective::GaDms => {
+            a.step_config().validate().map_err(anyhow::Error::msg)?;
+            let mut model = M::build(&dev);
+            if let Some(p) = init_from {
+                let (clip, mtp) = model.parts_mut();
+                println!("{}", init::load_init(clip, &spec, Some(mtp), p)?.summary);
+            }
+            Start::GaDms(model)
+        }
+    };
+
+    // Run directory (locked for the run's life) and data.
+    let _lock = run_dir::open_run_dir(&a.out, resume.is_none(), a.overwrite)?;
+    println!("run directory: {}", a.out.display());
     let d = open_run_data(a.data.as_deref(), &a.eval_data, &a.out, &spec)?;
     print_data(&d);
     // The probe of the fit: the first identities of the training set, as many as the test has.
@@ -478,45 +510,32 @@ fn run_on<D: BuildDevice, M: TrainModel<D>>(
         dir: d.train.dir.display().to_string(),
     };
     // GA-DMS: one score row per training caption (row = sample index), 0.85 at the start.
-    let scores =
-        (a.objective == Objective::GaDms).then(|| Arc::new(ScoreTable::in_memory(d.train.len())));
-    let masking = match &scores {
-        Some(s) => Masking::Dual {
-            scores: s.clone(),
+    let scores = Arc::new(ScoreTable::in_memory(match start {
+        Start::GaDms(_) => d.train.len(),
+        Start::Sdm(_) => 0,
+    }));
+    let masking = match start {
+        Start::GaDms(_) => Masking::Dual {
+            scores: scores.clone(),
             config: a.masking_config(),
         },
-        None => Masking::None,
+        Start::Sdm(_) => Masking::None,
     };
     let (loader, steps_per_epoch) =
         train_loader(d.train.clone(), a.batch_size, a.seed, a.augment(), masking)?;
     let config = config_json(&a, &d, warmup, steps_per_epoch, &spec);
     run_dir::write_json(&a.out.join(run_dir::CONFIG_FILE), &config)?;
 
-    // Model: random init, then --init, then (resume) the checkpoint (in train::run).
-    let dev = D::create(a.device, a.seed)?;
+    // The recipe (with --resume, train::run then loads the checkpoint into it).
     let caption_pids = a.pid_mode() == PidMode::Caption;
-    let init_from = a.init.as_ref().filter(|_| resume.is_none());
-    let mut recipe: Box<dyn Recipe<D, Clip = M::Clip>> = match scores {
-        None => {
-            let mut trainer = Trainer::<D, M::Clip>::build(&dev, a.lr);
-            if let Some(p) = init_from {
-                let r = init::load_init(&mut trainer.model, &spec, None::<&mut M::Mtp>, p)?;
-                println!("{}", r.summary);
-            }
-            Box::new(SdmRecipe {
-                trainer,
-                caption_pids,
-            })
-        }
-        Some(scores) => {
+    let mut recipe: Box<dyn Recipe<D, Clip = M::Clip>> = match start {
+        Start::Sdm(clip) => Box::new(SdmRecipe {
+            trainer: Trainer::from_model(clip, a.lr),
+            caption_pids,
+        }),
+        Start::GaDms(model) => {
             let cfg = a.step_config();
-            cfg.validate().map_err(anyhow::Error::msg)?;
-            let mut r = GaDmsRecipe::<D, M>::new(&dev, scores, cfg, caption_pids);
-            if let Some(p) = init_from {
-                let (clip, mtp) = r.model.parts_mut();
-                println!("{}", init::load_init(clip, &spec, Some(mtp), p)?.summary);
-            }
-            Box::new(r)
+            Box::new(GaDmsRecipe::new(model, scores, cfg, caption_pids))
         }
     };
     let plan = Plan {
@@ -545,6 +564,14 @@ fn run_on<D: BuildDevice, M: TrainModel<D>>(
         Some(&probe),
         resume,
     )
+}
+
+/// The model a run starts from, before its recipe is built.
+enum Start<C, M> {
+    /// `--objective sdm`: the CLIP towers.
+    Sdm(C),
+    /// `--objective ga-dms`: CLIP and the MTP decoder.
+    GaDms(M),
 }
 
 /// What the run will do, and from where it resumes.

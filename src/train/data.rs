@@ -211,6 +211,18 @@ pub struct RunData {
     pub source: &'static str,
 }
 
+/// Checks `--data` and `--eval-data` before a run writes anything: each must be a packed set
+/// at the preset's image size ([`open_packed_for`]; reads manifests only).
+pub fn check_packed(data: Option<&Path>, eval_data: &[PathBuf], spec: &ClipSpec) -> Result<()> {
+    if let Some(d) = data {
+        open_packed_for(d, "--data", spec)?;
+    }
+    for d in eval_data {
+        open_packed_for(d, "--eval-data", spec)?;
+    }
+    Ok(())
+}
+
 /// Opens `data` (`--data`) and `eval_data` (`--eval-data`) for a model of sizes `spec`;
 /// without `--data`, first unpacks and packs the embedded set into `out/data` (a rerun reuses
 /// the shards) and evaluates on its test split unless `--eval-data` is given.

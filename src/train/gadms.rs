@@ -54,7 +54,6 @@ use super::optim::{Adam, Group, adam_config};
 use super::recipe::{ModelParts, Recipe, StepOut};
 use super::run_dir::{self, GADMS_MODEL_FILE, LAST_FILE};
 use anyhow::Result;
-use dfdx::nn::BuildModule;
 use dfdx::nn::ZeroGrads;
 use dfdx::nn::tensor_collection::*;
 use dfdx::prelude::*;
@@ -455,11 +454,11 @@ pub struct GaDmsRecipe<D: Device<f32>, M> {
     _device: std::marker::PhantomData<D>,
 }
 
-impl<D: Device<f32>, M: GaDmsForward<f32, D> + BuildModule<D, f32>> GaDmsRecipe<D, M> {
-    /// A randomly initialised model (from `dev`'s RNG), a fresh optimiser and `scores`.
-    pub fn new(dev: &D, scores: Arc<ScoreTable>, cfg: StepConfig, caption_pids: bool) -> Self {
+impl<D: Device<f32>, M: GaDmsForward<f32, D>> GaDmsRecipe<D, M> {
+    /// Trains `model` with a fresh optimiser, writing GASS scores into `scores`.
+    pub fn new(model: M, scores: Arc<ScoreTable>, cfg: StepConfig, caption_pids: bool) -> Self {
         GaDmsRecipe {
-            model: Box::new(M::build(dev)),
+            model: Box::new(model),
             opt: Adam::new(adam_config()),
             scores,
             cfg,

@@ -35,7 +35,6 @@ use super::recipe::{ModelParts, Recipe, StepOut};
 use super::run_dir::{self, GADMS_MODEL_FILE, LAST_FILE};
 use super::sdm::ctx_row;
 use anyhow::{Context, Result, bail};
-use dfdx::nn::BuildModule;
 use dfdx::nn::tensor_collection::TensorCollection;
 use dfdx::prelude::*;
 use gadms_ckpt::Array;
@@ -320,15 +319,55 @@ pub fn load_model<D: Device<f32>, M: IrraStep<D>>(
     Ok(())
 }
 
-/// Number of ID classes of a training set: `max pid + 1` (IRRA's pids are contiguous from 0).
-pub fn num_classes(ds: &gadms_data::manifest::Dataset) -> Result<usize> {
-    let mut max = 0u64;
-    for shard in &ds.shards {
-        for i in 0..shard.len() {
-            max = max.max(shard.pid(i)?);
+/// The ID classes of a training set: its distinct person ids in ascending order, class `c`
+/// being the `c`-th. Dense whatever the ids are (a pid of 10^18 is class 0 of a one-id set);
+/// IRRA's pids are contiguous from 0, where class = pid.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Classes {
+    pids: Vec<u64>,
+}
+
+impl Classes {
+    /// The distinct pids of every sample of `ds`.
+    pub fn of(ds: &gadms_data::manifest::Dataset) -> Result<Classes> {
+        let mut pids = Vec::new();
+        for shard in &ds.shards {
+            for i in 0..shard.len() {
+                pids.push(shard.pid(i)?);
+            }
         }
+        Ok(Classes::from_pids(pids))
     }
-    usize::try_from(max + 1).context("pid too large")
+
+    /// The classes of these person ids (repeats allowed).
+    pub fn from_pids(pids: impl IntoIterator<Item = u64>) -> Classes {
+        let mut pids: Vec<u64> = pids.into_iter().collect();
+        pids.sort_unstable();
+        pids.dedup();
+        Classes { pids }
+    }
+
+    /// Number of classes `C`.
+    pub fn len(&self) -> usize {
+        self.pids.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.pids.is_empty()
+    }
+
+    /// Whether class = pid (the pids are exactly `0..C`).
+    pub fn is_identity(&self) -> bool {
+        self.pids
+            .last()
+            .is_none_or(|&m| m as usize + 1 == self.pids.len())
+    }
+
+    /// The class of `pid`, if it is one of the training ids.
+    pub fn class(&self, pid: u64) -> Option<usize> {
+        self.pids.binary_search(&pid).ok()
+    }
 }
 
 /// The IRRA recipe: model `M` (CLIP + decoder), its ID classifier, Adam with IRRA's groups,
@@ -342,19 +381,23 @@ pub struct IrraRecipe<D: Device<f32>, M: IrraStep<D>> {
     pub opt: Adam,
     /// ID and MLM weights.
     pub weights: FtWeights,
+    /// Person id → class of the classifier.
+    pub classes: Classes,
 }
 
-impl<D: Device<f32>, M: IrraStep<D> + BuildModule<D, f32>> IrraRecipe<D, M> {
-    /// A randomly initialised model, then a classifier over `classes` ids (in that order from
-    /// `dev`'s RNG), and a fresh optimiser.
-    pub fn new(dev: &D, classes: usize, weights: FtWeights) -> Self {
-        let model = Box::new(M::build(dev));
-        let classifier = M::Classifier::create(dev, classes);
+impl<D: Device<f32>, M: IrraStep<D>> IrraRecipe<D, M> {
+    /// Trains `model` with a new classifier over the training ids `classes` (drawn from
+    /// `dev`'s RNG: after the model's initialisation, as IRRA builds them) and a fresh
+    /// optimiser.
+    pub fn new(model: M, dev: &D, classes: Classes, weights: FtWeights) -> Self {
+        let model = Box::new(model);
+        let classifier = M::Classifier::create(dev, classes.len());
         IrraRecipe {
             model,
             classifier,
             opt: Adam::new(adam_config()),
             weights,
+            classes,
         }
     }
 }
@@ -366,7 +409,15 @@ impl<D: Device<f32>, M: IrraStep<D> + ModelParts<D>> Recipe<D> for IrraRecipe<D,
         self.model.clip()
     }
 
-    fn step(&mut self, batch: Batch, lr: f64) -> Result<StepOut> {
+    fn step(&mut self, mut batch: Batch, lr: f64) -> Result<StepOut> {
+        // SDM compares ids for equality, ID needs classes: the dense class of every pid.
+        for p in batch.pids.iter_mut() {
+            let class = self
+                .classes
+                .class(*p)
+                .context("a training pid outside the class map")?;
+            *p = class as u64;
+        }
         let r = self.model.finetune_step(
             &mut self.classifier,
             &mut self.opt,

@@ -98,6 +98,9 @@ where
     let (mut log, old_lines) = Jsonl::open(&metrics_path, resume.as_ref().map(|(_, s)| s.step))?;
     let mut at = Progress::default();
     if let Some((dir, st)) = &resume {
+        let steps_per_epoch = loader.batches_per_epoch() as usize;
+        run_dir::check_state(st, steps_per_epoch, plan.epochs, plan.seed)
+            .with_context(|| format!("--resume {}", plan.out.display()))?;
         recipe.load_checkpoint(dir)?;
         loader
             .resume(st.loader)

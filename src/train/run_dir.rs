@@ -241,7 +241,8 @@ pub struct Jsonl(BufWriter<File>);
 
 impl Jsonl {
     /// Opens `path`: a new file, or on resume the old one cut back to the lines of steps up to
-    /// `keep_upto` (lines written after the checkpoint by the killed process are dropped).
+    /// `keep_upto` (lines written after the checkpoint by the killed process are dropped),
+    /// rewritten through a temporary file and a rename.
     pub fn open(path: &Path, keep_upto: Option<u64>) -> Result<(Jsonl, Vec<serde_json::Value>)> {
         let mut kept = Vec::new();
         if let Some(upto) = keep_upto {
@@ -254,12 +255,20 @@ impl Jsonl {
                 }
             }
         }
-        let f = File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
-        let mut j = Jsonl(BufWriter::new(f));
+        // The kept lines replace the log atomically (a kill now leaves the old log or the new
+        // one, never a truncated file); then the run appends.
+        let mut text = Vec::new();
         for v in &kept {
-            j.write(v)?;
+            serde_json::to_writer(&mut text, v)?;
+            text.push(b'\n');
         }
-        Ok((j, kept))
+        gadms_ckpt::tensors::write_atomic(path, &text)
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+        let f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        Ok((Jsonl(BufWriter::new(f)), kept))
     }
 
     /// Appends `v` as one line and flushes.
@@ -322,10 +331,18 @@ pub fn resolve_args<A: RunArgs>(mut given: A, command: &str) -> Result<Resolved<
         let preset = given.preset().spec().name;
         let out = given.invocation().1;
         if *out == default_out {
-            *out = PathBuf::from(format!("runs/{command}-{preset}"));
+            *out = unused_dir(&format!("runs/{command}-{preset}"));
         }
         return Ok((given, None, warmup));
     };
+    let out = given.invocation().1.clone();
+    if out != *A::default().invocation().1 && out != dir {
+        bail!(
+            "--resume {} continues the run in its own directory; drop --out {}",
+            dir.display(),
+            out.display()
+        );
+    }
     let (mut a, ckdir, state) = resume_args(&given, &dir, command, &["device", "preset"])?;
     let (asked, stored) = (given.preset(), a.preset());
     if asked != A::default().preset() && asked != stored {
@@ -392,4 +409,160 @@ pub fn resume_args<A: Serialize + serde::de::DeserializeOwned + Default>(
         )
     })?;
     Ok((args, dir, state))
+}
+
+/// `base`, or when that holds files already `base-2`, `base-3`, … : the first that is missing
+/// or empty (so the default run directory never collides with an earlier run).
+pub fn unused_dir(base: &str) -> PathBuf {
+    let free = |p: &Path| std::fs::read_dir(p).map_or(true, |mut d| d.next().is_none());
+    let mut n = 1;
+    loop {
+        let p = if n == 1 {
+            PathBuf::from(base)
+        } else {
+            PathBuf::from(format!("{base}-{n}"))
+        };
+        if free(&p) {
+            return p;
+        }
+        n += 1;
+    }
+}
+
+/// The lock of a run directory: `RUN_DIR/lock` holds the pid of the process that runs in it,
+/// for as long as it runs (removed on drop).
+#[derive(Debug)]
+pub struct RunLock {
+    path: PathBuf,
+}
+
+/// The lock file's name.
+pub const LOCK_FILE: &str = "lock";
+
+impl RunLock {
+    /// Takes the lock of `dir` (which must exist). Another live process holding it is an
+    /// error naming its pid; a lock left by a process that is gone is taken over.
+    pub fn acquire(dir: &Path) -> Result<RunLock> {
+        let path = dir.join(LOCK_FILE);
+        for _ in 0..2 {
+            let created = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path);
+            match created {
+                Ok(mut f) => {
+                    write!(f, "{}", std::process::id())
+                        .with_context(|| format!("cannot write {}", path.display()))?;
+                    return Ok(RunLock { path });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let holder = std::fs::read_to_string(&path).unwrap_or_default();
+                    let pid: Option<u32> = holder.trim().parse().ok();
+                    if let Some(pid) = pid.filter(|&p| process_alive(p)) {
+                        bail!(
+                            "{} is in use by gadms process {pid} ({}); wait for it to finish, or \
+                             delete the lock file if that process is not gadms",
+                            dir.display(),
+                            path.display()
+                        );
+                    }
+                    // Stale (its process is gone): take it over.
+                    let _ = std::fs::remove_file(&path);
+                }
+                Err(e) => bail!("cannot create {}: {e}", path.display()),
+            }
+        }
+        bail!("cannot take the lock {}", path.display())
+    }
+}
+
+impl Drop for RunLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Whether a process with this pid exists (Linux: `/proc/PID`; elsewhere assumed alive, so a
+/// lock is never stolen from a running process).
+fn process_alive(pid: u32) -> bool {
+    if cfg!(target_os = "linux") {
+        Path::new(&format!("/proc/{pid}")).exists()
+    } else {
+        true
+    }
+}
+
+/// Makes `out` the directory of a run and locks it. A resumed run takes its directory as it
+/// is. A fresh run needs `out` missing or empty; with `overwrite` a directory holding an earlier
+/// gadms run (its `config.json`) is cleared first. Nothing is deleted otherwise.
+pub fn open_run_dir(out: &Path, fresh: bool, overwrite: bool) -> Result<RunLock> {
+    let entries = |p: &Path| -> Vec<PathBuf> {
+        std::fs::read_dir(p)
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default()
+    };
+    let existing = entries(out);
+    if fresh && !existing.is_empty() {
+        if !overwrite {
+            bail!(
+                "--out {} is not empty; pass --overwrite to replace the run in it, --resume {} \
+                 to continue it, or choose another --out",
+                out.display(),
+                out.display()
+            );
+        }
+        if !out.join(CONFIG_FILE).is_file() {
+            bail!(
+                "--out {} --overwrite: the directory holds files but no {CONFIG_FILE}, so it is \
+                 not a gadms run directory; refusing to clear it",
+                out.display()
+            );
+        }
+    }
+    std::fs::create_dir_all(out)
+        .with_context(|| format!("cannot create run directory {}", out.display()))?;
+    let lock = RunLock::acquire(out)?;
+    if fresh {
+        for p in existing.iter().filter(|p| !p.ends_with(LOCK_FILE)) {
+            let res = if p.is_dir() {
+                std::fs::remove_dir_all(p)
+            } else {
+                std::fs::remove_file(p)
+            };
+            res.with_context(|| format!("--overwrite: cannot remove {}", p.display()))?;
+        }
+    }
+    Ok(lock)
+}
+
+/// Checks a checkpoint's state against the run it resumes: its loader position and step count
+/// must fit `steps_per_epoch` and `epochs`, its seed the run's.
+pub fn check_state(
+    st: &TrainState,
+    steps_per_epoch: usize,
+    epochs: usize,
+    seed: u64,
+) -> Result<()> {
+    let (e, b) = (st.loader.epoch, st.loader.next_batch);
+    let consumed = e
+        .checked_mul(steps_per_epoch as u64)
+        .and_then(|x| x.checked_add(b));
+    let fits = b <= steps_per_epoch as u64
+        && consumed == Some(st.step)
+        && st.step <= (steps_per_epoch * epochs) as u64
+        && st.epoch <= epochs
+        && st.seed == seed;
+    if !fits {
+        bail!(
+            "the checkpoint's state (step {}, epoch {}, loader at epoch {} batch {}, seed {}) \
+             does not fit its run ({steps_per_epoch} steps per epoch, {epochs} epochs, seed \
+             {seed}): the checkpoint or the training data changed",
+            st.step,
+            st.epoch,
+            e + 1,
+            b,
+            st.seed
+        );
+    }
+    Ok(())
 }

@@ -118,7 +118,11 @@ impl<D: Device<f32>> Trainer<D> {
 impl<D: Device<f32>, C: SdmLoss<D>> Trainer<D, C> {
     /// A randomly initialised model `C` (from `dev`'s RNG) with a fresh optimizer.
     pub fn build(dev: &D, lr: f64) -> Self {
-        let model = C::build(dev);
+        Self::from_model(C::build(dev), lr)
+    }
+
+    /// Trains `model` with a fresh optimizer.
+    pub fn from_model(model: C, lr: f64) -> Self {
         let grads = Some(model.alloc_grads());
         Trainer {
             model,

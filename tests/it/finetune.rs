@@ -7,7 +7,7 @@ use gadms::cmd::finetune::{FinetuneArgs, run};
 use gadms::cmd::pretrain::{PretrainArgs, run as pretrain};
 use gadms::train::data::{open_packed, pack_split};
 use gadms::train::irra::{
-    FtClassifier, FtModel, FtWeights, finetune_step, irra_group, load_model, num_classes,
+    Classes, FtClassifier, FtModel, FtWeights, finetune_step, irra_group, load_model,
 };
 use gadms::train::optim::{Adam, AdamConfig};
 use gadms_data::loader::{Loader, LoaderConfig, Masking};
@@ -73,8 +73,9 @@ fn a_few_finetune_steps_lower_the_loss() {
     let dir = temp_dir("steps");
     let (train, _) = tiny_packed(&dir);
     let ds = Arc::new(open_packed(&train, "--data").unwrap());
-    let classes = num_classes(&ds).unwrap();
-    assert_eq!(classes, 4);
+    let classes = Classes::of(&ds).unwrap();
+    assert_eq!(classes.len(), 4);
+    assert!(classes.is_identity());
     let mut loader = Loader::new(
         ds,
         LoaderConfig {
@@ -88,7 +89,7 @@ fn a_few_finetune_steps_lower_the_loss() {
     let batch = loader.next_batch().unwrap();
     let dev = Cpu::seed_from_u64(0);
     let mut model = <FtModel<Cpu> as dfdx::nn::BuildModule<Cpu, f32>>::build(&dev);
-    let mut cls = FtClassifier::<Cpu>::new(&dev, classes);
+    let mut cls = FtClassifier::<Cpu>::new(&dev, classes.len());
     let w0 = cls.weight.as_vec();
     let mut opt = Adam::new(AdamConfig::default());
     let w = FtWeights { id: 1.0, mlm: 1.0 };
@@ -100,7 +101,7 @@ fn a_few_finetune_steps_lower_the_loss() {
     );
     // ID at init: ln(C) (the classifier's logits are ~0).
     assert!(
-        (first.loss_id - (classes as f32).ln()).abs() < 0.05,
+        (first.loss_id - (classes.len() as f32).ln()).abs() < 0.05,
         "{first:?}"
     );
     let mut last = first;
@@ -214,4 +215,18 @@ fn finetune_needs_init_and_checks_flags() {
         msg.contains("--id-weight") || msg.contains("--init"),
         "{msg}"
     );
+}
+
+/// Person ids become dense classes whatever their values: a pid of 10^18 needs no 10^18-row
+/// classifier.
+#[test]
+fn sparse_pids_become_dense_classes() {
+    let c = Classes::from_pids([1_000_000_000_000_000_000, 7, 7, 42]);
+    assert_eq!(c.len(), 3);
+    assert!(!c.is_identity());
+    assert_eq!(c.class(7), Some(0));
+    assert_eq!(c.class(42), Some(1));
+    assert_eq!(c.class(1_000_000_000_000_000_000), Some(2));
+    assert_eq!(c.class(8), None);
+    assert!(Classes::from_pids([2, 0, 1]).is_identity());
 }

@@ -14,4 +14,5 @@ mod pretrain;
 mod rank;
 mod reports;
 mod resume;
+mod run_dir;
 mod surgery;

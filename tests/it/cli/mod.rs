@@ -93,13 +93,23 @@ fn ok(args: &[OsString]) -> (String, String) {
     (so, se)
 }
 
-/// The paths an output `out` may leave behind: the file and its atomic-write temp sibling.
+/// The paths an output `out` may leave behind: the file and its atomic-write temporaries
+/// (`NAME.tmp…` siblings).
 fn leftovers(out: &Path) -> Vec<PathBuf> {
-    let mut tmp = out.as_os_str().to_owned();
-    tmp.push(".tmp");
-    [out.to_path_buf(), PathBuf::from(tmp)]
+    let name = out.file_name().unwrap().to_string_lossy().to_string();
+    let siblings = std::fs::read_dir(out.parent().unwrap())
         .into_iter()
+        .flatten()
+        .flatten();
+    let tmps = siblings.map(|e| e.path()).filter(|p| {
+        p.file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with(&format!("{name}.tmp"))
+    });
+    std::iter::once(out.to_path_buf())
         .filter(|p| p.exists())
+        .chain(tmps)
         .collect()
 }
 
