@@ -76,7 +76,7 @@ tail -5 "$LOG/torch.err"
 # 4. the main job on the GPU
 say "(d) gadms pretrain --device cuda (Tiny, embedded data)"
 PT0=$(date +%s)
-timeout 150 "$DIST/gadms" pretrain --device cuda --out "$LOG/pretrain-run" > "$LOG/pretrain.log" 2>&1
+timeout 150 "$DIST/gadms" pretrain --device cuda --overwrite --out "$LOG/pretrain-run" > "$LOG/pretrain.log" 2>&1
 PRC=$?
 PWALL=$(( $(date +%s) - PT0 ))
 grep -E "R1|r1|error" "$LOG/pretrain.log" | grep -v "^\s*$" | tail -8
