@@ -60,12 +60,15 @@ use gadms_data::loader::Masking;
 use gadms_data::masking::MaskingConfig;
 use gadms_data::scores::ScoreTable;
 use gadms_nn::HasClipSpec;
-use gadms_nn::gass::{GassConfig, GassNorm};
+use gadms_nn::gass::GassConfig;
 use gadms_nn::loss::SDM_LOGIT_SCALE;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
+
+mod options;
+pub use options::{GassNormArg, Objective, PidMode};
 
 /// Pretrain a model (default: the Tiny preset from random init), evaluating zero-shot
 /// text->image retrieval (CLIP towers) before and after. --objective sdm (default): the CLIP
@@ -177,83 +180,6 @@ pub struct PretrainArgs {
     /// ga-dms: steepness lambda of both masking curves (default 20)
     #[argh(option, default = "DEFAULT_MASK_LAMBDA")]
     pub mask_lambda: f64,
-}
-
-/// `--pids`: which identities SDM's matching distribution uses (docs/method.md §5.1).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum PidMode {
-    /// Every caption is its own identity (`pid = sample index`; GA-DMS pretraining: q = I).
-    #[serde(rename = "caption")]
-    Caption,
-    /// The dataset's person ids (IRRA fine-tuning; more positives per batch).
-    #[serde(rename = "identity")]
-    Identity,
-}
-
-impl std::str::FromStr for PidMode {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s.to_ascii_lowercase().as_str() {
-            "caption" => Ok(PidMode::Caption),
-            "identity" | "person" => Ok(PidMode::Identity),
-            _ => Err(format!("unknown pid mode '{s}': use caption or identity")),
-        }
-    }
-}
-
-/// `--objective`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Objective {
-    /// CLIP towers, SDM loss only.
-    #[serde(rename = "sdm")]
-    Sdm,
-    /// Full GA-DMS: GASS, dual masking, SDM + β·MTP.
-    #[serde(rename = "ga-dms")]
-    GaDms,
-}
-
-impl std::str::FromStr for Objective {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s.to_ascii_lowercase().as_str() {
-            "sdm" => Ok(Objective::Sdm),
-            "ga-dms" | "gadms" | "ga_dms" => Ok(Objective::GaDms),
-            _ => Err(format!("unknown objective '{s}': use sdm or ga-dms")),
-        }
-    }
-}
-
-/// `--gass-norm`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum GassNormArg {
-    /// [`GassNorm::Paper`].
-    #[serde(rename = "paper")]
-    Paper,
-    /// [`GassNorm::Official`].
-    #[serde(rename = "official")]
-    Official,
-}
-
-impl std::str::FromStr for GassNormArg {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s.to_ascii_lowercase().as_str() {
-            "paper" => Ok(GassNormArg::Paper),
-            "official" => Ok(GassNormArg::Official),
-            _ => Err(format!(
-                "unknown GASS normalisation '{s}': use paper or official"
-            )),
-        }
-    }
-}
-
-impl From<GassNormArg> for GassNorm {
-    fn from(n: GassNormArg) -> GassNorm {
-        match n {
-            GassNormArg::Paper => GassNorm::Paper,
-            GassNormArg::Official => GassNorm::Official,
-        }
-    }
 }
 
 /// Default `--epochs`.
