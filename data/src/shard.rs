@@ -13,6 +13,7 @@
 //! how many samples it holds. Writers write `NAME.tmp` and rename it into place when complete,
 //! so a crash never leaves a truncated shard under its final name.
 
+use crate::tokenizer::{EOT, SOT, VOCAB_SIZE};
 use memmap2::Mmap;
 use serde::{Deserialize, Serialize};
 use std::fs::File;
@@ -67,6 +68,17 @@ pub enum ShardError {
     Corrupt {
         /// The file.
         path: PathBuf,
+        /// What is wrong.
+        what: String,
+    },
+    /// A sample whose index entry or body is damaged: a range outside the body region, text
+    /// that is not UTF-8, or token ids that are not a well-formed CLIP sequence.
+    #[error("{path}: sample {index} is damaged: {what} (re-run gadms pack)")]
+    BadSample {
+        /// The file.
+        path: PathBuf,
+        /// The sample's index within the shard.
+        index: usize,
         /// What is wrong.
         what: String,
     },
@@ -396,33 +408,67 @@ impl Shard {
         Ok(u64_at(self.entry(i)?, 32))
     }
 
-    /// Sample `i`, borrowing the mapping (no copy of the image bytes).
+    fn bad(&self, index: usize, what: String) -> ShardError {
+        ShardError::BadSample {
+            path: self.path.clone(),
+            index,
+            what,
+        }
+    }
+
+    /// Sample `i`, borrowing the mapping (no copy of the image bytes). Checks, with checked
+    /// arithmetic, that the body lies inside the body region, that caption and path are UTF-8
+    /// and that the ids are a CLIP sequence (every id < [`VOCAB_SIZE`], SOT first, an EOT);
+    /// anything else is [`ShardError::BadSample`].
     pub fn sample(&self, i: usize) -> Result<SampleRef<'_>, ShardError> {
         let e = self.entry(i)?;
-        let corrupt = |what: String| ShardError::Corrupt {
-            path: self.path.clone(),
-            what,
-        };
-        let off = u64_at(e, 0) as usize;
+        let off = u64_at(e, 0);
         let (il, cl, pl) = (
-            u32_at(e, 8) as usize,
-            u32_at(e, 12) as usize,
-            u32_at(e, 16) as usize,
+            u32_at(e, 8) as u64,
+            u32_at(e, 12) as u64,
+            u32_at(e, 16) as u64,
         );
-        let end = off + il + IDS_BYTES + cl + pl;
-        if off < self.bodies_start || end > self.index_offset {
-            return Err(corrupt(format!(
-                "sample {i} body [{off}, {end}) outside the body area"
-            )));
-        }
-        let body = &self.map[off..end];
+        let end = off
+            .checked_add(il)
+            .and_then(|x| x.checked_add(IDS_BYTES as u64))
+            .and_then(|x| x.checked_add(cl))
+            .and_then(|x| x.checked_add(pl));
+        let (lo, hi) = (self.bodies_start as u64, self.index_offset as u64);
+        let body = match end {
+            Some(end) if off >= lo && end <= hi => &self.map[off as usize..end as usize],
+            _ => {
+                return Err(self.bad(
+                    i,
+                    format!(
+                        "body at offset {off} of {il} + {IDS_BYTES} + {cl} + {pl} bytes lies outside the body region [{lo}, {hi})"
+                    ),
+                ));
+            }
+        };
+        let il = il as usize;
         let mut ids = [0u32; CTX];
         for (k, id) in ids.iter_mut().enumerate() {
             *id = u32_at(body, il + 4 * k);
+            if *id as usize >= VOCAB_SIZE {
+                return Err(self.bad(
+                    i,
+                    format!("token id {id} at position {k} is outside the CLIP vocabulary (< {VOCAB_SIZE})"),
+                ));
+            }
         }
+        if ids[0] != SOT {
+            return Err(self.bad(
+                i,
+                format!("token ids start with {}, not SOT ({SOT})", ids[0]),
+            ));
+        }
+        if !ids.contains(&EOT) {
+            return Err(self.bad(i, format!("token ids hold no EOT ({EOT})")));
+        }
+        let (cl, pl) = (cl as usize, pl as usize);
         let text = |from: usize, len: usize, what: &str| {
             std::str::from_utf8(&body[from..from + len])
-                .map_err(|_| corrupt(format!("sample {i}: {what} is not UTF-8")))
+                .map_err(|_| self.bad(i, format!("{what} is not UTF-8")))
         };
         Ok(SampleRef {
             image: &body[..il],
@@ -438,7 +484,8 @@ impl Shard {
 
 /// Writes a shard of `count` samples whose bodies are one sparse hole of zeros (each sample:
 /// no image, zero ids, empty caption and path). Only for measuring open time at scale: the
-/// index is real, so opening costs what a real shard of that size costs.
+/// index is real, so opening and index reads ([`Shard::pid`]) cost what they cost on a real
+/// shard of that size; [`Shard::sample`] refuses the zero ids.
 pub fn write_sparse_shard(path: &Path, config: &ShardConfig, count: u64) -> std::io::Result<()> {
     use std::io::{Seek, SeekFrom};
     let cfg = bincode::serialize(config).expect("config serialises");

@@ -109,3 +109,162 @@ fn damaged_files_give_clear_errors() {
     assert!(e.contains("out of range"), "{e}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Where a shard's parts lie: (index offset, entry length, bodies start).
+fn layout(bytes: &[u8]) -> (usize, usize, usize) {
+    let n = bytes.len();
+    let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap()) as usize;
+    let (index_offset, count) = (u64_at(n - 24), u64_at(n - 16));
+    (
+        index_offset,
+        (n - 24 - index_offset) / count,
+        32 + u64_at(24),
+    )
+}
+
+fn put_u64(bytes: &mut [u8], at: usize, v: u64) {
+    bytes[at..at + 8].copy_from_slice(&v.to_le_bytes());
+}
+
+fn put_u32(bytes: &mut [u8], at: usize, v: u32) {
+    bytes[at..at + 4].copy_from_slice(&v.to_le_bytes());
+}
+
+/// Writes `bytes` as `dir/name`, reads sample `i` and returns its error text (panics if the
+/// read succeeds).
+fn sample_error(dir: &std::path::Path, name: &str, bytes: &[u8], i: usize) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).unwrap();
+    let shard = Shard::open(&path).unwrap();
+    match shard.sample(i) {
+        Ok(s) => panic!("sample {i} of {name} read as {s:?}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+fn open_error(dir: &std::path::Path, name: &str, bytes: &[u8]) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).unwrap();
+    Shard::open(&path).err().expect("open fails").to_string()
+}
+
+#[test]
+fn damaged_index_and_bodies_are_errors_naming_shard_and_sample() {
+    let dir = tmpdir("ranges");
+    write(&dir, "a.gshard", 4);
+    let good = std::fs::read(dir.join("a.gshard")).unwrap();
+    let (index, entry, _) = layout(&good);
+    let at = |i: usize| index + i * entry;
+    let named = |e: &str, name: &str, i: usize| {
+        assert!(
+            e.contains(name) && e.contains(&format!("sample {i}")),
+            "{e}"
+        );
+    };
+
+    // A body offset near 2^64: the end wraps without checked arithmetic.
+    let mut b = good.clone();
+    put_u64(&mut b, at(1), u64::MAX - 100);
+    let e = sample_error(&dir, "wrap.gshard", &b, 1);
+    named(&e, "wrap.gshard", 1);
+    assert!(
+        Shard::open(&dir.join("wrap.gshard"))
+            .unwrap()
+            .sample(0)
+            .is_ok()
+    );
+
+    // A caption length past the end of the body region.
+    let mut b = good.clone();
+    put_u32(&mut b, at(3) + 12, 1 << 20);
+    let e = sample_error(&dir, "long.gshard", &b, 3);
+    named(&e, "long.gshard", 3);
+    assert!(e.contains("outside the body region"), "{e}");
+
+    // A body offset inside the header/config.
+    let mut b = good.clone();
+    put_u64(&mut b, at(0), 3);
+    named(&sample_error(&dir, "low.gshard", &b, 0), "low.gshard", 0);
+
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn bad_token_ids_and_text_are_errors() {
+    let dir = tmpdir("ids");
+    write(&dir, "a.gshard", 4);
+    let good = std::fs::read(dir.join("a.gshard")).unwrap();
+    let (index, entry, _) = layout(&good);
+    let u = |b: &[u8], at: usize| u32::from_le_bytes(b[at..at + 4].try_into().unwrap()) as usize;
+    // Body of sample 2: image (12 bytes) | ids | caption | path.
+    let off = u64::from_le_bytes(good[index + 2 * entry..][..8].try_into().unwrap()) as usize;
+    let ids = off + u(&good, index + 2 * entry + 8);
+    let caption = ids + 77 * 4;
+
+    let mut b = good.clone();
+    put_u32(&mut b, ids + 4, 60000);
+    let e = sample_error(&dir, "vocab.gshard", &b, 2);
+    assert!(
+        e.contains("vocab.gshard") && e.contains("sample 2") && e.contains("60000"),
+        "{e}"
+    );
+
+    let mut b = good.clone();
+    put_u32(&mut b, ids, 320);
+    assert!(sample_error(&dir, "sot.gshard", &b, 2).contains("SOT"));
+
+    let mut b = good.clone();
+    put_u32(&mut b, ids + 8, 0);
+    assert!(sample_error(&dir, "eot.gshard", &b, 2).contains("EOT"));
+
+    let mut b = good.clone();
+    b[caption] = 0xff;
+    assert!(sample_error(&dir, "utf8.gshard", &b, 2).contains("caption is not UTF-8"));
+
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn damaged_footer_and_header_fail_open() {
+    let dir = tmpdir("footer");
+    write(&dir, "a.gshard", 3);
+    let good = std::fs::read(dir.join("a.gshard")).unwrap();
+    let n = good.len();
+    for (name, at, v) in [
+        ("index.gshard", n - 24, u64::MAX - 7),
+        ("count.gshard", n - 16, u64::MAX / 3),
+        ("config.gshard", 24, u64::MAX - 16),
+    ] {
+        let mut b = good.clone();
+        put_u64(&mut b, at, v);
+        let e = open_error(&dir, name, &b);
+        assert!(
+            e.contains(name) && e.contains("not a valid gadms shard"),
+            "{e}"
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Every single-byte flip of a small shard: opening and reading every sample never panics.
+#[test]
+fn no_byte_flip_panics() {
+    let dir = tmpdir("flips");
+    write(&dir, "a.gshard", 3);
+    let good = std::fs::read(dir.join("a.gshard")).unwrap();
+    let path = dir.join("f.gshard");
+    for at in 0..good.len() {
+        for mask in [0x01u8, 0x80, 0xff] {
+            let mut b = good.clone();
+            b[at] ^= mask;
+            std::fs::write(&path, &b).unwrap();
+            if let Ok(s) = Shard::open(&path) {
+                for i in 0..s.len() {
+                    let _ = s.sample(i);
+                    let _ = (s.pid(i), s.image_id(i));
+                }
+            }
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
