@@ -122,6 +122,22 @@ fn layout(bytes: &[u8]) -> (usize, usize, usize) {
     )
 }
 
+/// Recomputes sample `i`'s checksums after an edit (the body's when it lies inside the file,
+/// then the entry's), so that the checks behind them are what a test reaches.
+fn reseal(bytes: &mut [u8], i: usize) {
+    let (index, entry, _) = layout(bytes);
+    let at = index + i * entry;
+    let u = |b: &[u8], at: usize| u32::from_le_bytes(b[at..at + 4].try_into().unwrap()) as u64;
+    let off = u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap());
+    let len = u(bytes, at + 8) + 77 * 4 + u(bytes, at + 12) + u(bytes, at + 16);
+    if let Some(end) = off.checked_add(len).filter(|&e| e <= index as u64) {
+        let crc = crc32fast::hash(&bytes[off as usize..end as usize]);
+        put_u32(bytes, at + 40, crc);
+    }
+    let crc = crc32fast::hash(&bytes[at..at + 44]);
+    put_u32(bytes, at + 44, crc);
+}
+
 fn put_u64(bytes: &mut [u8], at: usize, v: u64) {
     bytes[at..at + 8].copy_from_slice(&v.to_le_bytes());
 }
@@ -165,6 +181,7 @@ fn damaged_index_and_bodies_are_errors_naming_shard_and_sample() {
     // A body offset near 2^64: the end wraps without checked arithmetic.
     let mut b = good.clone();
     put_u64(&mut b, at(1), u64::MAX - 100);
+    reseal(&mut b, 1);
     let e = sample_error(&dir, "wrap.gshard", &b, 1);
     named(&e, "wrap.gshard", 1);
     assert!(
@@ -177,6 +194,7 @@ fn damaged_index_and_bodies_are_errors_naming_shard_and_sample() {
     // A caption length past the end of the body region.
     let mut b = good.clone();
     put_u32(&mut b, at(3) + 12, 1 << 20);
+    reseal(&mut b, 3);
     let e = sample_error(&dir, "long.gshard", &b, 3);
     named(&e, "long.gshard", 3);
     assert!(e.contains("outside the body region"), "{e}");
@@ -184,6 +202,7 @@ fn damaged_index_and_bodies_are_errors_naming_shard_and_sample() {
     // A body offset inside the header/config.
     let mut b = good.clone();
     put_u64(&mut b, at(0), 3);
+    reseal(&mut b, 0);
     named(&sample_error(&dir, "low.gshard", &b, 0), "low.gshard", 0);
 
     std::fs::remove_dir_all(&dir).unwrap();
@@ -203,6 +222,7 @@ fn bad_token_ids_and_text_are_errors() {
 
     let mut b = good.clone();
     put_u32(&mut b, ids + 4, 60000);
+    reseal(&mut b, 2);
     let e = sample_error(&dir, "vocab.gshard", &b, 2);
     assert!(
         e.contains("vocab.gshard") && e.contains("sample 2") && e.contains("60000"),
@@ -211,14 +231,17 @@ fn bad_token_ids_and_text_are_errors() {
 
     let mut b = good.clone();
     put_u32(&mut b, ids, 320);
+    reseal(&mut b, 2);
     assert!(sample_error(&dir, "sot.gshard", &b, 2).contains("SOT"));
 
     let mut b = good.clone();
     put_u32(&mut b, ids + 8, 0);
+    reseal(&mut b, 2);
     assert!(sample_error(&dir, "eot.gshard", &b, 2).contains("EOT"));
 
     let mut b = good.clone();
     b[caption] = 0xff;
+    reseal(&mut b, 2);
     assert!(sample_error(&dir, "utf8.gshard", &b, 2).contains("caption is not UTF-8"));
 
     std::fs::remove_dir_all(&dir).unwrap();
@@ -246,24 +269,74 @@ fn damaged_footer_and_header_fail_open() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// Every single-byte flip of a small shard: opening and reading every sample never panics.
+#[test]
+fn checksums_catch_flips_and_version_1_is_refused() {
+    let dir = tmpdir("crc");
+    write(&dir, "a.gshard", 4);
+    let good = std::fs::read(dir.join("a.gshard")).unwrap();
+    let (index, entry, _) = layout(&good);
+    let off = u64::from_le_bytes(good[index + entry..][..8].try_into().unwrap()) as usize;
+
+    // One bit of sample 1's image: same length, valid ranges; only the checksum sees it.
+    let mut b = good.clone();
+    b[off + 3] ^= 0x04;
+    let e = sample_error(&dir, "body.gshard", &b, 1);
+    assert!(
+        e.contains("body.gshard") && e.contains("sample 1") && e.contains("body checksum"),
+        "{e}"
+    );
+
+    // One bit of sample 2's person id in the index: pid() and sample() refuse it.
+    let mut b = good.clone();
+    b[index + 2 * entry + 24] ^= 0x01;
+    let e = sample_error(&dir, "pid.gshard", &b, 2);
+    assert!(
+        e.contains("sample 2") && e.contains("index entry checksum"),
+        "{e}"
+    );
+    let shard = Shard::open(&dir.join("pid.gshard")).unwrap();
+    assert!(shard.pid(2).is_err() && shard.image_id(2).is_err());
+    assert_eq!(shard.pid(1).unwrap(), 0);
+
+    // A version-1 shard (no checksums) is refused with what to do.
+    let mut b = good.clone();
+    put_u32(&mut b, 8, 1);
+    let e = open_error(&dir, "v1.gshard", &b);
+    assert!(
+        e.contains("v1.gshard") && e.contains("version 1") && e.contains("gadms pack"),
+        "{e}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Every single-byte flip of a small shard: opening and reading every sample never panics, and
+/// a flip anywhere from the bodies to the end of the file is an error.
 #[test]
 fn no_byte_flip_panics() {
     let dir = tmpdir("flips");
     write(&dir, "a.gshard", 3);
     let good = std::fs::read(dir.join("a.gshard")).unwrap();
     let path = dir.join("f.gshard");
+    let (_, _, bodies) = layout(&good);
     for at in 0..good.len() {
         for mask in [0x01u8, 0x80, 0xff] {
             let mut b = good.clone();
             b[at] ^= mask;
             std::fs::write(&path, &b).unwrap();
-            if let Ok(s) = Shard::open(&path) {
-                for i in 0..s.len() {
-                    let _ = s.sample(i);
-                    let _ = (s.pid(i), s.image_id(i));
+            let mut failed = false;
+            match Shard::open(&path) {
+                Ok(s) => {
+                    for i in 0..s.len() {
+                        failed |= s.sample(i).is_err();
+                        failed |= s.pid(i).is_err() | s.image_id(i).is_err();
+                    }
                 }
+                Err(_) => failed = true,
             }
+            assert!(
+                failed || at < bodies,
+                "flip {mask:#x} at byte {at} went unnoticed"
+            );
         }
     }
     std::fs::remove_dir_all(&dir).unwrap();
