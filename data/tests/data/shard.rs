@@ -341,3 +341,65 @@ fn no_byte_flip_panics() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Read cost of the v2 checks (benches/RESULTS.md): `sample()` over 2000 samples of 20 kB
+/// images (a 384×128 JPEG's size), against CRC-32 of the same bodies alone. Run with
+/// `CARGO_PROFILE_DEV_PACKAGE_GADMS_DATA_OPT_LEVEL=3 cargo test -p gadms-data --test data
+/// read_cost -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn read_cost() {
+    let dir = tmpdir("cost");
+    let path = dir.join("cost.gshard");
+    let (n, image_len, rounds) = (2000usize, 20_000usize, 5);
+    let mut w = ShardWriter::create(&path, &config()).unwrap();
+    let mut ids = [0u32; 77];
+    ids[..4].copy_from_slice(&[49406, 320, 2533, 49407]);
+    let mut x = 0x9e37_79b9u32;
+    for i in 0..n {
+        let img: Vec<u8> = (0..image_len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                x as u8
+            })
+            .collect();
+        let cap = format!("a person in a red coat {i}");
+        let p = format!("img/{i}.jpg");
+        let s = SampleIn {
+            image: &img,
+            ids: &ids,
+            caption: &cap,
+            path: &p,
+            pid: i as u64,
+            image_id: i as u64,
+            caption_idx: 0,
+        };
+        w.push(&s).unwrap();
+    }
+    w.finish().unwrap();
+    let shard = Shard::open(&path).unwrap();
+    let time = |f: &dyn Fn() -> usize| {
+        let mut best = f64::MAX;
+        let mut sink = 0;
+        for _ in 0..rounds {
+            let t = std::time::Instant::now();
+            sink += f();
+            best = best.min(t.elapsed().as_secs_f64());
+        }
+        (best, sink)
+    };
+    let (read, a) = time(&|| (0..n).map(|i| shard.sample(i).unwrap().image.len()).sum());
+    let bodies: Vec<&[u8]> = (0..n).map(|i| shard.sample(i).unwrap().image).collect();
+    let (crc, b) = time(&|| bodies.iter().map(|b| crc32fast::hash(b) as usize & 1).sum());
+    let us = |s: f64| s * 1e6 / n as f64;
+    println!(
+        "| sample() with v2 checks | {:.2} µs/sample | {:.0} MB/s | CRC-32 of the images alone: {:.2} µs/sample ({:.0} MB/s) | ({a}, {b}) |",
+        us(read),
+        (n * image_len) as f64 / read / 1e6,
+        us(crc),
+        (n * image_len) as f64 / crc / 1e6
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
