@@ -2,7 +2,7 @@
 
 use crate::shard::{Fnv64, Shard, ShardConfig, ShardError, ShardInfo};
 use serde::{Deserialize, Serialize};
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 /// Magic string of a manifest.
 pub const MANIFEST_MAGIC: &str = "gadms-manifest";
@@ -102,7 +102,30 @@ impl Manifest {
                 m.version
             )));
         }
+        m.check_shard_files().map_err(bad)?;
         Ok(m)
+    }
+
+    /// Every shard `file` is a relative path of plain names (no `..`, `.`, root or prefix), so
+    /// it lies inside the dataset directory, and no shard is listed twice (which would count
+    /// and train on its samples twice).
+    pub fn check_shard_files(&self) -> Result<(), String> {
+        let mut seen = std::collections::HashSet::new();
+        for info in &self.shards {
+            let p = Path::new(&info.file);
+            let plain = p.components().next().is_some()
+                && p.components().all(|c| matches!(c, Component::Normal(_)));
+            if !plain {
+                return Err(format!(
+                    "shard file '{}' is not a plain relative name inside the dataset directory",
+                    info.file
+                ));
+            }
+            if !seen.insert(p.components().collect::<PathBuf>()) {
+                return Err(format!("shard file '{}' is listed twice", info.file));
+            }
+        }
+        Ok(())
     }
 
     /// Writes `dir/manifest.json` atomically.

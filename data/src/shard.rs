@@ -4,15 +4,19 @@
 //! [0, 32)            header: magic "GADMSHD1" | version u32 | reserved u32 | count u64 | config_len u64
 //! [32, 32+config_len) config: bincode(ShardConfig) (dataset, split, image size, encoding, tokenizer hash)
 //! bodies             per sample: image bytes | 77 × u32 token ids | caption UTF-8 | source path UTF-8
-//! index              count × 40-byte entries (little endian):
+//! index              count × 48-byte entries (little endian):
 //!                    body_offset u64 | image_len u32 | caption_len u32 | path_len u32 |
-//!                    caption_idx u32 | pid u64 | image_id u64
+//!                    caption_idx u32 | pid u64 | image_id u64 | body_crc u32 | entry_crc u32
 //! footer (24 bytes)  index_offset u64 | count u64 | magic "GSHDEND1"
 //! ```
 //! The index has fixed-size entries, so opening a shard reads 56 bytes plus the config no matter
-//! how many samples it holds. Writers write `NAME.tmp` and rename it into place when complete,
+//! how many samples it holds. Version 2 (this one) added the two checksums, CRC-32 (IEEE, the
+//! `crc32fast` crate): `body_crc` of the sample's body bytes, `entry_crc` of the entry's first 44
+//! bytes. [`Shard::pid`] and [`Shard::image_id`] check `entry_crc`; [`Shard::sample`] checks
+//! both, so a flipped byte is an error instead of a wrong person id or caption. Writers write `NAME.tmp` and rename it into place when complete,
 //! so a crash never leaves a truncated shard under its final name.
 
+use crate::tokenizer::{EOT, SOT, VOCAB_SIZE};
 use memmap2::Mmap;
 use serde::{Deserialize, Serialize};
 use std::fs::File;
@@ -24,11 +28,13 @@ pub const SHARD_MAGIC: [u8; 8] = *b"GADMSHD1";
 /// Last 8 bytes of every shard.
 pub const FOOTER_MAGIC: [u8; 8] = *b"GSHDEND1";
 /// Shard format version.
-pub const SHARD_VERSION: u32 = 1;
+pub const SHARD_VERSION: u32 = 2;
 /// Tokens per caption.
 pub const CTX: usize = 77;
 const HEADER_LEN: usize = 32;
-const ENTRY_LEN: usize = 40;
+const ENTRY_LEN: usize = 48;
+/// Bytes of an index entry covered by its own checksum (all but the checksum).
+const ENTRY_SUMMED: usize = ENTRY_LEN - 4;
 const FOOTER_LEN: usize = 24;
 const IDS_BYTES: usize = CTX * 4;
 
@@ -67,6 +73,17 @@ pub enum ShardError {
     Corrupt {
         /// The file.
         path: PathBuf,
+        /// What is wrong.
+        what: String,
+    },
+    /// A sample whose index entry or body is damaged: a range outside the body region, text
+    /// that is not UTF-8, or token ids that are not a well-formed CLIP sequence.
+    #[error("{path}: sample {index} is damaged: {what} (re-run gadms pack)")]
+    BadSample {
+        /// The file.
+        path: PathBuf,
+        /// The sample's index within the shard.
+        index: usize,
         /// What is wrong.
         what: String,
     },
@@ -211,6 +228,10 @@ impl ShardWriter {
     pub fn push(&mut self, s: &SampleIn<'_>) -> Result<(), ShardError> {
         let offset = self.pos;
         let ids: Vec<u8> = s.ids.iter().flat_map(|x| x.to_le_bytes()).collect();
+        let mut crc = crc32fast::Hasher::new();
+        for part in [s.image, &ids, s.caption.as_bytes(), s.path.as_bytes()] {
+            crc.update(part);
+        }
         let res = self
             .put(s.image)
             .and_then(|_| self.put(&ids))
@@ -221,7 +242,7 @@ impl ShardWriter {
             what: "cannot write shard".into(),
             source,
         })?;
-        let e = &mut self.index;
+        let mut e = Vec::with_capacity(ENTRY_LEN);
         e.extend_from_slice(&offset.to_le_bytes());
         e.extend_from_slice(&(s.image.len() as u32).to_le_bytes());
         e.extend_from_slice(&(s.caption.len() as u32).to_le_bytes());
@@ -229,6 +250,9 @@ impl ShardWriter {
         e.extend_from_slice(&s.caption_idx.to_le_bytes());
         e.extend_from_slice(&s.pid.to_le_bytes());
         e.extend_from_slice(&s.image_id.to_le_bytes());
+        e.extend_from_slice(&crc.finalize().to_le_bytes());
+        seal_entry(&mut e);
+        self.index.extend_from_slice(&e);
         self.count += 1;
         Ok(())
     }
@@ -287,6 +311,12 @@ pub struct Shard {
     bodies_start: usize,
 }
 
+/// Appends the checksum of the first [`ENTRY_SUMMED`] bytes of an index entry.
+fn seal_entry(e: &mut Vec<u8>) {
+    let crc = crc32fast::hash(&e[..ENTRY_SUMMED]);
+    e.extend_from_slice(&crc.to_le_bytes());
+}
+
 fn u32_at(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
 }
@@ -320,6 +350,12 @@ impl Shard {
             ));
         }
         let version = u32_at(&map, 8);
+        if version == 1 {
+            return Err(corrupt(format!(
+                "format version 1, written by an older gadms; this build reads version \
+                 {SHARD_VERSION} (per-sample checksums): repack the dataset with `gadms pack`"
+            )));
+        }
         if version != SHARD_VERSION {
             return Err(corrupt(format!(
                 "format version {version}, this build reads {SHARD_VERSION}"
@@ -383,46 +419,96 @@ impl Shard {
             });
         }
         let at = self.index_offset + i * ENTRY_LEN;
-        Ok(&self.map[at..at + ENTRY_LEN])
+        let e = &self.map[at..at + ENTRY_LEN];
+        let (want, got) = (u32_at(e, ENTRY_SUMMED), crc32fast::hash(&e[..ENTRY_SUMMED]));
+        if want != got {
+            return Err(self.bad(
+                i,
+                format!("index entry checksum {got:08x} does not match the stored {want:08x}"),
+            ));
+        }
+        Ok(e)
     }
 
-    /// Person id of sample `i` (index only; the body is not touched).
+    /// Person id of sample `i` (index only, its entry's checksum checked; the body is not
+    /// touched).
     pub fn pid(&self, i: usize) -> Result<u64, ShardError> {
         Ok(u64_at(self.entry(i)?, 24))
     }
 
-    /// Image id of sample `i` (index only).
+    /// Image id of sample `i` (index only, checksum checked).
     pub fn image_id(&self, i: usize) -> Result<u64, ShardError> {
         Ok(u64_at(self.entry(i)?, 32))
     }
 
-    /// Sample `i`, borrowing the mapping (no copy of the image bytes).
+    fn bad(&self, index: usize, what: String) -> ShardError {
+        ShardError::BadSample {
+            path: self.path.clone(),
+            index,
+            what,
+        }
+    }
+
+    /// Sample `i`, borrowing the mapping (no copy of the image bytes). Checks, with checked
+    /// arithmetic, that the body lies inside the body region, both checksums (entry and body),
+    /// that caption and path are UTF-8 and that the ids are a CLIP sequence (every id < [`VOCAB_SIZE`], SOT first, an EOT);
+    /// anything else is [`ShardError::BadSample`].
     pub fn sample(&self, i: usize) -> Result<SampleRef<'_>, ShardError> {
         let e = self.entry(i)?;
-        let corrupt = |what: String| ShardError::Corrupt {
-            path: self.path.clone(),
-            what,
-        };
-        let off = u64_at(e, 0) as usize;
+        let off = u64_at(e, 0);
         let (il, cl, pl) = (
-            u32_at(e, 8) as usize,
-            u32_at(e, 12) as usize,
-            u32_at(e, 16) as usize,
+            u32_at(e, 8) as u64,
+            u32_at(e, 12) as u64,
+            u32_at(e, 16) as u64,
         );
-        let end = off + il + IDS_BYTES + cl + pl;
-        if off < self.bodies_start || end > self.index_offset {
-            return Err(corrupt(format!(
-                "sample {i} body [{off}, {end}) outside the body area"
-            )));
+        let end = off
+            .checked_add(il)
+            .and_then(|x| x.checked_add(IDS_BYTES as u64))
+            .and_then(|x| x.checked_add(cl))
+            .and_then(|x| x.checked_add(pl));
+        let (lo, hi) = (self.bodies_start as u64, self.index_offset as u64);
+        let body = match end {
+            Some(end) if off >= lo && end <= hi => &self.map[off as usize..end as usize],
+            _ => {
+                return Err(self.bad(
+                    i,
+                    format!(
+                        "body at offset {off} of {il} + {IDS_BYTES} + {cl} + {pl} bytes lies outside the body region [{lo}, {hi})"
+                    ),
+                ));
+            }
+        };
+        let (want, got) = (u32_at(e, 40), crc32fast::hash(body));
+        if want != got {
+            return Err(self.bad(
+                i,
+                format!("body checksum {got:08x} does not match the index's {want:08x}"),
+            ));
         }
-        let body = &self.map[off..end];
+        let il = il as usize;
         let mut ids = [0u32; CTX];
         for (k, id) in ids.iter_mut().enumerate() {
             *id = u32_at(body, il + 4 * k);
+            if *id as usize >= VOCAB_SIZE {
+                return Err(self.bad(
+                    i,
+                    format!("token id {id} at position {k} is outside the CLIP vocabulary (< {VOCAB_SIZE})"),
+                ));
+            }
         }
+        if ids[0] != SOT {
+            return Err(self.bad(
+                i,
+                format!("token ids start with {}, not SOT ({SOT})", ids[0]),
+            ));
+        }
+        if !ids.contains(&EOT) {
+            return Err(self.bad(i, format!("token ids hold no EOT ({EOT})")));
+        }
+        let (cl, pl) = (cl as usize, pl as usize);
         let text = |from: usize, len: usize, what: &str| {
             std::str::from_utf8(&body[from..from + len])
-                .map_err(|_| corrupt(format!("sample {i}: {what} is not UTF-8")))
+                .map_err(|_| self.bad(i, format!("{what} is not UTF-8")))
         };
         Ok(SampleRef {
             image: &body[..il],
@@ -438,7 +524,8 @@ impl Shard {
 
 /// Writes a shard of `count` samples whose bodies are one sparse hole of zeros (each sample:
 /// no image, zero ids, empty caption and path). Only for measuring open time at scale: the
-/// index is real, so opening costs what a real shard of that size costs.
+/// index is real, so opening and index reads ([`Shard::pid`]) cost what they cost on a real
+/// shard of that size; [`Shard::sample`] refuses the zero ids.
 pub fn write_sparse_shard(path: &Path, config: &ShardConfig, count: u64) -> std::io::Result<()> {
     use std::io::{Seek, SeekFrom};
     let cfg = bincode::serialize(config).expect("config serialises");
@@ -452,11 +539,14 @@ pub fn write_sparse_shard(path: &Path, config: &ShardConfig, count: u64) -> std:
     let bodies = (HEADER_LEN + cfg.len()) as u64;
     let index_offset = bodies + count * IDS_BYTES as u64;
     f.seek(SeekFrom::Start(index_offset))?;
+    let body_crc = crc32fast::hash(&[0u8; IDS_BYTES]);
     for i in 0..count {
-        let mut e = [0u8; ENTRY_LEN];
+        let mut e = vec![0u8; ENTRY_SUMMED];
         e[..8].copy_from_slice(&(bodies + i * IDS_BYTES as u64).to_le_bytes());
         e[24..32].copy_from_slice(&i.to_le_bytes());
         e[32..40].copy_from_slice(&i.to_le_bytes());
+        e[40..44].copy_from_slice(&body_crc.to_le_bytes());
+        seal_entry(&mut e);
         f.write_all(&e)?;
     }
     f.write_all(&index_offset.to_le_bytes())?;

@@ -1,11 +1,12 @@
 //! The root crate's integration tests, as one test binary (one link instead of one per file):
 //! the `gadms` command line run as a user runs it, the training loop and its recipes, resume,
-//! retrieval metrics, reports and model surgery. Tests of `gadms-nn`, `gadms-data` and
+//! retrieval metrics, reports, damaged shards and model surgery. Tests of `gadms-nn`, `gadms-data` and
 //! `gadms-ckpt` alone live in those crates; the CUDA tests are `tests/cuda.rs`.
 
 mod common;
 
 mod cli;
+mod corrupt;
 mod finetune;
 mod gadms_step;
 mod optim;

@@ -536,6 +536,15 @@ fn rerun_skips_finished_shards() {
     assert_eq!(third.manifest, first.manifest);
     assert_eq!(stamp(&p0), before);
 
+    // A shard of format version 1 (an older build's, without checksums) is repacked.
+    let mut old = std::fs::read(&p0).unwrap();
+    old[8..12].copy_from_slice(&1u32.to_le_bytes());
+    std::fs::write(&p0, &old).unwrap();
+    let again = run(&o);
+    assert_eq!(again.reused_shards, 2);
+    assert_eq!(again.manifest, first.manifest);
+    assert_eq!(std::fs::read(&p0).unwrap()[8..12], 2u32.to_le_bytes());
+
     // Other settings (PNG) invalidate every finished shard.
     let fourth = run(&PackOptions {
         lossless: true,
