@@ -218,3 +218,21 @@ fn explain_says_it_clamps_gass_layers_to_the_tower_depth() {
     assert!(se.contains("--gass-layers 99 clamped to 2"), "{se}");
     assert!(so.contains("GASS (2 layers"), "{so}");
 }
+
+#[test]
+fn nan_weights_are_refused_as_init() {
+    let d = TempDir::new("nan-init");
+    let w = weights_with(&d, "nan_init.safetensors", "visual.proj", |v| {
+        v[0] = f32::NAN
+    });
+    let out = d.join("run");
+    for cmd in ["pretrain", "finetune"] {
+        let args = args![cmd, "--init", &w, "--epochs", "1", "--out", &out];
+        // (the default data set is unpacked into the run directory first: no weights are written)
+        fails_after_load(
+            &args,
+            &out.join("gadms_model.safetensors"),
+            &[&s(&w), "visual.proj holds 1 non-finite values"],
+        );
+    }
+}
