@@ -102,6 +102,16 @@ fn overflowing_weights_give_an_error_naming_the_embedding_not_metrics() {
     let json = d.join("m.json");
     let args = args!["eval", "--weights", &w, "--data", packed(), "--json", &json];
     fails_after_load(&args, &json, &["embedding of image 0 is not finite"]);
+    let out = d.join("emb.safetensors");
+    let args = args![
+        "embed",
+        "--weights",
+        &w,
+        "--out",
+        &out,
+        embed_fixture("img0.png")
+    ];
+    fails_after_load(&args, &out, &["embedding of image 0 is not finite"]);
     let html = d.join("s.html");
     let args = args![
         "search",
