@@ -5,7 +5,7 @@ use crate::bridge::{map_to_module, module_to_map};
 use crate::error::{CkptError, Result};
 use crate::layout::{Layout, native_to_hf, native_to_openai, to_native};
 use crate::resize::{resize_pos_embed, square_grid};
-use crate::tensors::{TensorMap, read_file, write_atomic, write_file};
+use crate::tensors::{TensorMap, check_finite, read_file, write_atomic, write_file};
 use dfdx::nn::tensor_collection::TensorCollection;
 use dfdx::prelude::Device;
 use gadms_nn::{ClipSpec, Float, PRESETS};
@@ -29,9 +29,11 @@ pub struct Weights {
     pub native: TensorMap,
 }
 
-/// Reads a weight file in any supported layout and converts it to native names.
+/// Reads a weight file in any supported layout and converts it to native names. A tensor
+/// holding NaN or ±Inf is refused ([`CkptError::NonFinite`], naming the file's key).
 pub fn read_weights(path: &Path) -> Result<Weights> {
     let map = read_file(path)?;
+    check_finite(&map)?;
     let (layout, native) = to_native(map)?;
     Ok(Weights { layout, native })
 }

@@ -107,6 +107,19 @@ pub enum CkptError {
         /// The inferred sizes.
         detail: String,
     },
+    /// A tensor holds NaN or ±Inf (a diverged or damaged checkpoint): refused on load rather
+    /// than giving NaN embeddings and plausible-looking metrics.
+    #[error(
+        "{path}: {key} holds {count} non-finite values (NaN or Inf); the weights are damaged or from a diverged run"
+    )]
+    NonFinite {
+        /// The file.
+        path: PathBuf,
+        /// The tensor name (as in the file).
+        key: String,
+        /// How many of its values are NaN or ±Inf.
+        count: usize,
+    },
     /// Writing failed (nothing is left at the destination).
     #[error("{path}: cannot write: {msg}")]
     Write {

@@ -142,6 +142,23 @@ fn read_bytes_as_map(path: &Path, bytes: &[u8], keep: impl Fn(&str) -> bool) -> 
     Ok(map)
 }
 
+/// Refuses a map holding NaN or ±Inf: the first such tensor (key order) is named with its
+/// count of non-finite values. F64 values beyond the f32 range were read as ±Inf and are
+/// refused too.
+pub fn check_finite(map: &TensorMap) -> Result<()> {
+    for (key, a) in &map.tensors {
+        let count = a.data.iter().filter(|x| !x.is_finite()).count();
+        if count > 0 {
+            return Err(CkptError::NonFinite {
+                path: map.origin.clone(),
+                key: key.clone(),
+                count,
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Reads one integer tensor (I64/I32/U32) as `i64`, with its shape (used by test fixtures).
 pub fn read_ints(path: &Path, key: &str) -> Result<(Vec<usize>, Vec<i64>)> {
     let bytes = read_bytes(path)?;

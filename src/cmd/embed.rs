@@ -1,7 +1,7 @@
 //! `gadms embed`: L2-normalised image and text embeddings.
 
 use crate::cmd::tokenize::read_captions;
-use crate::eval::{encode_captions, encode_images};
+use crate::eval::{check_finite_rows, encode_captions, encode_images};
 use crate::preset::{Dev, Preset};
 use crate::weights::{build_loaded, read_with_preset};
 use crate::with_preset;
@@ -100,7 +100,14 @@ fn embed_all<M: ClipInference<f32, Dev>>(
             Ok(pixels[r].concat())
         })?),
     };
+    let d = m.spec().embed();
+    if let Some(v) = &img {
+        check_finite_rows(v, d, "image")?;
+    }
     let txt = ids.map(|ids| encode_captions(m, ids, batch));
+    if let Some(v) = &txt {
+        check_finite_rows(v, d, "caption")?;
+    }
     Ok((img, txt))
 }
 

@@ -113,10 +113,10 @@ pub fn run(a: EvalArgs) -> Result<()> {
     });
     let enc_s = t1.elapsed().as_secs_f64();
     let t2 = Instant::now();
-    let sims = feats.text_to_image();
+    let sims = feats.text_to_image()?;
     let t2i = rank_metrics(&sims, qp, gp)?;
     let i2t = if a.i2t {
-        Some(rank_metrics(&feats.image_to_text(), gp, qp)?)
+        Some(rank_metrics(&feats.image_to_text()?, gp, qp)?)
     } else {
         None
     };
@@ -245,10 +245,55 @@ fn save_sims(
 /// `--bench-random N`: times the counting ranking on an N×N random matrix (N/20 ids, so 20
 /// positives per query as in ICFG-PEDES), and a full stable sort per query on a sample of rows
 /// for comparison.
+/// Bytes `--bench-random N` holds at its peak: the N×N f32 matrix being ranked, the N×N
+/// product of the gemm timing and two N×512 feature matrices; `None` when that overflows.
+pub fn bench_memory(n: usize) -> Option<u64> {
+    let n = n as u64;
+    let square = n.checked_mul(n)?.checked_mul(8)?;
+    square.checked_add(n.checked_mul(2 * 512 * 4)?)
+}
+
+/// `MemAvailable` of /proc/meminfo in bytes (Linux), else `None`.
+fn available_memory() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = s.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
+}
+
+/// Refuses an `--bench-random N` whose matrices would not fit: more than 80% of the available
+/// memory (or 8 GiB where that is unknown), before anything is allocated.
+fn check_bench_memory(n: usize) -> Result<()> {
+    const GIB: f64 = (1u64 << 30) as f64;
+    let (cap, what) = match available_memory() {
+        Some(b) => (b / 10 * 8, "80% of the available memory"),
+        None => (8 << 30, "the 8 GiB cap (available memory unknown)"),
+    };
+    // The largest N that fits: 8N² + 4096N ≤ cap, solved, then stepped down past rounding.
+    let mut largest = ((4096f64 * 4096.0 + 32.0 * cap as f64).sqrt() - 4096.0) as usize / 16;
+    while largest > 0 && bench_memory(largest).is_none_or(|b| b > cap) {
+        largest -= 1;
+    }
+    match bench_memory(n) {
+        Some(b) if b <= cap => Ok(()),
+        need => bail!(
+            "--bench-random {n} would need {} (two {n}×{n} f32 matrices), more than {what} ({:.1} GiB); \
+             use N ≤ {}",
+            need.map_or("more than 16 EiB".into(), |b| format!(
+                "{:.1} GiB",
+                b as f64 / GIB
+            )),
+            cap as f64 / GIB,
+            largest
+        ),
+    }
+}
+
 fn bench_random(n: usize) -> Result<()> {
     if n == 0 {
         bail!("--bench-random needs N ≥ 1");
     }
+    check_bench_memory(n)?;
     let ids = (n / 20).max(1);
     let t = Instant::now();
     let (sim, q, g) = random_problem(n, n, ids, 42);

@@ -135,8 +135,16 @@ pub fn run(a: ExplainArgs) -> Result<()> {
     let (w, preset) = read_with_preset(&a.weights, a.preset)?;
     let spec = preset.spec();
     let pixels = load_normalized(&a.image, spec.vision.image_h, spec.vision.image_w)?;
+    let depth = spec.text.layers;
+    let layers = a.gass_layers.clamp(1, depth.max(1));
+    if layers != a.gass_layers {
+        eprintln!(
+            "note: --gass-layers {} clamped to {layers} (the '{}' text tower has {depth} blocks)",
+            a.gass_layers, spec.name
+        );
+    }
     let cfg = GassConfig {
-        layers: a.gass_layers.max(1),
+        layers,
         norm: a.gass_norm.into(),
         ..GassConfig::default()
     };

@@ -22,13 +22,13 @@ pub struct PackArgs {
     /// output directory (created; rerunning into it resumes)
     #[argh(option)]
     pub out: PathBuf,
-    /// split for the benchmark formats: train (default) or test; anything else is val
+    /// split for the benchmark formats: train (default), val or test (anything else is an error)
     #[argh(option, default = "String::from(\"train\")")]
     pub split: String,
     /// stored image size HEIGHTxWIDTH (default 384x128)
     #[argh(option, default = "String::from(\"384x128\")")]
     pub image_size: String,
-    /// worker threads (default: all cores)
+    /// worker threads (default: all cores; more than the cores is capped at the cores)
     #[argh(option, default = "0")]
     pub workers: usize,
     /// store images as PNG instead of JPEG quality 95
@@ -55,11 +55,21 @@ impl Progress for Bar {
 pub fn run(a: PackArgs) -> Result<()> {
     let format: Format = a.format.parse()?;
     let (image_h, image_w) = pack::parse_image_size(&a.image_size)?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let workers = if a.workers > cores {
+        eprintln!(
+            "note: --workers {} capped at {cores}, the number of cores",
+            a.workers
+        );
+        cores
+    } else {
+        a.workers
+    };
     let opts = PackOptions {
         split: a.split,
         image_h,
         image_w,
-        workers: a.workers,
+        workers,
         lossless: a.lossless,
         shard_size: a.shard_size,
         ..PackOptions::new(format, a.src, a.out)

@@ -3,7 +3,7 @@
 //! embeddings are cached on disk so that repeated queries encode only the sentence.
 
 use crate::eval::rank::top_k;
-use crate::eval::{encode_captions, encode_images};
+use crate::eval::{check_finite_rows, check_finite_sims, encode_captions, encode_images};
 use crate::preset::{Dev, Preset};
 use crate::report::{check_query, data_uri, escape, page};
 use crate::weights::{build_loaded, read_with_preset};
@@ -209,43 +209,75 @@ impl Gallery {
 
 /// Magic of an embedding cache file.
 pub const CACHE_MAGIC: &[u8; 8] = b"GADMSEMB";
-/// Version of the cache format.
-pub const CACHE_VERSION: u32 = 1;
+/// Version of the cache format (2: with a payload checksum).
+pub const CACHE_VERSION: u32 = 2;
+/// Header bytes before the embeddings.
+const CACHE_HEADER: usize = 44;
 
-/// Cache file: `magic | version u32 | key u64 | n u64 | d u64 | n·d f32`, little endian.
-fn read_cache(path: &Path, key: u64, n: usize, d: usize) -> Option<Vec<f32>> {
-    let b = std::fs::read(path).ok()?;
-    if b.len() < 36 || &b[..8] != CACHE_MAGIC {
-        return None;
+/// What reading the cache found.
+enum Cached {
+    /// No cache file for this key (or one of another format version): encode.
+    Miss,
+    /// Embeddings whose checksum matched.
+    Hit(Vec<f32>),
+    /// A cache file for this key that cannot be trusted (why): encode again and rewrite it.
+    Damaged(String),
+}
+
+/// Cache file: `magic | version u32 | key u64 | n u64 | d u64 | checksum u64 | n·d f32`, little
+/// endian; the checksum is FNV-1a 64 of the embedding bytes. A file of this key whose sizes,
+/// length, checksum or values (NaN/Inf) are wrong is [`Cached::Damaged`], never used.
+fn read_cache(path: &Path, key: u64, n: usize, d: usize) -> Cached {
+    let Ok(b) = std::fs::read(path) else {
+        return Cached::Miss;
+    };
+    if b.len() < 12 || &b[..8] != CACHE_MAGIC {
+        return Cached::Damaged("not an embedding cache file".into());
     }
-    let u32_at = |o: usize| u32::from_le_bytes(b[o..o + 4].try_into().unwrap());
+    if u32::from_le_bytes(b[8..12].try_into().unwrap()) != CACHE_VERSION {
+        return Cached::Miss;
+    }
+    if b.len() < CACHE_HEADER {
+        return Cached::Damaged(format!("truncated header ({} bytes)", b.len()));
+    }
     let u64_at = |o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap());
-    if u32_at(8) != CACHE_VERSION
-        || u64_at(12) != key
-        || u64_at(20) != n as u64
-        || u64_at(28) != d as u64
-        || b.len() != 36 + 4 * n * d
-    {
-        return None;
+    if u64_at(12) != key || u64_at(20) != n as u64 || u64_at(28) != d as u64 {
+        return Cached::Damaged("its key or sizes do not match this gallery and model".into());
     }
-    Some(
-        b[36..]
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-            .collect(),
-    )
+    if b.len() != CACHE_HEADER + 4 * n * d {
+        return Cached::Damaged(format!(
+            "{} bytes, expected {}",
+            b.len(),
+            CACHE_HEADER + 4 * n * d
+        ));
+    }
+    let mut h = Fnv64::default();
+    h.update(&b[CACHE_HEADER..]);
+    if h.0 != u64_at(36) {
+        return Cached::Damaged("checksum mismatch".into());
+    }
+    let emb: Vec<f32> = b[CACHE_HEADER..]
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    if emb.iter().any(|x| !x.is_finite()) {
+        return Cached::Damaged("non-finite values".into());
+    }
+    Cached::Hit(emb)
 }
 
 fn write_cache(path: &Path, key: u64, n: usize, d: usize, emb: &[f32]) -> Result<(), String> {
-    let mut b = Vec::with_capacity(36 + 4 * emb.len());
+    let payload: Vec<u8> = emb.iter().flat_map(|x| x.to_le_bytes()).collect();
+    let mut h = Fnv64::default();
+    h.update(&payload);
+    let mut b = Vec::with_capacity(CACHE_HEADER + payload.len());
     b.extend_from_slice(CACHE_MAGIC);
     b.extend_from_slice(&CACHE_VERSION.to_le_bytes());
     b.extend_from_slice(&key.to_le_bytes());
     b.extend_from_slice(&(n as u64).to_le_bytes());
     b.extend_from_slice(&(d as u64).to_le_bytes());
-    for x in emb {
-        b.extend_from_slice(&x.to_le_bytes());
-    }
+    b.extend_from_slice(&h.0.to_le_bytes());
+    b.extend_from_slice(&payload);
     write_atomic(path, &b)
 }
 
@@ -306,13 +338,24 @@ pub fn run(a: SearchArgs) -> Result<()> {
         .then(|| a.cache_dir.clone().or_else(default_cache_dir))
         .flatten()
         .map(|dir| dir.join(format!("{key:016x}.emb")));
-    let cached = cache_path.as_deref().and_then(|p| read_cache(p, key, n, d));
+    let cached = match cache_path.as_deref().map(|p| (p, read_cache(p, key, n, d))) {
+        Some((_, Cached::Hit(e))) => Some(e),
+        Some((p, Cached::Damaged(why))) => {
+            eprintln!(
+                "note: ignoring the damaged embedding cache {} ({why}); encoding the gallery again",
+                p.display()
+            );
+            None
+        }
+        _ => None,
+    };
 
     let dev = Dev::default();
     let t0 = std::time::Instant::now();
     let (q, img, encoded) = with_preset!(preset, M => {
         let m: M = build_loaded(&dev, w, &a.weights)?;
         let q = encode_captions(&m, &[ids], 1);
+        check_finite_rows(&q, d, "query").context("--query")?;
         match cached {
             Some(e) => (q, e, false),
             None => {
@@ -323,6 +366,7 @@ pub fn run(a: SearchArgs) -> Result<()> {
                         .collect::<Result<_>>()?;
                     Ok(px.concat())
                 })?;
+                check_finite_rows(&img, d, "gallery image")?;
                 (q, img, true)
             }
         }
@@ -345,6 +389,7 @@ pub fn run(a: SearchArgs) -> Result<()> {
         .chunks_exact(d)
         .map(|g| g.iter().zip(&q).map(|(x, y)| x * y).sum())
         .collect();
+    check_finite_sims(&scores, n, "the query", "gallery image")?;
     let qpid = a.query_pid.or_else(|| {
         let want = a.query.trim().to_lowercase();
         gallery

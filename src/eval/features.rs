@@ -3,7 +3,7 @@
 
 use super::rank::similarity_par;
 use super::set::EvalSet;
-use anyhow::Result;
+use anyhow::{Result, bail};
 use dfdx::prelude::Device;
 use gadms_data::TokenIds;
 use gadms_nn::ClipInference;
@@ -18,6 +18,42 @@ pub fn l2_normalize_rows(mut v: Vec<f32>, d: usize) -> Vec<f32> {
         row.iter_mut().for_each(|x| *x /= n);
     }
     v
+}
+
+/// Refuses NaN or ±Inf in a flat [N, d] embedding buffer: names the first bad row as
+/// `{what} {index}` (e.g. "image 3", "caption 17") and how many rows are affected, instead of
+/// letting NaN rank as the lowest score and give plausible-looking metrics.
+pub fn check_finite_rows(v: &[f32], d: usize, what: &str) -> Result<()> {
+    let bad: Vec<usize> = v
+        .chunks_exact(d.max(1))
+        .enumerate()
+        .filter(|(_, r)| r.iter().any(|x| !x.is_finite()))
+        .map(|(i, _)| i)
+        .collect();
+    if let Some(&first) = bad.first() {
+        bail!(
+            "the embedding of {what} {first} is not finite (NaN or Inf; {} of {} {what} embeddings \
+             are): the model produces non-finite features (diverged or damaged weights?)",
+            bad.len(),
+            v.len() / d.max(1)
+        );
+    }
+    Ok(())
+}
+
+/// Refuses NaN or ±Inf in a row-major [Q, G] similarity matrix, naming the first bad entry
+/// (`{query} q` × `{gallery} g`).
+pub fn check_finite_sims(sim: &[f32], g: usize, query: &str, gallery: &str) -> Result<()> {
+    if let Some(i) = sim.iter().position(|x| !x.is_finite()) {
+        let n = sim.iter().filter(|x| !x.is_finite()).count();
+        bail!(
+            "the similarity of {query} {} and {gallery} {} is not finite ({n} entries are); \
+             refusing to rank",
+            i / g.max(1),
+            i % g.max(1)
+        );
+    }
+    Ok(())
 }
 
 /// Image features of `n` images, `batch` per forward pass, L2-normalised [n, D]: `pixels(r)`
@@ -68,25 +104,33 @@ pub struct Features {
 }
 
 impl Features {
-    /// Text→image cosine similarities [n_captions, n_images].
-    pub fn text_to_image(&self) -> Vec<f32> {
-        similarity_par(&self.text, &self.image, self.dim)
+    /// Text→image cosine similarities [n_captions, n_images], checked finite.
+    pub fn text_to_image(&self) -> Result<Vec<f32>> {
+        let s = similarity_par(&self.text, &self.image, self.dim);
+        check_finite_sims(&s, self.image.len() / self.dim.max(1), "caption", "image")?;
+        Ok(s)
     }
-    /// Image→text cosine similarities [n_images, n_captions].
-    pub fn image_to_text(&self) -> Vec<f32> {
-        similarity_par(&self.image, &self.text, self.dim)
+    /// Image→text cosine similarities [n_images, n_captions], checked finite.
+    pub fn image_to_text(&self) -> Result<Vec<f32>> {
+        let s = similarity_par(&self.image, &self.text, self.dim);
+        check_finite_sims(&s, self.text.len() / self.dim.max(1), "image", "caption")?;
+        Ok(s)
     }
 }
 
 /// Encodes `set` with `model`, `batch` images or captions per forward pass: the gallery's
-/// image CLS features and the queries' EOS features, both L2-normalised.
+/// image CLS features and the queries' EOS features, both L2-normalised. A non-finite
+/// embedding is an error naming the image or caption index ([`check_finite_rows`]).
 pub fn encode_set<D, M>(model: &M, set: &EvalSet, batch: usize) -> Result<Features>
 where
     D: Device<f32>,
     M: ClipInference<f32, D>,
 {
     let image = encode_images(model, set.n_images(), batch, |r| set.pixels(r.start, r.end))?;
+    let d = model.spec().embed();
+    check_finite_rows(&image, d, "image")?;
     let text = encode_captions(model, &set.tokens, batch);
+    check_finite_rows(&text, d, "caption")?;
     Ok(Features {
         text,
         image,

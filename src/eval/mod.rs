@@ -12,7 +12,10 @@ pub mod rank;
 pub mod set;
 pub mod split;
 
-pub use features::{Features, encode_captions, encode_images, encode_set, l2_normalize_rows};
+pub use features::{
+    Features, check_finite_rows, check_finite_sims, encode_captions, encode_images, encode_set,
+    l2_normalize_rows,
+};
 pub use rank::{RankError, RankMetrics, rank_metrics, similarity_on, similarity_par};
 pub use set::{EvalSet, Gallery};
 
@@ -27,6 +30,6 @@ where
     D: Device<f32>,
     M: ClipInference<f32, D>,
 {
-    let sim = encode_set(model, set, batch)?.text_to_image();
+    let sim = encode_set(model, set, batch)?.text_to_image()?;
     Ok(rank_metrics(&sim, &set.caption_pid, &set.image_pid)?)
 }

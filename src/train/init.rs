@@ -71,6 +71,7 @@ pub fn load_init<D: Device<f32>, C: TensorCollection<f32, D>, M: TensorCollectio
     let file = resolve(path)?;
     let ctx = || format!("--init {}", file.display());
     let map = read_file(&file).with_context(ctx)?;
+    gadms_ckpt::tensors::check_finite(&map).with_context(ctx)?;
     if !gadms_ckpt::native::is_native(&map) {
         let r = load_clip(clip, spec, &file).with_context(ctx)?;
         let mut summary = format!(

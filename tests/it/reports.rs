@@ -356,7 +356,7 @@ fn search_packed_gallery_marks_hits_and_uses_the_cache() {
     assert_eq!(files.len(), 1);
     let bytes = std::fs::read(&files[0]).unwrap();
     assert_eq!(&bytes[..8], b"GADMSEMB");
-    assert_eq!(u32::from_le_bytes(bytes[8..12].try_into().unwrap()), 1);
+    assert_eq!(u32::from_le_bytes(bytes[8..12].try_into().unwrap()), 2);
     let (out2, err2) = ok(&args);
     assert!(err2.contains("from the cache"), "{err2}");
     assert_eq!(out, out2, "cached embeddings give the same ranking");
@@ -365,6 +365,21 @@ fn search_packed_gallery_marks_hits_and_uses_the_cache() {
     let (out3, err3) = ok(&args);
     assert!(err3.contains("encoded 200"), "{err3}");
     assert_eq!(out, out3);
+    // One flipped bit in the embeddings (same length): the checksum catches it, with a note.
+    let mut bytes = std::fs::read(&files[0]).unwrap();
+    let last = bytes.len() - 2;
+    bytes[last] ^= 0x01;
+    std::fs::write(&files[0], &bytes).unwrap();
+    let (out4, err4) = ok(&args);
+    assert!(
+        err4.contains("checksum mismatch") && err4.contains("encoded 200"),
+        "{err4}"
+    );
+    assert_eq!(out, out4);
+    assert!(
+        ok(&args).1.contains("from the cache"),
+        "the rewritten cache is used"
+    );
 }
 
 #[test]

@@ -317,13 +317,15 @@ pub(crate) fn require_dir(dir: &Path, hint: &str) -> Result<(), PackError> {
 
 /// Streams the elements of a top-level JSON list to `f(row, value)` without building the whole
 /// document. Anything but a list (or malformed JSON) is an error naming `path`; `expecting`
-/// describes the elements (`"{split, captions, file_path, id} objects"`).
+/// describes the elements (`"{split, captions, file_path, id} objects"`). A UTF-8 byte order
+/// mark before the list (files saved by some Windows editors) is skipped.
 pub(crate) fn for_each_json_row(
     path: &Path,
     bytes: &[u8],
     expecting: &str,
     f: &mut dyn FnMut(u64, serde_json::Value),
 ) -> Result<u64, PackError> {
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
     struct ListVisitor<'a> {
         expecting: &'a str,
         f: &'a mut dyn FnMut(u64, serde_json::Value),

@@ -129,6 +129,20 @@ pub fn normalize_split(s: &str) -> &'static str {
     }
 }
 
+/// The split names `--split` accepts.
+pub const SPLITS: [&str; 3] = ["train", "val", "test"];
+
+/// Parses the `--split` option: one of [`SPLITS`]; anything else is an error listing them
+/// (rows of a dataset file with other split names are still `val`, [`normalize_split`]).
+pub fn parse_split(s: &str) -> Result<&'static str, PackError> {
+    SPLITS.into_iter().find(|n| *n == s).ok_or_else(|| {
+        PackError::Options(format!(
+            "unknown split '{s}'; expected one of: {}",
+            SPLITS.join(", ")
+        ))
+    })
+}
+
 /// Parses an image size `HxW` (height first, e.g. `384x128`).
 pub fn parse_image_size(s: &str) -> Result<(u32, u32), PackError> {
     let bad = || {
@@ -341,7 +355,7 @@ pub fn pack(opts: &PackOptions, progress: &dyn Progress) -> Result<PackReport, P
     if opts.image_h == 0 || opts.image_w == 0 {
         return Err(PackError::Options("image size must be positive".into()));
     }
-    let split = normalize_split(&opts.split);
+    let split = parse_split(&opts.split)?;
     if opts.format.is_webperson() && split != "train" {
         return Err(PackError::Options(format!(
             "{} has only a train split (got --split {})",

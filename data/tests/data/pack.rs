@@ -343,10 +343,24 @@ fn cuhk_pedes_splits_and_pids() {
     assert_eq!(pids, [5, 5, 5, 5, 6, 6]);
     assert_eq!(r.manifest.config.split, "test");
 
-    // Anything but train/test is val.
+    // `--split` takes train, val or test; another name is an error listing them (not val).
+    let bogus = tmpdir("cuhk-bogus");
+    let e = pack(
+        &PackOptions {
+            split: "validation".into(),
+            ..opts(Format::CuhkPedes, &src, &bogus)
+        },
+        &NoProgress,
+    )
+    .expect_err("--split validation must be refused");
+    assert!(
+        e.to_string()
+            .contains("'validation'; expected one of: train, val, test"),
+        "{e}"
+    );
     let out = tmpdir("cuhk-val");
     let r = run(&PackOptions {
-        split: "validation".into(),
+        split: "val".into(),
         ..opts(Format::CuhkPedes, &src, &out)
     });
     assert_eq!(r.manifest.config.split, "val");
