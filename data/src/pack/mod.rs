@@ -546,7 +546,7 @@ fn chunk_key(ctx: &Ctx<'_>, k: u64) -> ChunkKey {
     }
 }
 
-/// A finished chunk from an earlier run, if its sidecar and shard check out.
+/// A finished chunk from an earlier run, if its sidecar and shard (every sample) check out.
 fn try_reuse(ctx: &Ctx<'_>, k: u64, key: &ChunkKey) -> Option<ChunkDone> {
     let out = &ctx.opts.out;
     let raw = std::fs::read(out.join(sidecar_file_name(k))).ok()?;
@@ -567,6 +567,11 @@ fn try_reuse(ctx: &Ctx<'_>, k: u64, key: &ChunkKey) -> Option<ChunkDone> {
         .map(|i| shard.pid(i))
         .collect::<Result<Vec<u64>, _>>()
         .ok()?;
+    // Every sample's checksums (docs/data-format.md): a shard damaged since it was written is
+    // packed again instead of being reused and failing every later read.
+    if (0..shard.len()).any(|i| shard.sample(i).is_err()) {
+        return None;
+    }
     Some(ChunkDone {
         record,
         pids,

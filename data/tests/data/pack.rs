@@ -559,6 +559,15 @@ fn rerun_skips_finished_shards() {
     assert_eq!(again.manifest, first.manifest);
     assert_eq!(std::fs::read(&p0).unwrap()[8..12], 2u32.to_le_bytes());
 
+    // A flipped byte in a finished shard's body: repacked, not reused.
+    let mut bad = std::fs::read(&p0).unwrap();
+    let k = bad.len() / 3;
+    bad[k] ^= 0x20;
+    std::fs::write(&p0, &bad).unwrap();
+    let again = run(&o);
+    assert_eq!(again.reused_shards, 2);
+    assert_eq!(again.manifest, first.manifest);
+
     // Other settings (PNG) invalidate every finished shard.
     let fourth = run(&PackOptions {
         lossless: true,
