@@ -3,7 +3,7 @@
 use anyhow::{Context, Result, bail};
 use argh::FromArgs;
 use gadms_data::ClipTokenizer;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
 /// Print the 77 CLIP token ids of every line of a caption file as one JSON array per line
@@ -21,14 +21,28 @@ pub struct TokenizeArgs {
 /// echoing it.
 pub const MAX_LINE: usize = 64 * 1024;
 
-/// Reads a caption file, streamed line by line (never the whole file at once): one caption per
-/// non-empty line; an empty file, a blank line (one trailing blank line excepted), a line over
-/// [`MAX_LINE`] bytes or invalid UTF-8 is an error naming the file and line.
+/// Reads a caption file: one caption per non-empty line, as [`for_each_caption`] checks them.
 pub fn read_captions(path: &Path) -> Result<Vec<String>> {
+    let mut caps = Vec::new();
+    for_each_caption(path, |_, c| {
+        caps.push(c.to_string());
+        Ok(())
+    })?;
+    Ok(caps)
+}
+
+/// Streams a caption file line by line (never the whole file at once), calling `f(line, text)`
+/// for every caption (1-based line numbers): one caption per non-empty line; an empty file, a
+/// blank line (one trailing blank line excepted), a line over [`MAX_LINE`] bytes or invalid
+/// UTF-8 is an error naming the file and line. Returns the number of captions.
+pub fn for_each_caption(
+    path: &Path,
+    mut each: impl FnMut(usize, &str) -> Result<()>,
+) -> Result<usize> {
     let f = std::fs::File::open(path)
         .with_context(|| format!("{}: cannot read caption file", path.display()))?;
     let mut r = BufReader::new(f);
-    let (mut caps, mut blanks) = (Vec::new(), Vec::new());
+    let (mut caps, mut blanks, mut first_blank) = (0usize, 0usize, None);
     let (mut buf, mut line, mut offset) = (Vec::new(), 0usize, 0u64);
     loop {
         buf.clear();
@@ -63,45 +77,47 @@ pub fn read_captions(path: &Path) -> Result<Vec<String>> {
         })?;
         offset += n as u64;
         if text.trim().is_empty() {
-            blanks.push(line);
+            blanks += 1;
+            first_blank.get_or_insert(line);
         } else {
-            if let Some(&b) = blanks.first() {
+            if let Some(b) = first_blank {
                 bail!(
                     "{}:{b}: empty caption line; remove it or write a caption",
                     path.display()
                 );
             }
-            caps.push(text.to_string());
+            each(line, text)?;
+            caps += 1;
         }
     }
-    if caps.is_empty() {
+    if caps == 0 {
         bail!(
             "{}: caption file is empty; write one caption per line",
             path.display()
         );
     }
-    if blanks.len() > 1 {
+    if let Some(b) = first_blank.filter(|_| blanks > 1) {
         bail!(
-            "{}:{}: empty caption line; remove it or write a caption",
-            path.display(),
-            blanks[0]
+            "{}:{b}: empty caption line; remove it or write a caption",
+            path.display()
         );
     }
     Ok(caps)
 }
 
-/// Runs the command.
+/// Runs the command: one JSON line per caption, written as the file is read (a caption file of
+/// any length runs in constant memory; on an error the lines before it have been printed).
 pub fn run(a: TokenizeArgs) -> Result<()> {
-    let caps = read_captions(&a.texts)?;
     let tok = ClipTokenizer::new()?;
-    let mut out = String::new();
-    for (i, c) in caps.iter().enumerate() {
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    for_each_caption(&a.texts, |line, c| {
         let ids = tok
             .encode(c)
-            .with_context(|| format!("{}:{}", a.texts.display(), i + 1))?;
-        out.push_str(&serde_json::to_string(&ids.to_vec())?);
-        out.push('\n');
-    }
-    print!("{out}");
+            .with_context(|| format!("{}:{line}", a.texts.display()))?;
+        serde_json::to_writer(&mut out, &ids.to_vec())?;
+        out.write_all(b"\n")?;
+        Ok(())
+    })?;
+    out.flush()?;
     Ok(())
 }

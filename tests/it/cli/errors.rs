@@ -30,7 +30,7 @@ fn meta_pt() -> BTreeMap<String, String> {
 
 /// Writes a safetensors file by hand: tensors in the given order, each (name, dtype, shape,
 /// little-endian bytes). Used for dtypes `write_file` does not write (I64).
-fn write_raw_safetensors(path: &Path, tensors: &[(String, &str, Vec<usize>, Vec<u8>)]) {
+pub(super) fn write_raw_safetensors(path: &Path, tensors: &[(String, &str, Vec<usize>, Vec<u8>)]) {
     let mut header = String::from(r#"{"__metadata__":{"format":"pt"}"#);
     let mut off = 0usize;
     for (name, dtype, shape, bytes) in tensors {

@@ -246,3 +246,38 @@ fn nan_weights_are_refused_as_init() {
         );
     }
 }
+
+#[test]
+fn f64_weights_beyond_the_f32_range_are_refused() {
+    // 1e300 fits an F64 tensor but reads as +Inf in f32: refused like a NaN.
+    let d = TempDir::new("f64-inf");
+    let w = d.join("f64_overflow.safetensors");
+    let m = read_file(&weights()).expect("fixture weights");
+    let tensors: Vec<(String, &str, Vec<usize>, Vec<u8>)> = m
+        .tensors
+        .iter()
+        .map(|(k, a)| {
+            let mut v: Vec<f64> = a.data.iter().map(|&x| x as f64).collect();
+            if k == "ln_final.weight" {
+                v[0] = 1e300;
+            }
+            let b = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+            (k.clone(), "F64", a.shape.clone(), b)
+        })
+        .collect();
+    super::errors::write_raw_safetensors(&w, &tensors);
+    let out = d.join("emb.safetensors");
+    let args = args![
+        "embed",
+        "--weights",
+        &w,
+        "--out",
+        &out,
+        embed_fixture("img0.png")
+    ];
+    fails(
+        &args,
+        &out,
+        &[&s(&w), "ln_final.weight holds 1 non-finite values"],
+    );
+}
