@@ -140,6 +140,16 @@ pub fn latest(run_dir: &Path) -> Result<(PathBuf, TrainState)> {
     })?;
     let p: Pointer = serde_json::from_slice(&bytes)
         .with_context(|| format!("{}: not a gadms checkpoint pointer", ptr.display()))?;
+    // The pointer names a checkpoint of this run directory, nothing else.
+    let name = p.dir.strip_prefix(&format!("{CKPT_DIR}/")).unwrap_or("");
+    let plain = name.starts_with("step-") && name[5..].bytes().all(|b| b.is_ascii_digit());
+    if !plain || name.len() <= 5 {
+        bail!(
+            "{}: names {:?}, not a checkpoint directory {CKPT_DIR}/step-N of this run",
+            ptr.display(),
+            p.dir
+        );
+    }
     let dir = run_dir.join(&p.dir);
     let sp = dir.join(STATE_FILE);
     let bytes = std::fs::read(&sp).with_context(|| format!("cannot read {}", sp.display()))?;

@@ -197,3 +197,26 @@ fn the_default_run_directory_never_collides() {
     assert_eq!(run_dir::unused_dir(b), PathBuf::from(format!("{b}-2")));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_checkpoint_pointer_outside_the_run_is_refused() {
+    let dir = temp_dir("pointer");
+    let (train, test) = tiny_packed(&dir);
+    let run = dir.join("run");
+    assert!(pretrain(&train, &test, &run, &[]).status.success());
+    for bad in [
+        "../../elsewhere",
+        "/etc",
+        "checkpoints/../../x",
+        "checkpoints/step-",
+    ] {
+        let ptr = format!(r#"{{"dir": "{bad}", "step": 4}}"#);
+        std::fs::write(run.join("checkpoint.json"), ptr).unwrap();
+        let out = Command::new(BIN)
+            .args(["pretrain", "--resume", s(&run)])
+            .output()
+            .unwrap();
+        error_line(&out, &["not a checkpoint directory"]);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -247,7 +247,10 @@ impl Source for BenchSource {
                 source: self.source.clone(),
                 row: e.row,
                 path: e.path.clone(),
-                image: ImageSource::File(self.imgs.join(&e.path)),
+                image: ImageSource::File {
+                    root: self.imgs.clone(),
+                    rel: e.path.clone(),
+                },
                 image_id: first + k as u64,
                 captions,
             }))?;

@@ -38,8 +38,9 @@ pub(crate) struct CaptionIn {
 /// Where an image's encoded bytes come from.
 #[derive(Clone, Debug)]
 pub(crate) enum ImageSource {
-    /// A file on disk (read in the worker).
-    File(PathBuf),
+    /// A file on disk, `rel` (as the dataset file names it) under the image root `root`; read
+    /// in the worker by [`read_confined`].
+    File { root: PathBuf, rel: String },
     /// Bytes embedded in the source (parquet).
     Bytes(Vec<u8>),
 }
@@ -166,13 +167,7 @@ pub(crate) fn prepare(item: Item, tok: &ClipTokenizer, opts: &PackOptions) -> Pr
     if !samples.is_empty() {
         let source = std::mem::replace(&mut item.image, ImageSource::Bytes(Vec::new()));
         let bytes = match source {
-            ImageSource::File(p) => std::fs::read(&p).map_err(|e| {
-                if e.kind() == std::io::ErrorKind::NotFound {
-                    format!("missing image: {} not found", p.display())
-                } else {
-                    format!("unreadable image: {}: {e}", p.display())
-                }
-            }),
+            ImageSource::File { root, rel } => read_confined(&root, &rel),
             ImageSource::Bytes(b) => Ok(b),
         };
         match bytes.and_then(|b| {
@@ -226,6 +221,65 @@ pub fn reencode(bytes: &[u8], h: u32, w: u32, lossless: bool) -> Result<Vec<u8>,
     };
     res.map_err(|e| format!("cannot re-encode: {e}"))?;
     Ok(out)
+}
+
+/// The largest image file `pack` reads (a larger one is rejected before reading).
+pub const MAX_IMAGE_BYTES: u64 = 64 << 20;
+
+/// Reads the image `rel` under `root`. `rel` must be a relative path that stays inside `root`
+/// (no `..`, not absolute; checked on the text before the file system is touched, so a reject
+/// says nothing about files outside), it must resolve (symbolic links followed) to a regular
+/// file still inside `root`, and be at most [`MAX_IMAGE_BYTES`]. The error is the reject reason.
+pub(crate) fn read_confined(root: &Path, rel: &str) -> Result<Vec<u8>, String> {
+    use std::path::Component;
+    let escapes = Path::new(rel)
+        .components()
+        .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir));
+    if rel.is_empty() || escapes {
+        return Err(format!("image path '{rel}' is outside the dataset root"));
+    }
+    let path = root.join(rel);
+    let outside = || format!("image path '{rel}' is outside the dataset root");
+    let real = match path.canonicalize() {
+        Ok(p) => p,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(format!("missing image: {} not found", path.display()));
+        }
+        Err(e) => return Err(format!("unreadable image: {}: {e}", path.display())),
+    };
+    let real_root = root.canonicalize().map_err(|_| outside())?;
+    if !real.starts_with(&real_root) {
+        return Err(outside());
+    }
+    let meta = std::fs::metadata(&real)
+        .map_err(|e| format!("unreadable image: {}: {e}", path.display()))?;
+    if !meta.is_file() {
+        return Err(format!("image {} is not a regular file", path.display()));
+    }
+    if meta.len() > MAX_IMAGE_BYTES {
+        return Err(format!(
+            "image {} is {} bytes, over the {MAX_IMAGE_BYTES}-byte limit",
+            path.display(),
+            meta.len()
+        ));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    std::io::Read::read_to_end(
+        &mut std::io::Read::take(
+            std::fs::File::open(&real)
+                .map_err(|e| format!("unreadable image: {}: {e}", path.display()))?,
+            MAX_IMAGE_BYTES + 1,
+        ),
+        &mut bytes,
+    )
+    .map_err(|e| format!("unreadable image: {}: {e}", path.display()))?;
+    if bytes.len() as u64 > MAX_IMAGE_BYTES {
+        return Err(format!(
+            "image {} grew past the size limit while read",
+            path.display()
+        ));
+    }
+    Ok(bytes)
 }
 
 /// Reads a file whole, naming it on failure.

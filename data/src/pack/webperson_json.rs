@@ -164,7 +164,10 @@ impl Source for WebJsonSource {
                 source: self.source.clone(),
                 row: e.row,
                 path: e.path.clone(),
-                image: ImageSource::File(self.images.join(&e.path)),
+                image: ImageSource::File {
+                    root: self.images.clone(),
+                    rel: e.path.clone(),
+                },
                 image_id,
                 captions,
             }))?;
