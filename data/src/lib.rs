@@ -19,6 +19,17 @@ pub mod synth;
 pub mod text_clean;
 pub mod tokenizer;
 
+/// A temporary sibling of `path` for write-then-rename, unique to this process and call
+/// (`NAME.tmp.PID.N`): two writers of one file (two runs or packs into one directory) never
+/// share a temporary, so each rename puts a whole file in place.
+pub fn temp_path(path: &std::path::Path) -> std::path::PathBuf {
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".tmp.{}.{n}", std::process::id()));
+    std::path::PathBuf::from(name)
+}
+
 pub use tokenizer::{
     CONTEXT_LEN, ClipTokenizer, EOT, MASK, PAD, SOT, TokenIds, TokenizerError, VOCAB_SIZE,
     tokenizer_hash,

@@ -131,7 +131,7 @@ impl Manifest {
     /// Writes `dir/manifest.json` atomically.
     pub fn write(&self, dir: &Path) -> std::io::Result<()> {
         let path = dir.join(MANIFEST_FILE);
-        let tmp = dir.join(format!("{MANIFEST_FILE}.tmp"));
+        let tmp = crate::temp_path(&dir.join(MANIFEST_FILE));
         std::fs::write(&tmp, serde_json::to_vec_pretty(self).expect("json"))?;
         std::fs::rename(tmp, path)
     }

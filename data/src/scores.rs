@@ -298,7 +298,7 @@ impl ScoreTable {
     /// checkpoint so that a resumed run masks exactly as the original (see [`crate::loader`]).
     pub fn save_copy(&self, path: &Path) -> Result<(), ScoreError> {
         use std::io::Write;
-        let tmp = path.with_extension("f32.tmp");
+        let tmp = crate::temp_path(path);
         let f = File::create(&tmp).map_err(io_err(&tmp, "cannot create score copy"))?;
         let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
         let mut header = Vec::with_capacity(HEADER_LEN);

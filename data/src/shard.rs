@@ -13,7 +13,7 @@
 //! how many samples it holds. Version 2 (this one) added the two checksums, CRC-32 (IEEE, the
 //! `crc32fast` crate): `body_crc` of the sample's body bytes, `entry_crc` of the entry's first 44
 //! bytes. [`Shard::pid`] and [`Shard::image_id`] check `entry_crc`; [`Shard::sample`] checks
-//! both, so a flipped byte is an error instead of a wrong person id or caption. Writers write `NAME.tmp` and rename it into place when complete,
+//! both, so a flipped byte is an error instead of a wrong person id or caption. Writers write a temporary sibling and rename it into place when complete,
 //! so a crash never leaves a truncated shard under its final name.
 
 use crate::tokenizer::{EOT, SOT, VOCAB_SIZE};
@@ -173,7 +173,8 @@ impl Fnv64 {
     }
 }
 
-/// Streams samples into `NAME.tmp`; [`ShardWriter::finish`] writes the index and renames.
+/// Streams samples into a temporary sibling ([`crate::temp_path`]); [`ShardWriter::finish`]
+/// writes the index and renames.
 pub struct ShardWriter {
     path: PathBuf,
     tmp: PathBuf,
@@ -185,9 +186,9 @@ pub struct ShardWriter {
 }
 
 impl ShardWriter {
-    /// Starts a shard at `path` (written as `path.tmp` until finished).
+    /// Starts a shard at `path` (written under a temporary name until finished).
     pub fn create(path: &Path, config: &ShardConfig) -> Result<Self, ShardError> {
-        let tmp = path.with_extension("gshard.tmp");
+        let tmp = crate::temp_path(path);
         let io = |what: &str| {
             let (p, w) = (tmp.clone(), what.to_string());
             move |source| ShardError::Io {

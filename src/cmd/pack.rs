@@ -37,6 +37,10 @@ pub struct PackArgs {
     /// source images per shard (default 5000)
     #[argh(option, default = "pack::DEFAULT_SHARD_SIZE")]
     pub shard_size: u64,
+    /// read images through symbolic links that lead outside the dataset root (by default they
+    /// are rejected)
+    #[argh(switch)]
+    pub follow_symlinks: bool,
 }
 
 struct Bar(ProgressBar);
@@ -71,6 +75,7 @@ pub fn run(a: PackArgs) -> Result<()> {
         image_w,
         workers,
         lossless: a.lossless,
+        follow_symlinks: a.follow_symlinks,
         shard_size: a.shard_size,
         ..PackOptions::new(format, a.src, a.out)
     };

@@ -16,7 +16,7 @@
 //!     state.json                           TrainState: step, epoch, loader position, RNG, args, best R1
 //! ```
 //!
-//! **Atomicity.** Every file is written to `NAME.tmp` and renamed. A checkpoint is complete
+//! **Atomicity.** Every file is written to a temporary sibling (`NAME.tmp.PID.N`) and renamed. A checkpoint is complete
 //! once all its files are in its own directory; only then is `checkpoint.json` replaced (again
 //! temp + rename) to point at it, and only after that are older checkpoint directories
 //! removed. A run killed at any moment therefore leaves `checkpoint.json` pointing at a
@@ -221,6 +221,7 @@ pub fn load_model_file<D: Device<f32>, M: TensorCollection<f32, D>>(
         path.display(),
         gadms_ckpt::native::MODEL_MAGIC
     );
+    gadms_ckpt::tensors::check_finite(&map)?;
     let keys: std::collections::BTreeSet<String> = gadms_ckpt::bridge::module_shapes(model)
         .into_iter()
         .map(|(k, _)| k)

@@ -167,7 +167,7 @@ pub(crate) fn prepare(item: Item, tok: &ClipTokenizer, opts: &PackOptions) -> Pr
     if !samples.is_empty() {
         let source = std::mem::replace(&mut item.image, ImageSource::Bytes(Vec::new()));
         let bytes = match source {
-            ImageSource::File { root, rel } => read_confined(&root, &rel),
+            ImageSource::File { root, rel } => read_confined(&root, &rel, opts.follow_symlinks),
             ImageSource::Bytes(b) => Ok(b),
         };
         match bytes.and_then(|b| {
@@ -229,8 +229,13 @@ pub const MAX_IMAGE_BYTES: u64 = 64 << 20;
 /// Reads the image `rel` under `root`. `rel` must be a relative path that stays inside `root`
 /// (no `..`, not absolute; checked on the text before the file system is touched, so a reject
 /// says nothing about files outside), it must resolve (symbolic links followed) to a regular
-/// file still inside `root`, and be at most [`MAX_IMAGE_BYTES`]. The error is the reject reason.
-pub(crate) fn read_confined(root: &Path, rel: &str) -> Result<Vec<u8>, String> {
+/// file still inside `root` (anywhere with `follow_symlinks`), and be at most
+/// [`MAX_IMAGE_BYTES`]. The error is the reject reason.
+pub(crate) fn read_confined(
+    root: &Path,
+    rel: &str,
+    follow_symlinks: bool,
+) -> Result<Vec<u8>, String> {
     use std::path::Component;
     let escapes = Path::new(rel)
         .components()
@@ -248,7 +253,7 @@ pub(crate) fn read_confined(root: &Path, rel: &str) -> Result<Vec<u8>, String> {
         Err(e) => return Err(format!("unreadable image: {}: {e}", path.display())),
     };
     let real_root = root.canonicalize().map_err(|_| outside())?;
-    if !real.starts_with(&real_root) {
+    if !follow_symlinks && !real.starts_with(&real_root) {
         return Err(outside());
     }
     let meta = std::fs::metadata(&real)

@@ -181,6 +181,9 @@ pub struct PackOptions {
     pub lossless: bool,
     /// Source images per shard.
     pub shard_size: u64,
+    /// Read images through symbolic links that lead outside the dataset root (by default such
+    /// an image is rejected as outside the root).
+    pub follow_symlinks: bool,
 }
 
 impl PackOptions {
@@ -197,6 +200,7 @@ impl PackOptions {
             workers: 0,
             lossless: false,
             shard_size: DEFAULT_SHARD_SIZE,
+            follow_symlinks: false,
         }
     }
 
@@ -521,7 +525,7 @@ fn contiguity_warning(pids: &[u64]) -> Option<String> {
 
 fn write_rejects(out: &Path, rejects: &[Reject]) -> Result<(), PackError> {
     let path = out.join(REJECTS_FILE);
-    let tmp = out.join(format!("{REJECTS_FILE}.tmp"));
+    let tmp = crate::temp_path(&path);
     let mut text = String::new();
     for r in rejects {
         text.push_str(&serde_json::to_string(r).expect("reject serialises"));
@@ -641,7 +645,7 @@ fn run_chunk(ctx: &Ctx<'_>, k: u64) -> Result<ChunkDone, PackError> {
         truncated,
         rejects,
     };
-    let tmp = out.join(format!("{}.tmp", sidecar_file_name(k)));
+    let tmp = crate::temp_path(&sidecar);
     std::fs::write(
         &tmp,
         serde_json::to_vec_pretty(&record).expect("sidecar serialises"),

@@ -43,5 +43,12 @@ fn image_paths_are_confined_to_the_dataset_root() {
     assert!(reasons[2].contains(outside_root) && reasons[2].contains("link.png"));
     assert!(reasons[3].contains("not a regular file"), "{}", reasons[3]);
     assert!(reasons[4].contains("byte limit"), "{}", reasons[4]);
+    // With --follow-symlinks the link is read; `..` stays refused.
+    let out2 = dir.join("out2");
+    let r = run(&PackOptions {
+        follow_symlinks: true,
+        ..opts(Format::CuhkPedes, &src, &out2)
+    });
+    assert_eq!(r.manifest.samples, 2);
     let _ = std::fs::remove_dir_all(&dir);
 }
