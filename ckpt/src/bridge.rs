@@ -50,15 +50,38 @@ pub fn module_to_map<E: Float, D: Device<E>, M: TensorCollection<E, D>>(module: 
     ex.map
 }
 
-/// The native key set of a module type, with shapes (no data copied).
+struct Shapes(Vec<(String, Vec<usize>)>);
+
+impl<E: Float, D: Device<E>> TensorVisitor<E, D> for Shapes {
+    type Viewer = (ViewTensorRef, ViewTensorName);
+    type Err = D::Err;
+    type E2 = E;
+    type D2 = D;
+
+    fn visit<S: Shape>(
+        &mut self,
+        _: TensorOptions<S, E, D>,
+        (t, name): (&Tensor<S, E, D>, String),
+    ) -> std::result::Result<Option<Tensor<S, E, D>>, Self::Err> {
+        self.0.push((name, t.shape().concrete().into()));
+        Ok(None)
+    }
+}
+
+/// The native key set of a module, sorted by key, with shapes (no data copied).
 pub fn module_shapes<E: Float, D: Device<E>, M: TensorCollection<E, D>>(
     module: &M,
 ) -> Vec<(String, Vec<usize>)> {
-    module_to_map(module)
-        .tensors
-        .into_iter()
-        .map(|(k, a)| (k, a.shape))
-        .collect()
+    let mut shapes = Shapes(Vec::new());
+    let walked = M::iter_tensors(&mut RecursiveWalker {
+        m: (module, String::new()),
+        f: &mut shapes,
+    });
+    if walked.is_err() {
+        unreachable!("listing tensor shapes cannot fail");
+    }
+    shapes.0.sort();
+    shapes.0
 }
 
 struct Inject<'a> {

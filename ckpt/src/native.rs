@@ -6,7 +6,7 @@
 //! `model.safetensors` (docs/data-format.md, "Run directories"); `--init` reads them back.
 //! CLIP-only files (`last.safetensors`, exports) are written by [`crate::save_clip`] instead.
 
-use crate::bridge::{map_to_module, module_to_map};
+use crate::bridge::{map_to_module, module_shapes, module_to_map};
 use crate::tensors::{read_file, write_file};
 use crate::{Array, Result, TensorMap};
 use dfdx::nn::tensor_collection::TensorCollection;
@@ -59,4 +59,29 @@ pub fn load_model<E: Float, D: Device<E>, M: TensorCollection<E, D>>(
     model: &mut M,
 ) -> Result<()> {
     map_to_module(map, model)
+}
+
+/// Splits `map` into the tensors `model` has (by native name) and the rest, moving them (no
+/// copy): for a file that holds several modules side by side (CLIP, decoder, classifier).
+pub fn split_for<E: Float, D: Device<E>, M: TensorCollection<E, D>>(
+    map: TensorMap,
+    model: &M,
+) -> (TensorMap, TensorMap) {
+    let keys: std::collections::BTreeSet<String> =
+        module_shapes(model).into_iter().map(|(k, _)| k).collect();
+    let TensorMap {
+        tensors,
+        metadata,
+        origin,
+        dtypes,
+    } = map;
+    let (own, rest): (BTreeMap<_, _>, BTreeMap<_, _>) =
+        tensors.into_iter().partition(|(k, _)| keys.contains(k));
+    let part = |tensors| TensorMap {
+        tensors,
+        metadata: metadata.clone(),
+        origin: origin.clone(),
+        dtypes: dtypes.clone(),
+    };
+    (part(own), part(rest))
 }

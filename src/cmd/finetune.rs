@@ -272,7 +272,7 @@ fn run_on<D: BuildDevice, M: TrainModel<D>>(
 
     // Every input is checked before anything is written: the packed sets, and the starting
     // weights (loaded into the freshly initialised model).
-    data::check_packed(a.data.as_deref(), &a.eval_data, &spec)?;
+    let given = data::check_packed(a.data.as_deref(), &a.eval_data, &spec)?;
     let dev = D::create(a.device, a.seed)?;
     let mut model = M::build(&dev);
     if resume.is_none() {
@@ -290,7 +290,7 @@ fn run_on<D: BuildDevice, M: TrainModel<D>>(
     // Run directory (locked for the run's life) and data.
     let _lock = run_dir::open_run_dir(&a.out, resume.is_none(), a.overwrite)?;
     println!("run directory: {}", a.out.display());
-    let d = open_run_data(a.data.as_deref(), &a.eval_data, &a.out, &spec)?;
+    let d = open_run_data(given, &a.eval_data, &a.out, &spec)?;
     let classes = Classes::of(&d.train)?;
     print_data(&d, &classes);
     let (loader, steps_per_epoch) = train_loader(

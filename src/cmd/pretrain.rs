@@ -45,7 +45,7 @@
 use crate::device::{BuildDevice, DeviceChoice};
 use crate::eval::EvalSet;
 use crate::preset::{Preset, de_preset, ser_preset};
-use crate::train::data::{self, LOADER_WORKERS, open_run_data, train_loader};
+use crate::train::data::{self, LOADER_WORKERS, SHUFFLE_BUFFER, open_run_data, train_loader};
 use crate::train::gadms::{GaDmsRecipe, StepConfig};
 use crate::train::optim::adam_config;
 use crate::train::recipe::Recipe;
@@ -401,7 +401,7 @@ fn run_on<D: BuildDevice, M: TrainModel<D>>(
 
     // Every input is checked before anything is written: the packed sets, and the starting
     // weights (loaded into the freshly initialised model).
-    data::check_packed(a.data.as_deref(), &a.eval_data, &spec)?;
+    let given = data::check_packed(a.data.as_deref(), &a.eval_data, &spec)?;
     let dev = D::create(a.device, a.seed)?;
     let init_from = a.init.as_ref().filter(|_| resume.is_none());
     let start = match a.objective {
@@ -427,7 +427,7 @@ fn run_on<D: BuildDevice, M: TrainModel<D>>(
     // Run directory (locked for the run's life) and data.
     let _lock = run_dir::open_run_dir(&a.out, resume.is_none(), a.overwrite)?;
     println!("run directory: {}", a.out.display());
-    let d = open_run_data(a.data.as_deref(), &a.eval_data, &a.out, &spec)?;
+    let d = open_run_data(given, &a.eval_data, &a.out, &spec)?;
     print_data(&d);
     // The probe of the fit: the first identities of the training set, as many as the test has.
     let probe_ids = d.evals.first().map_or(100, |s| s.set.n_ids());
@@ -622,7 +622,7 @@ fn config_json(
             "per-epoch linear warm-up from 0.1x, then cosine to 0"
         },
         "augment": a.augment(),
-        "loader": { "workers": LOADER_WORKERS, "shuffle_buffer": 10_000, "drop_last": true },
+        "loader": { "workers": LOADER_WORKERS, "shuffle_buffer": SHUFFLE_BUFFER, "drop_last": true },
         "model": gadms_ckpt::clip_io::open_clip_model_cfg(spec),
         "data": source,
     });

@@ -149,6 +149,8 @@ pub fn open_packed_for(dir: &Path, flag: &str, spec: &ClipSpec) -> Result<Datase
 
 /// Loader threads (decoding 64×32 images is cheap next to a training step).
 pub const LOADER_WORKERS: usize = 1;
+/// Samples in the training loader's shuffle buffer.
+pub const SHUFFLE_BUFFER: usize = 10_000;
 
 /// An evaluation set of a run.
 pub struct NamedEval {
@@ -211,29 +213,42 @@ pub struct RunData {
     pub source: &'static str,
 }
 
-/// Checks `--data` and `--eval-data` before a run writes anything: each must be a packed set
-/// at the preset's image size ([`open_packed_for`]; reads manifests only).
-pub fn check_packed(data: Option<&Path>, eval_data: &[PathBuf], spec: &ClipSpec) -> Result<()> {
-    if let Some(d) = data {
-        open_packed_for(d, "--data", spec)?;
-    }
+/// `--data`, opened before a run writes anything: its directory and dataset.
+pub type GivenData = Option<(PathBuf, Arc<Dataset>)>;
+
+/// Opens `--data` and checks `--eval-data` before a run writes anything: each must be a packed
+/// set at the preset's image size ([`open_packed_for`]; reads manifests only). The opened
+/// training set goes on to [`open_run_data`].
+pub fn check_packed(
+    data: Option<&Path>,
+    eval_data: &[PathBuf],
+    spec: &ClipSpec,
+) -> Result<GivenData> {
+    let given = match data {
+        Some(d) => Some((
+            d.to_path_buf(),
+            Arc::new(open_packed_for(d, "--data", spec)?),
+        )),
+        None => None,
+    };
     for d in eval_data {
         open_packed_for(d, "--eval-data", spec)?;
     }
-    Ok(())
+    Ok(given)
 }
 
-/// Opens `data` (`--data`) and `eval_data` (`--eval-data`) for a model of sizes `spec`;
-/// without `--data`, first unpacks and packs the embedded set into `out/data` (a rerun reuses
-/// the shards) and evaluates on its test split unless `--eval-data` is given.
+/// The run's data: `data` (`--data`, from [`check_packed`]) and `eval_data` (`--eval-data`)
+/// for a model of sizes `spec`; without `--data`, first unpacks and packs the embedded set into
+/// `out/data` (a rerun reuses the shards) and evaluates on its test split unless `--eval-data`
+/// is given.
 pub fn open_run_data(
-    data: Option<&Path>,
+    data: GivenData,
     eval_data: &[PathBuf],
     out: &Path,
     spec: &ClipSpec,
 ) -> Result<RunData> {
     let t = Instant::now();
-    let (train_dir, eval_dirs, source) = match data {
+    let (train_dir, train, eval_dirs, source) = match data {
         None => {
             let root = out.join("data");
             let d = prepare_default(&root)?;
@@ -253,11 +268,11 @@ pub fn open_run_data(
             } else {
                 eval_data.to_vec()
             };
-            (d.train, eval, "embedded fixtures/synth-pedes")
+            let train = Arc::new(open_packed_for(&d.train, "--data", spec)?);
+            (d.train, train, eval, "embedded fixtures/synth-pedes")
         }
-        Some(dir) => (dir.to_path_buf(), eval_data.to_vec(), "--data"),
+        Some((dir, train)) => (dir, train, eval_data.to_vec(), "--data"),
     };
-    let train = Arc::new(open_packed_for(&train_dir, "--data", spec)?);
     let evals = eval_dirs
         .iter()
         .map(|d| NamedEval::open(d, "--eval-data", spec))
@@ -288,7 +303,7 @@ pub fn train_loader(
             workers: LOADER_WORKERS,
             prefetch: 4,
             shuffle: true,
-            shuffle_buffer: 10_000,
+            shuffle_buffer: SHUFFLE_BUFFER,
             train: true,
             augment,
             masking,

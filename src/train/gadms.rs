@@ -497,7 +497,7 @@ impl<D: Device<f32>, M: GaDmsForward<f32, D> + ModelParts<D>> Recipe<D> for GaDm
     }
 
     fn save_checkpoint(&self, dir: &Path) -> Result<()> {
-        run_dir::save_model_file(self.model.as_ref(), &[], &dir.join(run_dir::MODEL_FILE))?;
+        run_dir::save_model_file(self.model.as_ref(), vec![], &dir.join(run_dir::MODEL_FILE))?;
         self.opt.save(&dir.join(run_dir::ADAM_FILE))?;
         save_scores(&self.scores, &dir.join(run_dir::SCORES_FILE))
     }
@@ -516,7 +516,7 @@ impl<D: Device<f32>, M: GaDmsForward<f32, D> + ModelParts<D>> Recipe<D> for GaDm
     fn save_final(&self, out: &Path) -> Result<Vec<PathBuf>> {
         let last = run_dir::save_clip(self.clip(), &out.join(LAST_FILE))?;
         let full = out.join(GADMS_MODEL_FILE);
-        run_dir::save_model_file(self.model.as_ref(), &[], &full)?;
+        run_dir::save_model_file(self.model.as_ref(), vec![], &full)?;
         let scores = out.join(gadms_data::scores::SCORE_FILE);
         save_scores(&self.scores, &scores)?;
         Ok(vec![last, full, scores])

@@ -3,7 +3,7 @@
 //! Accepted:
 //! * an OpenAI / open_clip / IRRA CLIP safetensors file, a Hugging Face `CLIPModel` file or a
 //!   gadms CLIP file (`last.safetensors`, `best.safetensors`, `export` output), read by
-//!   [`gadms_ckpt::clip_io::load_clip`] (layout detection, dtype upcast, position-grid resize);
+//!   [`gadms_ckpt::clip_io::load_clip_weights`] (layout detection, dtype upcast, position-grid resize);
 //! * a gadms full-model file (`gadms.magic = gadms-model`: `gadms_model.safetensors`, a
 //!   checkpoint's `model.safetensors`): its CLIP tensors, and the MTP decoder's when the file
 //!   holds them and the model has one (GA-DMS `finetune.py` also loads the decoder, docs/method.md §6.2);
@@ -17,12 +17,12 @@ use super::run_dir;
 use anyhow::{Context, Result, bail};
 use dfdx::nn::tensor_collection::TensorCollection;
 use dfdx::prelude::Device;
-use gadms_ckpt::bridge::{map_to_module, module_shapes};
-use gadms_ckpt::clip_io::{Weights, load_clip, load_clip_weights};
-use gadms_ckpt::layout::Layout;
+use gadms_ckpt::bridge::map_to_module;
+use gadms_ckpt::clip_io::{Weights, load_clip_weights};
+use gadms_ckpt::layout::{Layout, to_native};
+use gadms_ckpt::native::split_for;
 use gadms_ckpt::tensors::read_file;
 use gadms_nn::ClipSpec;
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 /// What [`load_init`] loaded.
@@ -73,7 +73,9 @@ pub fn load_init<D: Device<f32>, C: TensorCollection<f32, D>, M: TensorCollectio
     let map = read_file(&file).with_context(ctx)?;
     gadms_ckpt::tensors::check_finite(&map).with_context(ctx)?;
     if !gadms_ckpt::native::is_native(&map) {
-        let r = load_clip(clip, spec, &file).with_context(ctx)?;
+        // The map already read: layout detection and loading, without reading the file again.
+        let (layout, native) = to_native(map).with_context(ctx)?;
+        let r = load_clip_weights(clip, spec, Weights { layout, native }).with_context(ctx)?;
         let mut summary = format!(
             "--init {}: CLIP weights ({} layout) into the '{}' preset",
             file.display(),
@@ -90,11 +92,7 @@ pub fn load_init<D: Device<f32>, C: TensorCollection<f32, D>, M: TensorCollectio
         });
     }
     // A gadms full-model file: native names, CLIP and (maybe) decoder keys side by side.
-    let clip_keys: BTreeSet<String> = module_shapes(clip).into_iter().map(|(k, _)| k).collect();
-    let mut clip_map = map.clone();
-    clip_map.tensors.retain(|k, _| clip_keys.contains(k));
-    let mut rest = map;
-    rest.tensors.retain(|k, _| !clip_keys.contains(k));
+    let (clip_map, rest) = split_for(map, clip);
     load_clip_weights(
         clip,
         spec,
@@ -108,10 +106,9 @@ pub fn load_init<D: Device<f32>, C: TensorCollection<f32, D>, M: TensorCollectio
     if let Some(dec) = decoder
         && !rest.tensors.is_empty()
     {
-        let dec_keys: BTreeSet<String> = module_shapes(dec).into_iter().map(|(k, _)| k).collect();
-        rest.tensors.retain(|k, _| dec_keys.contains(k));
-        if !rest.tensors.is_empty() {
-            map_to_module(&rest, dec)
+        let (dec_map, _) = split_for(rest, dec);
+        if !dec_map.tensors.is_empty() {
+            map_to_module(&dec_map, dec)
                 .with_context(|| format!("--init {}: the MTP decoder", file.display()))?;
             loaded_decoder = true;
         }

@@ -284,11 +284,11 @@ pub fn save_model<D: Device<f32>, M: IrraStep<D>>(
 ) -> Result<()> {
     let (c, e) = (classifier.num_classes(), classifier.width());
     let (weight, bias) = classifier.to_vecs();
-    let extra = [
+    let extra = vec![
         ("classifier.weight", Array::new(vec![c, e], weight)),
         ("classifier.bias", Array::new(vec![c], bias)),
     ];
-    run_dir::save_model_file(model, &extra, path)
+    run_dir::save_model_file(model, extra, path)
 }
 
 /// Loads what [`save_model`] wrote (strict; the class count and width must match).

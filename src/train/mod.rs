@@ -97,8 +97,8 @@ where
     let metrics_path = plan.out.join(run_dir::METRICS_FILE);
     let (mut log, old_lines) = Jsonl::open(&metrics_path, resume.as_ref().map(|(_, s)| s.step))?;
     let mut at = Progress::default();
+    let steps_per_epoch = loader.batches_per_epoch() as usize;
     if let Some((dir, st)) = &resume {
-        let steps_per_epoch = loader.batches_per_epoch() as usize;
         run_dir::check_state(st, steps_per_epoch, plan.epochs, plan.seed)
             .with_context(|| format!("--resume {}", plan.out.display()))?;
         recipe.load_checkpoint(dir)?;
@@ -116,7 +116,6 @@ where
         Some(_) => before_from_log(evals, &old_lines),
     };
 
-    let steps_per_epoch = loader.batches_per_epoch() as usize;
     let pb = progress_bar(steps_per_epoch * plan.epochs, at.step);
     let mut last_ckpt: Option<PathBuf> = resume.map(|(d, _)| d);
     let mut clock = Clock::default();

@@ -199,10 +199,9 @@ pub fn save_clip<D: Device<f32>, C: TensorCollection<f32, D> + HasClipSpec>(
 /// ([`gadms_ckpt::native`]), atomically.
 pub fn save_model_file<D: Device<f32>, M: TensorCollection<f32, D>>(
     model: &M,
-    extra: &[(&str, Array)],
+    extra: Vec<(&str, Array)>,
     path: &Path,
 ) -> Result<()> {
-    let extra = extra.iter().map(|(n, a)| (*n, a.clone())).collect();
     gadms_ckpt::native::save_model(model, extra, &[], path)
         .with_context(|| format!("saving {}", path.display()))
 }
@@ -213,7 +212,7 @@ pub fn load_model_file<D: Device<f32>, M: TensorCollection<f32, D>>(
     model: &mut M,
     path: &Path,
 ) -> Result<gadms_ckpt::TensorMap> {
-    let mut map = gadms_ckpt::native::read_model(path)
+    let map = gadms_ckpt::native::read_model(path)
         .with_context(|| format!("reading {}", path.display()))?;
     anyhow::ensure!(
         gadms_ckpt::native::is_native(&map),
@@ -222,14 +221,8 @@ pub fn load_model_file<D: Device<f32>, M: TensorCollection<f32, D>>(
         gadms_ckpt::native::MODEL_MAGIC
     );
     gadms_ckpt::tensors::check_finite(&map)?;
-    let keys: std::collections::BTreeSet<String> = gadms_ckpt::bridge::module_shapes(model)
-        .into_iter()
-        .map(|(k, _)| k)
-        .collect();
-    let mut rest = map.clone();
-    rest.tensors.retain(|k, _| !keys.contains(k));
-    map.tensors.retain(|k, _| keys.contains(k));
-    gadms_ckpt::native::load_model(&map, model)
+    let (own, rest) = gadms_ckpt::native::split_for(map, model);
+    gadms_ckpt::native::load_model(&own, model)
         .with_context(|| format!("loading {}", path.display()))?;
     Ok(rest)
 }

@@ -216,7 +216,7 @@ impl<D: Device<f32>, C: SdmLoss<D>> Recipe<D> for SdmRecipe<D, C> {
     }
 
     fn save_checkpoint(&self, dir: &Path) -> Result<()> {
-        run_dir::save_model_file(&self.trainer.model, &[], &dir.join(run_dir::MODEL_FILE))?;
+        run_dir::save_model_file(&self.trainer.model, vec![], &dir.join(run_dir::MODEL_FILE))?;
         self.trainer.opt.save(&dir.join(run_dir::ADAM_FILE))
     }
 

@@ -364,7 +364,7 @@ fn resume_from_a_checkpoint_is_exact() {
         let mut opt = Adam::new(AdamConfig::default());
         let r = steps(&mut m, &mut opt, &mut l, &scores, 2, lr);
         assert_eq!(r, ra[..2]);
-        save_model_file(&m, &[], &ckpt.join("model.safetensors")).unwrap();
+        save_model_file(&m, vec![], &ckpt.join("model.safetensors")).unwrap();
         opt.save(&ckpt.join("adam.safetensors")).unwrap();
         scores.save_copy(&ckpt.join("scores.f32")).unwrap();
         let state = l.state();
