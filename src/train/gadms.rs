@@ -8,7 +8,7 @@
 //! cls      = tokens_v[:, 0]                        [B, EMBED]       second use: empty tape
 //! S        = GASS(text, cls detached, ids_clean)   [B, 77]          own leaky tape, dropped (§3.2)
 //! scores[sample_index[b]] ← S[b]                                    drives epoch e+1's masks (§3.2 D, §4)
-//! t_noise  = eos(text(ids_noise))                  [B, EMBED]       tape: tape_with(leaky)
+//! t_noise  = eos(text(ids_noise))  (trimmed)      [B, EMBED]       tape: tape_with(leaky)
 //! L_sdm    = SDM(cls, t_noise, pids, 1/τ = 50)                      (§5.1)
 //! t_info   = text(ids_info)                        [B, 77, EMBED]   tape: tape_with(leaky)
 //! L_mtp    = CE(decoder(t_info, tokens_v)[labelled], info_labels)   (§5.2)
@@ -61,7 +61,9 @@ use gadms_data::loader::Batch;
 use gadms_data::scores::{SCORE_CTX, ScoreTable};
 use gadms_nn::gass::{GassConfig, GassOutput, gass_scores};
 use gadms_nn::loss::{SDM_EPS, SDM_LOGIT_SCALE, masked_rows_ce, sdm_loss};
-use gadms_nn::{Clip, Float, MtpDecoder, TextInput, TextTower, VisionTower, eos_token, tape_with};
+use gadms_nn::{
+    Clip, Float, MtpDecoder, TextInput, TextTower, VisionTower, tape_with, text_features_trimmed,
+};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -285,10 +287,11 @@ impl<
         let nan = f32::NAN;
         // SDM branch: noise-masked captions → EOS → SDM against the image CLS (§4.3, §5.1).
         let sdm = |cls: Tensor<(usize, Const<EMBED>), E, D, OwnedTape<E, D>>| {
+            // Only the EOS feature is used and the text attention is causal: the trimmed
+            // pass (first `max EOS + 1` positions) is exactly the full one.
             let noise = rows::<CTX>("noise-masked", &batch.ids_noise, b);
-            let ids = TextInput::<CTX, D>::new(&dev, &noise).ids;
             let tape = tape_with(&dev, Gradients::leaky());
-            let t = eos_token(text.forward(ids, tape, None), clean.eos.clone());
+            let t = text_features_trimmed(text, &dev, &noise, tape);
             sdm_loss(cls, t, &pids, cfg.logit_scale, SDM_EPS)
         };
         // MTP branch: informative-masked captions → all tokens → decoder over the image
