@@ -23,6 +23,10 @@
 //! worker is caught and returned as [`LoaderError::WorkerPanic`] — the consumer never hangs.
 //! After an error the pipeline is torn down and the position stays at the failed batch.
 //!
+//! **Left-out samples** (`--skip-corrupt`, [`Dataset::skip_damaged`]): the epoch order is
+//! [`epoch_order`] minus the samples the dataset leaves out, and batches per epoch count the
+//! others; global indices (score-table rows) are unchanged. With none left out, nothing differs.
+//!
 //! **Score table contract (GA-DMS dual masking, §4.2, §11.4).** A caption's masks are drawn
 //! from its score row when its batch is prepared, possibly while the trainer still works on
 //! earlier batches. Since each caption occurs once per epoch and the loader never prefetches

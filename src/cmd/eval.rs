@@ -57,7 +57,8 @@ pub struct EvalArgs {
 }
 
 /// Text→image metrics, and image→text ones when asked, as written by `--json` (keys r1, r5,
-/// r10, map, minp, chance_r1, queries, gallery, identities, ties, data, weights[, i2t]).
+/// r10, map, minp, chance_r1, queries, gallery, identities, ties, data, weights[, i2t][,
+/// skipped]).
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct EvalReport {
     /// Text→image metrics (queries = captions, gallery = images).
