@@ -3,7 +3,7 @@
 
 use crate::bridge::{map_to_module, module_to_map};
 use crate::error::{CkptError, Result};
-use crate::layout::{Layout, native_to_hf, native_to_openai, to_native};
+use crate::layout::{Layout, in_file_terms, native_to_hf, native_to_openai, to_native};
 use crate::resize::{resize_pos_embed, square_grid};
 use crate::tensors::{TensorMap, check_finite, read_file, write_atomic, write_file};
 use dfdx::nn::tensor_collection::TensorCollection;
@@ -158,12 +158,18 @@ fn source_grid(map: &TensorMap, rows: usize, target: (usize, usize)) -> Result<(
     if target.0 * target.1 + 1 == rows {
         return Ok(target);
     }
+    let key = "visual.positional_embedding";
+    let found = map.get(key).map_or(vec![rows], |a| a.shape.clone());
+    let mut expected = found.clone();
+    expected[0] = target.0 * target.1 + 1;
     square_grid(rows).ok_or_else(|| CkptError::Shape {
         path: map.origin.clone(),
-        key: "visual.positional_embedding".into(),
-        found: vec![rows],
-        expected: vec![target.0 * target.1 + 1],
-        hint: " (the grid is neither square nor recorded in the file's gadms.grid metadata)".into(),
+        key: key.into(),
+        found,
+        expected,
+        hint: " (the grid is neither square nor recorded in the file's gadms.grid metadata, so \
+               it cannot be resized)"
+            .into(),
     })
 }
 
@@ -175,7 +181,8 @@ fn parse_grid(s: &str) -> Option<(usize, usize)> {
 /// Resizes `visual.positional_embedding` to `spec`'s grid if it differs; returns a note.
 pub fn fit_grid(map: &mut TensorMap, spec: &ClipSpec) -> Result<Option<String>> {
     let key = "visual.positional_embedding";
-    let Some(pos) = map.get(key) else {
+    let Some(pos) = map.get(key).filter(|p| p.shape.len() == 2) else {
+        // (a tensor of another rank is reported by the strict load, with both shapes)
         return Ok(None);
     };
     let target = spec.vision.grid();
@@ -221,19 +228,25 @@ pub fn load_clip_weights<E: Float, D: Device<E>, M: TensorCollection<E, D>>(
     if let Ok(p) = infer_preset(&native) {
         if p.name != spec.name && spec.name != "custom" {
             let (key, found, expected) = first_mismatch(&native, model);
-            return Err(CkptError::WrongPreset {
-                path: native.origin.clone(),
-                file_preset: p.name.into(),
-                model_preset: spec.name.into(),
-                key,
-                found,
-                expected,
-            });
+            return Err(in_file_terms(
+                CkptError::WrongPreset {
+                    path: native.origin.clone(),
+                    file_preset: p.name.into(),
+                    model_preset: spec.name.into(),
+                    key,
+                    found,
+                    expected,
+                },
+                &native,
+            ));
         }
     }
+    // Shape errors name the tensor as the file holds it (key, shape, layout).
+    let hint =
+        |e: CkptError, native: &TensorMap| in_file_terms(add_preset_hint(e, native, spec), native);
     let mut notes = Vec::new();
-    notes.extend(fit_grid(&mut native, spec).map_err(|e| add_preset_hint(e, &native, spec))?);
-    map_to_module(&native, model).map_err(|e| add_preset_hint(e, &native, spec))?;
+    notes.extend(fit_grid(&mut native, spec).map_err(|e| hint(e, &native))?);
+    map_to_module(&native, model).map_err(|e| hint(e, &native))?;
     Ok(LoadReport { layout, notes })
 }
 

@@ -65,8 +65,11 @@ pub enum CkptError {
         /// The names.
         keys: Vec<String>,
     },
-    /// A tensor has the wrong shape.
-    #[error("{path}: key '{key}' has shape {found:?} but the model expects {expected:?}{hint}")]
+    /// A tensor has the wrong shape: `found` in the file, `expected` by the model, both as the
+    /// file's layout holds the tensor `key` (the file's name).
+    #[error(
+        "{path}: key '{key}' has shape {found:?} in the file, but the model expects {expected:?}{hint}"
+    )]
     Shape {
         /// The file.
         path: PathBuf,
@@ -79,10 +82,22 @@ pub enum CkptError {
         /// Extra advice (e.g. which preset the file is).
         hint: String,
     },
+    /// A tensor whose shape is not of the form its layout needs (before any model is known).
+    #[error("{path}: key '{key}' has shape {found:?}, not of the form {form}")]
+    Form {
+        /// The file.
+        path: PathBuf,
+        /// The tensor name (as in the file).
+        key: String,
+        /// Its shape in the file.
+        found: Vec<usize>,
+        /// The form the layout needs, e.g. `[3W, W]`.
+        form: String,
+    },
     /// The file is a different preset from the one requested.
     #[error(
         "{path}: tensor shapes are those of a '{file_preset}' model, not '{model_preset}' \
-         (key '{key}' has shape {found:?}, the model expects {expected:?}); \
+         (key '{key}' has shape {found:?} in the file, the model expects {expected:?}); \
          pass --preset {file_preset} (or omit --preset to infer it)"
     )]
     WrongPreset {

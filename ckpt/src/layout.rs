@@ -85,13 +85,88 @@ fn transpose(a: &Array) -> Array {
     Array::new(vec![c, r], out)
 }
 
-fn shape_err(map: &TensorMap, key: &str, a: &Array, want: &str) -> CkptError {
-    CkptError::Shape {
+fn shape_err(map: &TensorMap, key: &str, a: &Array, form: &str) -> CkptError {
+    CkptError::Form {
         path: map.origin.clone(),
         key: key.to_string(),
         found: a.shape.clone(),
-        expected: vec![],
-        hint: format!(" ({want})"),
+        form: form.to_string(),
+    }
+}
+
+/// Records that native `key` came from the file's `file_key` of shape `shape`.
+fn note_source(out: &mut TensorMap, key: &str, file_key: &str, shape: &[usize]) {
+    out.sources
+        .insert(key.to_string(), (file_key.to_string(), shape.to_vec()));
+}
+
+/// `expected`, a native shape of native `key`, as the file's layout holds that tensor
+/// (`file_key`): fused q/k/v projections three times as tall, `conv1` [W, 3·P·P] as
+/// [W, 3, P, P], Hugging Face projections transposed.
+pub fn file_shape(key: &str, file_key: &str, expected: &[usize]) -> Vec<usize> {
+    let mut e = expected.to_vec();
+    if file_key.ends_with("attn.in_proj_weight") || file_key.ends_with("attn.in_proj_bias") {
+        if let Some(rows) = e.first_mut() {
+            *rows *= 3;
+        }
+    } else if key == "visual.conv1.weight" && e.len() == 2 {
+        let p = ((e[1] / 3) as f64).sqrt().round() as usize;
+        if 3 * p * p == e[1] {
+            e = vec![e[0], 3, p, p];
+        }
+    } else if file_key.ends_with("projection.weight") && e.len() == 2 {
+        e.reverse();
+    }
+    e
+}
+
+/// `e` with the key and both shapes of a [`CkptError::Shape`] or [`CkptError::WrongPreset`]
+/// said as the file holds the tensor ([`TensorMap::sources`] of `native`): the file's key, its
+/// shape in the file, and the model's shape in the file's layout.
+pub fn in_file_terms(e: CkptError, native: &TensorMap) -> CkptError {
+    let tr = |key: String, found: Vec<usize>, expected: Vec<usize>| match native.sources.get(&key) {
+        Some((fk, fs)) => {
+            let expected = file_shape(&key, fk, &expected);
+            (fk.clone(), fs.clone(), expected)
+        }
+        None => (key, found, expected),
+    };
+    match e {
+        CkptError::Shape {
+            path,
+            key,
+            found,
+            expected,
+            hint,
+        } => {
+            let (key, found, expected) = tr(key, found, expected);
+            CkptError::Shape {
+                path,
+                key,
+                found,
+                expected,
+                hint,
+            }
+        }
+        CkptError::WrongPreset {
+            path,
+            file_preset,
+            model_preset,
+            key,
+            found,
+            expected,
+        } => {
+            let (key, found, expected) = tr(key, found, expected);
+            CkptError::WrongPreset {
+                path,
+                file_preset,
+                model_preset,
+                key,
+                found,
+                expected,
+            }
+        }
+        other => other,
     }
 }
 
@@ -107,30 +182,32 @@ pub fn openai_to_native(map: TensorMap) -> Result<TensorMap> {
     for (key, a) in &map.tensors {
         if let Some(base) = key.strip_suffix("attn.in_proj_weight") {
             if a.shape.len() != 2 || a.shape[0] != 3 * a.shape[1] {
-                return Err(shape_err(&map, key, a, "expected [3W, W]"));
+                return Err(shape_err(&map, key, a, "[3W, W] (q, k, v stacked)"));
             }
             let n = a.shape[1] * a.shape[1];
             for (i, p) in ["q_proj", "k_proj", "v_proj"].iter().enumerate() {
                 let part = a.data[i * n..(i + 1) * n].to_vec();
-                out.insert(
-                    format!("{base}attn.{p}.weight"),
-                    Array::new(vec![a.shape[1]; 2], part),
-                );
+                let k = format!("{base}attn.{p}.weight");
+                note_source(&mut out, &k, key, &a.shape);
+                out.insert(k, Array::new(vec![a.shape[1]; 2], part));
             }
         } else if let Some(base) = key.strip_suffix("attn.in_proj_bias") {
             if a.shape.len() != 1 || a.shape[0] % 3 != 0 {
-                return Err(shape_err(&map, key, a, "expected [3W]"));
+                return Err(shape_err(&map, key, a, "[3W] (q, k, v stacked)"));
             }
             let w = a.shape[0] / 3;
             for (i, p) in ["q_proj", "k_proj", "v_proj"].iter().enumerate() {
                 let part = a.data[i * w..(i + 1) * w].to_vec();
-                out.insert(format!("{base}attn.{p}.bias"), Array::new(vec![w], part));
+                let k = format!("{base}attn.{p}.bias");
+                note_source(&mut out, &k, key, &a.shape);
+                out.insert(k, Array::new(vec![w], part));
             }
         } else if key == "visual.conv1.weight" {
             if a.shape.len() != 4 {
-                return Err(shape_err(&map, key, a, "expected [W, 3, P, P]"));
+                return Err(shape_err(&map, key, a, "[W, 3, P, P]"));
             }
             let flat = a.shape[1..].iter().product();
+            note_source(&mut out, key, key, &a.shape);
             out.insert(
                 key.clone(),
                 Array::new(vec![a.shape[0], flat], a.data.clone()),
@@ -277,6 +354,7 @@ pub fn hf_to_native(map: TensorMap) -> Result<TensorMap> {
             unknown.push(key.clone());
             continue;
         };
+        note_source(&mut out, &nk, key, &a.shape);
         let a = if tr { transpose(a) } else { a.clone() };
         let a = if nk == "visual.conv1.weight" {
             let flat = a.shape[1..].iter().product();

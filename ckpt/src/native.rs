@@ -74,6 +74,7 @@ pub fn split_for<E: Float, D: Device<E>, M: TensorCollection<E, D>>(
         metadata,
         origin,
         dtypes,
+        sources,
     } = map;
     let (own, rest): (BTreeMap<_, _>, BTreeMap<_, _>) =
         tensors.into_iter().partition(|(k, _)| keys.contains(k));
@@ -82,6 +83,7 @@ pub fn split_for<E: Float, D: Device<E>, M: TensorCollection<E, D>>(
         metadata: metadata.clone(),
         origin: origin.clone(),
         dtypes: dtypes.clone(),
+        sources: sources.clone(),
     };
     (part(own), part(rest))
 }

@@ -15,6 +15,7 @@
 use crate::bridge::map_to_module;
 use crate::clip_io::{Weights, read_weights};
 use crate::error::{CkptError, Result};
+use crate::layout::in_file_terms;
 use crate::tensors::TensorMap;
 use dfdx::nn::tensor_collection::TensorCollection;
 use dfdx::prelude::Device;
@@ -105,7 +106,8 @@ pub fn text_from_weights<E: Float, D: Device<E>, T: TensorCollection<E, D>>(
     text: &mut T,
     weights: &Weights,
 ) -> Result<()> {
-    map_to_module(&text_part(&weights.native), text).map_err(|e| tower_hint(e, "text", ""))
+    map_to_module(&text_part(&weights.native), text)
+        .map_err(|e| in_file_terms(tower_hint(e, "text", ""), &weights.native))
 }
 
 /// Copies the vision tower of already-read weights into `visual` (a `VisionTower<…>`,
@@ -116,7 +118,7 @@ pub fn vision_from_weights<E: Float, D: Device<E>, V: TensorCollection<E, D>>(
     weights: &Weights,
 ) -> Result<()> {
     map_to_module(&vision_part(&weights.native), visual)
-        .map_err(|e| tower_hint(e, "vision", "visual."))
+        .map_err(|e| in_file_terms(tower_hint(e, "vision", "visual."), &weights.native))
 }
 
 /// Reads the checkpoint at `path` (any supported layout) and copies its text tower into `text`.

@@ -44,6 +44,10 @@ pub struct TensorMap {
     pub origin: PathBuf,
     /// The widest dtype seen on read (`F32`, `F16`, `BF16`, `F64`), for `inspect`.
     pub dtypes: BTreeMap<String, usize>,
+    /// Tensors renamed or reshaped on their way to native names ([`crate::layout::to_native`]):
+    /// native key → (the file's key, the file's shape), so that errors name the tensor as the
+    /// file holds it.
+    pub sources: BTreeMap<String, (String, Vec<usize>)>,
 }
 
 impl TensorMap {

@@ -23,6 +23,10 @@
 //! worker is caught and returned as [`LoaderError::WorkerPanic`] — the consumer never hangs.
 //! After an error the pipeline is torn down and the position stays at the failed batch.
 //!
+//! **Left-out samples** (`--skip-corrupt`, [`Dataset::skip_damaged`]): the epoch order is
+//! [`epoch_order`] minus the samples the dataset leaves out, and batches per epoch count the
+//! others; global indices (score-table rows) are unchanged. With none left out, nothing differs.
+//!
 //! **Score table contract (GA-DMS dual masking, §4.2, §11.4).** A caption's masks are drawn
 //! from its score row when its batch is prepared, possibly while the trainer still works on
 //! earlier batches. Since each caption occurs once per epoch and the loader never prefetches
@@ -137,6 +141,8 @@ impl Loader {
     pub fn new(dataset: Arc<Dataset>, cfg: LoaderConfig) -> Result<Self, LoaderError> {
         let bad = |m: String| Err(LoaderError::Config(m));
         let n = dataset.len();
+        // Samples left out by `Dataset::skip_damaged` are not in the epoch order.
+        let usable = dataset.usable();
         if cfg.batch_size == 0 || cfg.workers == 0 {
             return bad("batch_size and workers must be at least 1".into());
         }
@@ -151,13 +157,17 @@ impl Loader {
             return bad(format!("image size {height}x{width}"));
         }
         let batches = if cfg.drop_last {
-            n / cfg.batch_size
+            usable / cfg.batch_size
         } else {
-            n.div_ceil(cfg.batch_size)
+            usable.div_ceil(cfg.batch_size)
         } as u64;
         if batches == 0 {
+            let left_out = match n - usable {
+                0 => String::new(),
+                k => format!(" ({k} damaged ones left out)"),
+            };
             return bad(format!(
-                "{}: {n} samples give no batch of {}",
+                "{}: {usable} samples{left_out} give no batch of {}",
                 dataset.dir.display(),
                 cfg.batch_size
             ));
@@ -239,7 +249,9 @@ impl Loader {
         )
     }
 
-    /// Sample order of `epoch` ([`epoch_order`]), cached for the current epoch.
+    /// Sample order of `epoch` ([`epoch_order`]), cached for the current epoch. Samples the
+    /// dataset leaves out ([`Dataset::skip_damaged`]) are removed from it; the others keep
+    /// their relative order, so with none left out the order is exactly [`epoch_order`].
     pub fn epoch_order(&mut self, epoch: u64) -> Arc<Vec<u32>> {
         if let Some((e, o)) = &self.order
             && *e == epoch
@@ -247,13 +259,17 @@ impl Loader {
             return o.clone();
         }
         let lens: Vec<usize> = self.dataset.shards.iter().map(|s| s.len()).collect();
-        let o = Arc::new(epoch_order(
+        let mut order = epoch_order(
             &lens,
             self.cfg.seed,
             epoch,
             self.cfg.shuffle,
             self.cfg.shuffle_buffer,
-        ));
+        );
+        if !self.dataset.damaged().is_empty() {
+            order.retain(|&i| !self.dataset.is_skipped(i as usize));
+        }
+        let o = Arc::new(order);
         self.order = Some((epoch, o.clone()));
         o
     }

@@ -137,6 +137,19 @@ impl Manifest {
     }
 }
 
+/// A sample [`Dataset::skip_damaged`] found damaged and left out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DamagedSample {
+    /// Global sample index (= score-table row; caption ids of the other samples keep theirs).
+    pub global: usize,
+    /// The shard file.
+    pub shard: PathBuf,
+    /// Index of the sample within its shard.
+    pub index: usize,
+    /// What is wrong (as [`ShardError::BadSample`] says it).
+    pub what: String,
+}
+
 /// An opened dataset: the manifest and its mapped shards, checked against each other.
 pub struct Dataset {
     /// The directory.
@@ -147,6 +160,8 @@ pub struct Dataset {
     pub shards: Vec<Shard>,
     /// Cumulative sample counts (starts), for global indexing.
     starts: Vec<usize>,
+    /// Samples left out ([`Dataset::skip_damaged`]), by ascending global index.
+    damaged: Vec<DamagedSample>,
 }
 
 impl Dataset {
@@ -194,7 +209,69 @@ impl Dataset {
             manifest,
             shards,
             starts,
+            damaged: Vec::new(),
         })
+    }
+
+    /// `--skip-corrupt`: reads every sample once ([`Shard::sample`]: both checksums, the body
+    /// range, the token ids, UTF-8) and leaves the damaged ones out from then on:
+    /// [`Dataset::is_skipped`] is true for them, [`Dataset::usable`] counts the others, and the
+    /// loader's epoch order and the evaluation sets pass them over. Global indices (score-table
+    /// rows, caption ids) of the other samples do not change. Without this call nothing is
+    /// skipped: a damaged sample is an error where it is read. Returns the damaged samples,
+    /// in order (the same ones on every call for the same files).
+    pub fn skip_damaged(&mut self) -> &[DamagedSample] {
+        let mut damaged = Vec::new();
+        for (si, shard) in self.shards.iter().enumerate() {
+            for i in 0..shard.len() {
+                if let Err(e) = shard.sample(i) {
+                    let what = match e {
+                        ShardError::BadSample { what, .. } => what,
+                        other => other.to_string(),
+                    };
+                    damaged.push(DamagedSample {
+                        global: self.starts[si] + i,
+                        shard: shard.path().to_path_buf(),
+                        index: i,
+                        what,
+                    });
+                }
+            }
+        }
+        self.damaged = damaged;
+        &self.damaged
+    }
+
+    /// The samples left out by [`Dataset::skip_damaged`] (none before it is called).
+    pub fn damaged(&self) -> &[DamagedSample] {
+        &self.damaged
+    }
+
+    /// Whether global sample `i` is left out ([`Dataset::skip_damaged`]).
+    pub fn is_skipped(&self, i: usize) -> bool {
+        !self.damaged.is_empty() && self.damaged.binary_search_by_key(&i, |d| d.global).is_ok()
+    }
+
+    /// Whether sample `index` of shard `shard` is left out.
+    pub fn is_skipped_at(&self, shard: usize, index: usize) -> bool {
+        self.starts
+            .get(shard)
+            .is_some_and(|s| self.is_skipped(s + index))
+    }
+
+    /// Samples that are not left out.
+    pub fn usable(&self) -> usize {
+        self.len() - self.damaged.len()
+    }
+
+    /// A fingerprint of the left-out samples (FNV-1a 64 of their global indices), to check
+    /// that a resumed run leaves out the same ones.
+    pub fn skip_hash(&self) -> String {
+        let mut h = Fnv64::default();
+        for d in &self.damaged {
+            h.update(&(d.global as u64).to_le_bytes());
+        }
+        h.hex()
     }
 
     /// Total samples.

@@ -5,6 +5,7 @@
 use crate::eval::rank::{RankMetrics, order_of, random_problem, rank_metrics, similarity_par};
 use crate::eval::{EvalSet, encode_set, l2_normalize_rows};
 use crate::preset::{Dev, Preset};
+use crate::train::data::{skip_damaged, skip_json};
 use crate::weights::{build_loaded, read_with_preset};
 use crate::with_preset;
 use anyhow::{Context, Result, bail};
@@ -49,10 +50,15 @@ pub struct EvalArgs {
     /// ICFG-PEDES) instead of evaluating a model
     #[argh(option)]
     pub bench_random: Option<usize>,
+    /// verify every sample of --data first and leave the damaged ones out (listed on stderr
+    /// and in --json) instead of stopping at the first one
+    #[argh(switch)]
+    pub skip_corrupt: bool,
 }
 
 /// Text→image metrics, and image→text ones when asked, as written by `--json` (keys r1, r5,
-/// r10, map, minp, chance_r1, queries, gallery, identities, ties, data, weights[, i2t]).
+/// r10, map, minp, chance_r1, queries, gallery, identities, ties, data, weights[, i2t][,
+/// skipped]).
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct EvalReport {
     /// Text→image metrics (queries = captions, gallery = images).
@@ -69,6 +75,9 @@ pub struct EvalReport {
     /// Image→text metrics (`--i2t`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub i2t: Option<RankMetrics>,
+    /// The damaged samples `--skip-corrupt` left out (count, fingerprint, the first ones).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<serde_json::Value>,
 }
 
 /// The tie convention, stated in every output.
@@ -85,7 +94,11 @@ pub fn run(a: EvalArgs) -> Result<()> {
     if a.batch_size == 0 {
         bail!("--batch-size must be at least 1");
     }
-    let ds = Arc::new(open_eval_data(data)?);
+    let mut ds = open_eval_data(data)?;
+    if a.skip_corrupt {
+        skip_damaged(&mut ds, "--data")?;
+    }
+    let ds = Arc::new(ds);
     let (w, preset) = read_with_preset(weights, a.preset)?;
     let spec = preset.spec();
     let (h, wd) = (spec.vision.image_h, spec.vision.image_w);
@@ -122,8 +135,14 @@ pub fn run(a: EvalArgs) -> Result<()> {
     };
     let rank_s = t2.elapsed().as_secs_f64();
     let ids = gp.iter().collect::<HashSet<_>>().len();
+    let left_out = match ds.damaged().len() {
+        0 => String::new(),
+        1 => " (1 damaged sample left out)".to_string(),
+        n => format!(" ({n} damaged samples left out)"),
+    };
     println!(
-        "text→image retrieval on {} ({} {}): {} queries, {} gallery images, {ids} ids; {TIES}",
+        "text→image retrieval on {} ({} {}): {} queries, {} gallery images, {ids} ids{left_out}; \
+         {TIES}",
         data.display(),
         c.dataset,
         c.split,
@@ -146,6 +165,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
         data: data.display().to_string(),
         weights: weights.display().to_string(),
         i2t,
+        skipped: a.skip_corrupt.then(|| skip_json(&ds)),
     };
     if let Some(p) = &a.json {
         let mut s = serde_json::to_string_pretty(&report)?;

@@ -24,7 +24,7 @@ use crate::train::irra::{Classes, FtWeights, IrraRecipe};
 use crate::train::optim::adam_config;
 use crate::train::run_dir::{self, RunArgs, TrainState, resolve_args};
 use crate::train::{Plan, TrainModel, init, schedule};
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use argh::FromArgs;
 use gadms_data::augment::AugmentConfig;
 use gadms_data::loader::Masking;
@@ -115,6 +115,11 @@ pub struct FinetuneArgs {
     #[argh(option, default = "Preset::Tiny")]
     #[serde(serialize_with = "ser_preset", deserialize_with = "de_preset")]
     pub preset: Preset,
+    /// verify every sample of --data and --eval-data first and leave the damaged ones out
+    /// (listed on stderr and in RUN_DIR/config.json) instead of stopping at the first one
+    #[argh(switch)]
+    #[serde(default)]
+    pub skip_corrupt: bool,
 }
 
 /// Default `--out` (of the tiny preset; `runs/finetune-vit-b-16` for vit-b-16).
@@ -144,6 +149,7 @@ impl Default for FinetuneArgs {
             aug_pad: 1,
             aug_erase: 0.0,
             preset: Preset::Tiny,
+            skip_corrupt: false,
         }
     }
 }
@@ -272,7 +278,7 @@ fn run_on<D: BuildDevice, M: TrainModel<D>>(
 
     // Every input is checked before anything is written: the packed sets, and the starting
     // weights (loaded into the freshly initialised model).
-    let given = data::check_packed(a.data.as_deref(), &a.eval_data, &spec)?;
+    let given = data::check_packed(a.data.as_deref(), &a.eval_data, &spec, a.skip_corrupt)?;
     let dev = D::create(a.device, a.seed)?;
     let mut model = M::build(&dev);
     if resume.is_none() {
@@ -290,7 +296,7 @@ fn run_on<D: BuildDevice, M: TrainModel<D>>(
     // Run directory (locked for the run's life) and data.
     let _lock = run_dir::open_run_dir(&a.out, resume.is_none(), a.overwrite)?;
     println!("run directory: {}", a.out.display());
-    let d = open_run_data(given, &a.eval_data, &a.out, &spec)?;
+    let d = open_run_data(given, &a.eval_data, &a.out, &spec, a.skip_corrupt)?;
     let classes = Classes::of(&d.train)?;
     print_data(&d, &classes);
     let (loader, steps_per_epoch) = train_loader(
@@ -300,6 +306,13 @@ fn run_on<D: BuildDevice, M: TrainModel<D>>(
         a.augment(),
         Masking::Mlm,
     )?;
+    // A resumed run leaves out the damaged samples its checkpoint's run did (checked before
+    // config.json is rewritten; train::run checks again).
+    if let Some((_, st)) = &resume {
+        let now = run_dir::Skipped::of(&d.train);
+        run_dir::check_skipped(st.skipped.as_ref(), now.as_ref())
+            .with_context(|| format!("--resume {}", a.out.display()))?;
+    }
     let config = config_json(&a, &d, warmup, steps_per_epoch, classes.len(), &spec);
     run_dir::write_json(&a.out.join(run_dir::CONFIG_FILE), &config)?;
 
@@ -374,11 +387,20 @@ fn config_json(
     spec: &gadms_nn::ClipSpec,
 ) -> serde_json::Value {
     let m = &d.train.manifest;
-    let evals: Vec<serde_json::Value> = d
+    let mut evals: Vec<serde_json::Value> = d
         .evals
         .iter()
         .map(|e| serde_json::json!({"dir": e.dir, "split": e.split}))
         .collect();
+    let mut train =
+        serde_json::json!({ "dir": d.train_dir, "ids": m.identities, "captions": m.samples });
+    if a.skip_corrupt {
+        // What --skip-corrupt left out, beside each set.
+        train["skipped"] = data::skip_json(&d.train);
+        for (j, e) in evals.iter_mut().zip(&d.evals) {
+            j["skipped"] = e.skipped.clone();
+        }
+    }
     serde_json::json!({
         "args": a,
         "preset": spec.name,
@@ -393,7 +415,7 @@ fn config_json(
         "schedule": if a.schedule_per_step { "per-step" } else { "per-epoch" },
         "augment": a.augment(),
         "model": gadms_ckpt::clip_io::open_clip_model_cfg(spec),
-        "train": { "dir": d.train_dir, "ids": m.identities, "captions": m.samples },
+        "train": train,
         "evals": evals,
     })
 }

@@ -12,3 +12,16 @@ pub mod plot;
 pub mod pretrain;
 pub mod search;
 pub mod tokenize;
+
+/// A `--workers N` flag capped at the number of cores, with a note on stderr when it was
+/// higher (more threads than cores only contend, and an absurd N would try to start that
+/// many threads).
+pub fn cap_workers(workers: usize) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if workers > cores {
+        eprintln!("note: --workers {workers} capped at {cores}, the number of cores");
+        cores
+    } else {
+        workers
+    }
+}

@@ -59,16 +59,7 @@ impl Progress for Bar {
 pub fn run(a: PackArgs) -> Result<()> {
     let format: Format = a.format.parse()?;
     let (image_h, image_w) = pack::parse_image_size(&a.image_size)?;
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let workers = if a.workers > cores {
-        eprintln!(
-            "note: --workers {} capped at {cores}, the number of cores",
-            a.workers
-        );
-        cores
-    } else {
-        a.workers
-    };
+    let workers = super::cap_workers(a.workers);
     let opts = PackOptions {
         split: a.split,
         image_h,

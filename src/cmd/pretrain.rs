@@ -52,7 +52,7 @@ use crate::train::recipe::Recipe;
 use crate::train::run_dir::{self, RunArgs, TrainState, resolve_args};
 use crate::train::sdm::{SdmRecipe, Trainer};
 use crate::train::{Plan, Probe, TrainModel, init, schedule};
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use argh::FromArgs;
 use dfdx::nn::BuildModule;
 use gadms_data::augment::AugmentConfig;
@@ -180,6 +180,11 @@ pub struct PretrainArgs {
     /// ga-dms: steepness lambda of both masking curves (default 20)
     #[argh(option, default = "DEFAULT_MASK_LAMBDA")]
     pub mask_lambda: f64,
+    /// verify every sample of --data and --eval-data first and leave the damaged ones out
+    /// (listed on stderr and in RUN_DIR/config.json) instead of stopping at the first one
+    #[argh(switch)]
+    #[serde(default)]
+    pub skip_corrupt: bool,
 }
 
 /// Default `--epochs`.
@@ -231,6 +236,7 @@ impl Default for PretrainArgs {
             schedule_per_step: false,
             pids: None,
             preset: Preset::Tiny,
+            skip_corrupt: false,
             objective: Objective::Sdm,
             beta: DEFAULT_BETA,
             gass_norm: GassNormArg::Paper,
@@ -401,7 +407,7 @@ fn run_on<D: BuildDevice, M: TrainModel<D>>(
 
     // Every input is checked before anything is written: the packed sets, and the starting
     // weights (loaded into the freshly initialised model).
-    let given = data::check_packed(a.data.as_deref(), &a.eval_data, &spec)?;
+    let given = data::check_packed(a.data.as_deref(), &a.eval_data, &spec, a.skip_corrupt)?;
     let dev = D::create(a.device, a.seed)?;
     let init_from = a.init.as_ref().filter(|_| resume.is_none());
     let start = match a.objective {
@@ -427,7 +433,7 @@ fn run_on<D: BuildDevice, M: TrainModel<D>>(
     // Run directory (locked for the run's life) and data.
     let _lock = run_dir::open_run_dir(&a.out, resume.is_none(), a.overwrite)?;
     println!("run directory: {}", a.out.display());
-    let d = open_run_data(given, &a.eval_data, &a.out, &spec)?;
+    let d = open_run_data(given, &a.eval_data, &a.out, &spec, a.skip_corrupt)?;
     print_data(&d);
     // The probe of the fit: the first identities of the training set, as many as the test has.
     let probe_ids = d.evals.first().map_or(100, |s| s.set.n_ids());
@@ -449,6 +455,13 @@ fn run_on<D: BuildDevice, M: TrainModel<D>>(
     };
     let (loader, steps_per_epoch) =
         train_loader(d.train.clone(), a.batch_size, a.seed, a.augment(), masking)?;
+    // A resumed run leaves out the damaged samples its checkpoint's run did (checked before
+    // config.json is rewritten; train::run checks again).
+    if let Some((_, st)) = &resume {
+        let now = run_dir::Skipped::of(&d.train);
+        run_dir::check_skipped(st.skipped.as_ref(), now.as_ref())
+            .with_context(|| format!("--resume {}", a.out.display()))?;
+    }
     let config = config_json(&a, &d, warmup, steps_per_epoch, &spec);
     run_dir::write_json(&a.out.join(run_dir::CONFIG_FILE), &config)?;
 
@@ -596,11 +609,18 @@ fn config_json(
             "captions": e.set.n_captions(),
         });
     }
-    let evals: Vec<serde_json::Value> = d
+    let mut evals: Vec<serde_json::Value> = d
         .evals
         .iter()
         .map(|e| serde_json::json!({"dir": e.dir, "split": e.split, "dataset": e.dataset}))
         .collect();
+    if a.skip_corrupt {
+        // What --skip-corrupt left out, beside each set.
+        source["train"]["skipped"] = data::skip_json(&d.train);
+        for (j, e) in evals.iter_mut().zip(&d.evals) {
+            j["skipped"] = e.skipped.clone();
+        }
+    }
     source["evals"] = serde_json::json!(evals);
     let mut config = serde_json::json!({
         "args": a,

@@ -57,6 +57,10 @@ pub struct SearchArgs {
     /// images per forward pass (default 64)
     #[argh(option, default = "64")]
     pub batch_size: usize,
+    /// packed gallery: verify every sample first and leave the damaged ones out (listed on
+    /// stderr) instead of stopping at the first one
+    #[argh(switch)]
+    pub skip_corrupt: bool,
 }
 
 /// Where a gallery item's image comes from.
@@ -90,22 +94,25 @@ struct Gallery {
 
 const IMAGE_EXTS: &[&str] = &["jpg", "jpeg", "png"];
 
-fn open_gallery(dir: &Path) -> Result<Gallery> {
+fn open_gallery(dir: &Path, skip_corrupt: bool) -> Result<Gallery> {
     if !dir.is_dir() {
         bail!("--gallery {}: not a directory", dir.display());
     }
     if dir.join(MANIFEST_FILE).exists() {
-        let ds = Dataset::open(dir, Some(&tokenizer_hash())).with_context(|| {
+        let mut ds = Dataset::open(dir, Some(&tokenizer_hash())).with_context(|| {
             format!(
                 "--gallery {}: not a usable `gadms pack` output",
                 dir.display()
             )
         })?;
+        if skip_corrupt {
+            crate::train::data::skip_damaged(&mut ds, "--gallery")?;
+        }
         let mut items = Vec::new();
         let mut seen = HashSet::new();
         let mut captions = Vec::new();
         for (si, shard) in ds.shards.iter().enumerate() {
-            for i in 0..shard.len() {
+            for i in (0..shard.len()).filter(|&i| !ds.is_skipped_at(si, i)) {
                 let s = shard.sample(i)?;
                 captions.push((s.caption.to_string(), s.pid));
                 if seen.insert(s.image_id) {
@@ -120,12 +127,18 @@ fn open_gallery(dir: &Path) -> Result<Gallery> {
                 }
             }
         }
-        let hash = u64::from_str_radix(ds.manifest.content_hash.trim_start_matches("0x"), 16)
+        let mut hash = u64::from_str_radix(ds.manifest.content_hash.trim_start_matches("0x"), 16)
             .unwrap_or_else(|_| {
                 let mut h = Fnv64::default();
                 h.update(ds.manifest.content_hash.as_bytes());
                 h.0
             });
+        if !ds.damaged().is_empty() {
+            // Another gallery than the whole pack: its own cache key.
+            let mut h = Fnv64(hash);
+            h.update(ds.skip_hash().as_bytes());
+            hash = h.0;
+        }
         if items.is_empty() {
             bail!(
                 "--gallery {}: the packed gallery holds no images",
@@ -323,7 +336,7 @@ pub fn run(a: SearchArgs) -> Result<()> {
     }
     let tok = ClipTokenizer::new()?;
     let ids = tok.encode(&a.query).context("--query")?;
-    let gallery = open_gallery(&a.gallery)?;
+    let gallery = open_gallery(&a.gallery, a.skip_corrupt)?;
     let (w, preset) = read_with_preset(&a.weights, a.preset)?;
     let spec = preset.spec();
     let (h, wd, d) = (spec.vision.image_h, spec.vision.image_w, spec.embed());

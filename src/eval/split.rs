@@ -25,13 +25,17 @@ pub struct Split {
 
 /// Reads the index of a packed split (no image is decoded). With `max_ids`, only the samples
 /// of the first `max_ids` distinct pids (in dataset order) are read (a probe of a large
-/// training set). Errors if no sample is left.
+/// training set). Samples the dataset leaves out ([`Dataset::skip_damaged`], `--skip-corrupt`)
+/// are neither queries nor gallery images. Errors if no sample is left.
 pub fn read_split(ds: &Dataset, max_ids: Option<usize>) -> Result<Split> {
     let mut sp = Split::default();
     let mut pids: HashSet<u64> = HashSet::new();
     let mut seen: HashSet<u64> = HashSet::new();
     for (si, shard) in ds.shards.iter().enumerate() {
         for i in 0..shard.len() {
+            if ds.is_skipped_at(si, i) {
+                continue;
+            }
             if let Some(m) = max_ids {
                 let pid = shard.pid(i)?;
                 if !pids.contains(&pid) {

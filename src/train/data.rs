@@ -147,6 +147,68 @@ pub fn open_packed_for(dir: &Path, flag: &str, spec: &ClipSpec) -> Result<Datase
     Ok(ds)
 }
 
+/// `--skip-corrupt`: verifies every sample of `ds` ([`Dataset::skip_damaged`]) and leaves
+/// the damaged ones out; prints `warning: --skip-corrupt: skipped N damaged samples of FLAG
+/// DIR: SHARD sample i, …` (stderr) when there are any. Fails when no sample is left.
+pub fn skip_damaged(ds: &mut Dataset, flag: &str) -> Result<()> {
+    ds.skip_damaged();
+    if let Some(line) = skip_line(ds, flag) {
+        eprintln!("warning: {line}");
+    }
+    if ds.usable() == 0 {
+        bail!(
+            "{flag} {}: --skip-corrupt: every one of its {} samples is damaged; re-run gadms pack",
+            ds.dir.display(),
+            ds.len()
+        );
+    }
+    Ok(())
+}
+
+/// Damaged samples named on the `--skip-corrupt` line (the rest are counted).
+const SKIP_LISTED: usize = 10;
+
+/// The line saying which damaged samples `ds` leaves out, `None` when none.
+pub fn skip_line(ds: &Dataset, flag: &str) -> Option<String> {
+    let d = ds.damaged();
+    if d.is_empty() {
+        return None;
+    }
+    let mut names: Vec<String> = d
+        .iter()
+        .take(SKIP_LISTED)
+        .map(|s| format!("{} sample {}", s.shard.display(), s.index))
+        .collect();
+    if d.len() > SKIP_LISTED {
+        names.push(format!("and {} more", d.len() - SKIP_LISTED));
+    }
+    Some(format!(
+        "--skip-corrupt: skipped {} damaged sample{} of {flag} {} ({} of {} left): {}",
+        d.len(),
+        if d.len() == 1 { "" } else { "s" },
+        ds.dir.display(),
+        ds.usable(),
+        ds.len(),
+        names.join(", ")
+    ))
+}
+
+/// Damaged samples described one by one in a run's `config.json` (the rest are counted and
+/// fingerprinted).
+const SKIP_RECORDED: usize = 100;
+
+/// What `config.json` records of the samples `ds` leaves out: `count`, `fingerprint`
+/// ([`Dataset::skip_hash`]) and the first ones as `SHARD sample i: what`.
+pub fn skip_json(ds: &Dataset) -> serde_json::Value {
+    let d = ds.damaged();
+    let samples: Vec<String> = d
+        .iter()
+        .take(SKIP_RECORDED)
+        .map(|s| format!("{} sample {}: {}", s.shard.display(), s.index, s.what))
+        .collect();
+    serde_json::json!({ "count": d.len(), "fingerprint": ds.skip_hash(), "samples": samples })
+}
+
 /// Loader threads (decoding 64×32 images is cheap next to a training step).
 pub const LOADER_WORKERS: usize = 1;
 /// Samples in the training loader's shuffle buffer.
@@ -162,19 +224,26 @@ pub struct NamedEval {
     pub dataset: String,
     /// Its images, captions and identities.
     pub set: EvalSet,
+    /// What `--skip-corrupt` left out of it ([`skip_json`]).
+    pub skipped: serde_json::Value,
 }
 
 impl NamedEval {
     /// Opens a packed set for evaluation by a model of sizes `spec` (its image size must be
-    /// the preset's, [`open_packed_for`]).
-    pub fn open(dir: &Path, flag: &str, spec: &ClipSpec) -> Result<NamedEval> {
-        let ds = open_packed_for(dir, flag, spec)?;
+    /// the preset's, [`open_packed_for`]); with `skip_corrupt`, without its damaged samples
+    /// ([`skip_damaged`]).
+    pub fn open(dir: &Path, flag: &str, spec: &ClipSpec, skip_corrupt: bool) -> Result<NamedEval> {
+        let mut ds = open_packed_for(dir, flag, spec)?;
+        if skip_corrupt {
+            skip_damaged(&mut ds, flag)?;
+        }
         let set = EvalSet::from_dataset(&ds, None)?;
         Ok(NamedEval {
             dir: dir.display().to_string(),
             split: ds.manifest.config.split.clone(),
             dataset: ds.manifest.config.dataset.clone(),
             set,
+            skipped: skip_json(&ds),
         })
     }
 
@@ -217,18 +286,23 @@ pub struct RunData {
 pub type GivenData = Option<(PathBuf, Arc<Dataset>)>;
 
 /// Opens `--data` and checks `--eval-data` before a run writes anything: each must be a packed
-/// set at the preset's image size ([`open_packed_for`]; reads manifests only). The opened
-/// training set goes on to [`open_run_data`].
+/// set at the preset's image size ([`open_packed_for`]; reads manifests only). With
+/// `skip_corrupt`, every training sample is verified and the damaged ones are left out
+/// ([`skip_damaged`]). The opened training set goes on to [`open_run_data`].
 pub fn check_packed(
     data: Option<&Path>,
     eval_data: &[PathBuf],
     spec: &ClipSpec,
+    skip_corrupt: bool,
 ) -> Result<GivenData> {
     let given = match data {
-        Some(d) => Some((
-            d.to_path_buf(),
-            Arc::new(open_packed_for(d, "--data", spec)?),
-        )),
+        Some(d) => {
+            let mut ds = open_packed_for(d, "--data", spec)?;
+            if skip_corrupt {
+                skip_damaged(&mut ds, "--data")?;
+            }
+            Some((d.to_path_buf(), Arc::new(ds)))
+        }
         None => None,
     };
     for d in eval_data {
@@ -240,12 +314,14 @@ pub fn check_packed(
 /// The run's data: `data` (`--data`, from [`check_packed`]) and `eval_data` (`--eval-data`)
 /// for a model of sizes `spec`; without `--data`, first unpacks and packs the embedded set into
 /// `out/data` (a rerun reuses the shards) and evaluates on its test split unless `--eval-data`
-/// is given.
+/// is given. With `skip_corrupt`, the damaged samples of every set are left out
+/// ([`skip_damaged`]).
 pub fn open_run_data(
     data: GivenData,
     eval_data: &[PathBuf],
     out: &Path,
     spec: &ClipSpec,
+    skip_corrupt: bool,
 ) -> Result<RunData> {
     let t = Instant::now();
     let (train_dir, train, eval_dirs, source) = match data {
@@ -268,14 +344,22 @@ pub fn open_run_data(
             } else {
                 eval_data.to_vec()
             };
-            let train = Arc::new(open_packed_for(&d.train, "--data", spec)?);
-            (d.train, train, eval, "embedded fixtures/synth-pedes")
+            let mut train = open_packed_for(&d.train, "--data", spec)?;
+            if skip_corrupt {
+                skip_damaged(&mut train, "--data")?;
+            }
+            (
+                d.train,
+                Arc::new(train),
+                eval,
+                "embedded fixtures/synth-pedes",
+            )
         }
         Some((dir, train)) => (dir, train, eval_data.to_vec(), "--data"),
     };
     let evals = eval_dirs
         .iter()
-        .map(|d| NamedEval::open(d, "--eval-data", spec))
+        .map(|d| NamedEval::open(d, "--eval-data", spec, skip_corrupt))
         .collect::<Result<Vec<_>>>()?;
     Ok(RunData {
         train,

@@ -328,11 +328,11 @@ pub struct Classes {
 }
 
 impl Classes {
-    /// The distinct pids of every sample of `ds`.
+    /// The distinct pids of every sample of `ds` (but those it leaves out, `--skip-corrupt`).
     pub fn of(ds: &gadms_data::manifest::Dataset) -> Result<Classes> {
         let mut pids = Vec::new();
-        for shard in &ds.shards {
-            for i in 0..shard.len() {
+        for (si, shard) in ds.shards.iter().enumerate() {
+            for i in (0..shard.len()).filter(|&i| !ds.is_skipped_at(si, i)) {
                 pids.push(shard.pid(i)?);
             }
         }

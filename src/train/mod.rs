@@ -99,7 +99,9 @@ where
     let mut at = Progress::default();
     let steps_per_epoch = loader.batches_per_epoch() as usize;
     if let Some((dir, st)) = &resume {
-        run_dir::check_state(st, steps_per_epoch, plan.epochs, plan.seed)
+        let skipped = run_dir::Skipped::of(loader.dataset());
+        run_dir::check_skipped(st.skipped.as_ref(), skipped.as_ref())
+            .and_then(|_| run_dir::check_state(st, steps_per_epoch, plan.epochs, plan.seed))
             .with_context(|| format!("--resume {}", plan.out.display()))?;
         recipe.load_checkpoint(dir)?;
         loader
@@ -343,6 +345,7 @@ fn train_state(plan: &Plan, at: &Progress, epoch: usize, loader: &Loader) -> Res
         best_r1: at.best,
         evaluated_epoch: at.evaluated_epoch,
         args: plan.args.clone(),
+        skipped: run_dir::Skipped::of(loader.dataset()),
     })
 }
 

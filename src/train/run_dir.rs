@@ -79,6 +79,48 @@ pub struct TrainState {
     pub evaluated_epoch: usize,
     /// The command's arguments (JSON), used by `--resume`.
     pub args: serde_json::Value,
+    /// The training samples `--skip-corrupt` left out, when any: a resumed run must leave out
+    /// the same ones (its batches would differ otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<Skipped>,
+}
+
+/// The training samples a run leaves out (`--skip-corrupt`), as a checkpoint records them.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Skipped {
+    /// How many.
+    pub count: usize,
+    /// Their fingerprint (`Dataset::skip_hash`).
+    pub fingerprint: String,
+}
+
+impl Skipped {
+    /// The samples `ds` leaves out; `None` when none.
+    pub fn of(ds: &gadms_data::manifest::Dataset) -> Option<Skipped> {
+        (!ds.damaged().is_empty()).then(|| Skipped {
+            count: ds.damaged().len(),
+            fingerprint: ds.skip_hash(),
+        })
+    }
+}
+
+/// Checks that a resumed run leaves out the training samples its checkpoint's run left out
+/// (`recorded`), no more and no fewer (`now`).
+pub fn check_skipped(recorded: Option<&Skipped>, now: Option<&Skipped>) -> Result<()> {
+    if recorded == now {
+        return Ok(());
+    }
+    let say = |s: Option<&Skipped>| match s {
+        None => "no damaged training sample".to_string(),
+        Some(s) => format!("{} (fingerprint {})", s.count, s.fingerprint),
+    };
+    bail!(
+        "the checkpoint's run left out {} damaged training samples with --skip-corrupt, but the \
+         training data now has {}: the training data changed since, so the batches would \
+         differ; restore the data (or re-run gadms pack) and start a new run",
+        say(recorded),
+        say(now)
+    )
 }
 
 /// What the RNG field says.

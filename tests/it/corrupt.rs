@@ -1,6 +1,7 @@
 //! A damaged shard through the binary (docs/cli.md, "Damaged shards"): `gadms eval` and
 //! `gadms search` on a packed split with one flipped byte exit with status 1 and one `error:`
-//! line naming the shard file and the sample, never a panic or a silently different result.
+//! line naming the shard file and the sample, never a panic or a silently different result
+//! (`--skip-corrupt`, which leaves such samples out, is tested in `skip_corrupt`).
 
 use crate::common::fixture;
 use gadms::train::data::pack_split;
@@ -12,7 +13,7 @@ use std::process::Command;
 const ENTRY_LEN: usize = 48;
 
 /// The synthetic test split packed into a fresh `dir/tag`; returns it and its first shard.
-fn packed(tag: &str) -> (PathBuf, PathBuf) {
+pub(crate) fn packed(tag: &str) -> (PathBuf, PathBuf) {
     let dir = std::env::temp_dir().join(format!("gadms-corrupt-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     pack_split(&fixture("synth-pedes"), "test", &dir).unwrap();
@@ -22,16 +23,16 @@ fn packed(tag: &str) -> (PathBuf, PathBuf) {
     (dir, shard)
 }
 
-fn u64_at(b: &[u8], at: usize) -> usize {
+pub(crate) fn u64_at(b: &[u8], at: usize) -> usize {
     u64::from_le_bytes(b[at..at + 8].try_into().unwrap()) as usize
 }
 
 /// Byte offset of sample `i`'s index entry.
-fn entry_at(b: &[u8], i: usize) -> usize {
+pub(crate) fn entry_at(b: &[u8], i: usize) -> usize {
     u64_at(b, b.len() - 24) + i * ENTRY_LEN
 }
 
-fn flip(shard: &Path, at: impl Fn(&[u8]) -> usize) {
+pub(crate) fn flip(shard: &Path, at: impl Fn(&[u8]) -> usize) {
     let mut b = std::fs::read(shard).unwrap();
     let k = at(&b);
     b[k] ^= 0x10;
@@ -40,7 +41,7 @@ fn flip(shard: &Path, at: impl Fn(&[u8]) -> usize) {
 
 /// Runs gadms and asserts: status 1, no panic, exactly one `error:` line, naming the shard
 /// file and `sample {i}`.
-fn fails_on(args: &[&str], shard: &Path, i: usize) {
+pub(crate) fn fails_on(args: &[&str], shard: &Path, i: usize) {
     let o = Command::new(env!("CARGO_BIN_EXE_gadms"))
         .args(args)
         .output()
@@ -59,7 +60,7 @@ fn fails_on(args: &[&str], shard: &Path, i: usize) {
     assert!(line.contains("checksum"), "{line}");
 }
 
-fn weights() -> String {
+pub(crate) fn weights() -> String {
     let w = fixture("embed").join("tiny_openclip_f16.safetensors");
     w.display().to_string()
 }

@@ -1,6 +1,6 @@
 //! The root crate's integration tests, as one test binary (one link instead of one per file):
 //! the `gadms` command line run as a user runs it, the training loop and its recipes, resume,
-//! retrieval metrics, reports, damaged shards and model surgery. Tests of `gadms-nn`, `gadms-data` and
+//! retrieval metrics, reports, damaged shards (and `--skip-corrupt`) and model surgery. Tests of `gadms-nn`, `gadms-data` and
 //! `gadms-ckpt` alone live in those crates; the CUDA tests are `tests/cuda.rs`.
 
 mod common;
@@ -16,4 +16,5 @@ mod rank;
 mod reports;
 mod resume;
 mod run_dir;
+mod skip_corrupt;
 mod surgery;

@@ -376,6 +376,7 @@ fn a_failed_save_leaves_the_previous_checkpoint_in_place() {
         best_r1: None,
         evaluated_epoch: 0,
         args: serde_json::json!({}),
+        skipped: None,
     };
     let write = |d: &Path| -> anyhow::Result<()> {
         std::fs::write(d.join(checkpoint::MODEL_FILE), b"weights")?;

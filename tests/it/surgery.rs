@@ -191,7 +191,9 @@ fn towers_copy_out_of_a_checkpoint_of_another_preset() {
         .unwrap_err()
         .to_string();
     assert!(
-        e.contains("key 'text_projection' has shape [64, 32] but the model expects [64, 48]"),
+        e.contains(
+            "key 'text_projection' has shape [64, 32] in the file, but the model expects [64, 48]"
+        ),
         "{e}"
     );
 }
@@ -209,7 +211,7 @@ fn loading_a_checkpoint_into_a_preset_of_another_shape_is_a_clear_error() {
         .to_string();
     assert!(e.contains("m48.safetensors"), "{e}");
     assert!(
-        e.contains("has shape [64, 48] but the model expects [64, 32]"),
+        e.contains("has shape [64, 48] in the file, but the model expects [64, 32]"),
         "{e}"
     );
     assert!(e.contains("fits no preset"), "{e}");

@@ -447,3 +447,61 @@ fn worker_panic_is_an_error_not_a_hang() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Flips one byte inside the body of sample `index` of shard file `shard` (format v2: the
+/// footer names the index, whose 48-byte entries start with the body offset).
+fn flip_body_byte(shard: &Path, index: usize) {
+    let mut b = std::fs::read(shard).unwrap();
+    let u64_at = |b: &[u8], at: usize| u64::from_le_bytes(b[at..at + 8].try_into().unwrap());
+    let entry = u64_at(&b, b.len() - 24) as usize + 48 * index;
+    let body = u64_at(&b, entry) as usize;
+    b[body + 10] ^= 0x10;
+    std::fs::write(shard, b).unwrap();
+}
+
+#[test]
+fn skip_damaged_leaves_the_damaged_sample_out_of_the_order_only() {
+    let dir = tmpdir("skip");
+    build(&dir, &[7, 5, 9], None);
+    flip_body_byte(&dir.join("s1.gshard"), 2); // global sample 7 + 2 = 9
+    let plain = Arc::new(Dataset::open(&dir, Some("t")).unwrap());
+    assert!(plain.damaged().is_empty() && plain.usable() == 21);
+    let mut ds = Dataset::open(&dir, Some("t")).unwrap();
+    let damaged = ds.skip_damaged().to_vec();
+    assert_eq!(damaged.len(), 1, "{damaged:?}");
+    assert_eq!((damaged[0].global, damaged[0].index), (9, 2));
+    assert!(damaged[0].shard.ends_with("s1.gshard"));
+    assert!(damaged[0].what.contains("checksum"), "{damaged:?}");
+    assert!(ds.is_skipped(9) && ds.is_skipped_at(1, 2) && !ds.is_skipped(8));
+    assert_eq!(ds.usable(), 20);
+    let ds = Arc::new(ds);
+    // The order is the plain one without sample 9; the batches hold every other sample once.
+    let full = epoch_order(&[7, 5, 9], 42, 0, true, 6);
+    let want: Vec<u32> = full.iter().copied().filter(|&g| g != 9).collect();
+    let mut l = Loader::new(ds.clone(), config(&ds, 2)).unwrap();
+    assert_eq!(*l.epoch_order(0), want);
+    assert_eq!(l.batches_per_epoch(), 5, "20 samples in batches of 4");
+    let got: Vec<u32> = take(&mut l, 5)
+        .iter()
+        .flat_map(|b| b.sample_index.iter().map(|&g| g as u32))
+        .collect();
+    assert_eq!(got, want);
+    // Without skip_damaged the same files are an error at the damaged sample.
+    let mut l = Loader::new(plain.clone(), config(&plain, 2)).unwrap();
+    assert_eq!(*l.epoch_order(0), full);
+    let e = (0..6).find_map(|_| l.next_batch().err()).expect("an error");
+    assert!(matches!(e, LoaderError::Sample { global: 9, .. }), "{e:?}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn skip_damaged_on_a_sound_dataset_changes_nothing() {
+    let dir = tmpdir("skip-none");
+    build(&dir, &[7, 5, 9], None);
+    let mut ds = Dataset::open(&dir, Some("t")).unwrap();
+    assert!(ds.skip_damaged().is_empty());
+    let ds = Arc::new(ds);
+    let mut l = Loader::new(ds.clone(), config(&ds, 2)).unwrap();
+    assert_eq!(*l.epoch_order(0), epoch_order(&[7, 5, 9], 42, 0, true, 6));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

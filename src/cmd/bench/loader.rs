@@ -43,13 +43,15 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     if a.workers == 0 || a.images == 0 || a.batch == 0 {
         bail!("--workers, --images and --batch must be at least 1");
     }
+    let workers = crate::cmd::cap_workers(a.workers);
     let tmp = std::env::temp_dir().join(format!("gadms-bench-loader-{}", std::process::id()));
-    let res = run_in(a, &tmp);
+    let res = run_in(a, workers, &tmp);
     let _ = std::fs::remove_dir_all(&tmp);
     res
 }
 
-fn run_in(a: &BenchArgs, tmp: &Path) -> Result<()> {
+/// The benchmark with `workers` threads (`--workers`, capped at the core count).
+fn run_in(a: &BenchArgs, workers: usize, tmp: &Path) -> Result<()> {
     let dir = match &a.data {
         Some(d) => d.clone(),
         None => {
@@ -75,7 +77,7 @@ fn run_in(a: &BenchArgs, tmp: &Path) -> Result<()> {
         ds.shards.len(),
         h,
         w,
-        a.workers,
+        workers,
         a.batch,
         a.images
     );
@@ -88,7 +90,7 @@ fn run_in(a: &BenchArgs, tmp: &Path) -> Result<()> {
     let _ = epoch_order(&vec![10_000; 1_000], 0, 0, true, 10_000);
     let order_10m = t.elapsed().as_secs_f64();
 
-    let ours = bench_ours(ds.clone(), a)?;
+    let ours = bench_ours(ds.clone(), a, workers)?;
     let torch = match &a.torch {
         Some(py) => {
             let img_dir = tmp.join("images");
@@ -97,7 +99,7 @@ fn run_in(a: &BenchArgs, tmp: &Path) -> Result<()> {
                 "gadms: exported {n} images to {} for the PyTorch pipeline",
                 img_dir.display()
             );
-            Some(run_torch(py, &img_dir, a, h, w)?)
+            Some(run_torch(py, &img_dir, a, workers, h, w)?)
         }
         None => None,
     };
@@ -133,12 +135,12 @@ fn run_in(a: &BenchArgs, tmp: &Path) -> Result<()> {
     Ok(())
 }
 
-fn bench_ours(ds: Arc<Dataset>, a: &BenchArgs) -> Result<LoaderTiming> {
+fn bench_ours(ds: Arc<Dataset>, a: &BenchArgs, workers: usize) -> Result<LoaderTiming> {
     let cfg = LoaderConfig {
         batch_size: a.batch.min(ds.len()),
         seed: 0,
-        workers: a.workers,
-        prefetch: 2 * a.workers,
+        workers,
+        prefetch: 2 * workers,
         train: true,
         masking: Masking::None,
         drop_last: true,
@@ -146,7 +148,7 @@ fn bench_ours(ds: Arc<Dataset>, a: &BenchArgs) -> Result<LoaderTiming> {
     };
     let mut l = Loader::new(ds, cfg)?;
     // Warm-up: one batch per worker (thread start, page-in of the first shard).
-    for _ in 0..a.workers {
+    for _ in 0..workers {
         l.next_batch()?;
     }
     let t = Instant::now();
@@ -160,11 +162,11 @@ fn bench_ours(ds: Arc<Dataset>, a: &BenchArgs) -> Result<LoaderTiming> {
     let s = t.elapsed().as_secs_f64();
     std::hint::black_box(check);
     Ok(LoaderTiming {
-        workers: a.workers,
+        workers,
         images: n,
         seconds: s,
         images_per_s: n as f64 / s,
-        images_per_s_per_worker: n as f64 / s / a.workers as f64,
+        images_per_s_per_worker: n as f64 / s / workers as f64,
     })
 }
 
@@ -280,14 +282,21 @@ fn export_images(ds: &Dataset, dir: &Path, max: usize) -> Result<usize> {
     Ok(n)
 }
 
-fn run_torch(py: &PathBuf, dir: &Path, a: &BenchArgs, h: usize, w: usize) -> Result<LoaderTiming> {
+fn run_torch(
+    py: &PathBuf,
+    dir: &Path,
+    a: &BenchArgs,
+    workers: usize,
+    h: usize,
+    w: usize,
+) -> Result<LoaderTiming> {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benches/loader_torch.py");
     let out = dir.with_extension("torch.json");
     let status = std::process::Command::new(py)
         .arg(&script)
         .arg("--data-dir")
         .arg(dir)
-        .args(["--workers", &a.workers.to_string()])
+        .args(["--workers", &workers.to_string()])
         .args(["--images", &a.images.to_string()])
         .args(["--batch", &a.batch.to_string()])
         .args(["--height", &h.to_string(), "--width", &w.to_string()])

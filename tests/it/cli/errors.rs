@@ -267,3 +267,78 @@ fn error_export_unknown_format() {
     ];
     fails(&args, &dir, &["onnx"]);
 }
+
+/// A tensor the loader renames or reshapes on its way into the model (OpenAI's fused q/k/v
+/// projection, the 4-d patch convolution, a Hugging Face projection, which is transposed):
+/// the error names it as the file does and prints its shape in the file, then the model's shape
+/// in the file's layout, so the two can be compared.
+#[test]
+fn error_wrong_shape_prints_the_files_shape_then_the_models() {
+    let d = TempDir::new("err-shape-file");
+    let out = d.join("out.safetensors");
+    let reshaped = |name: &str, m: &mut TensorMap, key: &str, shape: Vec<usize>| {
+        let a = m.tensors.get_mut(key).unwrap_or_else(|| panic!("no {key}"));
+        a.data.resize(shape.iter().product(), 0.25);
+        a.shape = shape;
+        let w = d.join(name);
+        write_file(&w, m, &meta_pt()).unwrap();
+        w
+    };
+    let cases = [
+        (
+            "transformer.resblocks.1.attn.in_proj_weight",
+            vec![189, 63],
+            "'transformer.resblocks.1.attn.in_proj_weight' has shape [189, 63] in the file, but \
+             the model expects [192, 64]",
+        ),
+        (
+            "visual.conv1.weight",
+            vec![64, 3, 8, 8],
+            "'visual.conv1.weight' has shape [64, 3, 8, 8] in the file, but the model expects \
+             [64, 3, 16, 16]",
+        ),
+    ];
+    for (i, (key, shape, needle)) in cases.into_iter().enumerate() {
+        let w = reshaped(
+            &format!("openai{i}.safetensors"),
+            &mut fixture_map(),
+            key,
+            shape,
+        );
+        fails(
+            &embed_args(&w, &out, &["--preset", "tiny"]),
+            &out,
+            &[&path_str(&w), needle],
+        );
+    }
+    // A fused projection that is not three stacked ones: its form, not an empty "[]" shape.
+    let w = reshaped(
+        "bias.safetensors",
+        &mut fixture_map(),
+        "transformer.resblocks.1.attn.in_proj_bias",
+        vec![190],
+    );
+    let line = fails(
+        &embed_args(&w, &out, &["--preset", "tiny"]),
+        &out,
+        &["'transformer.resblocks.1.attn.in_proj_bias' has shape [190], not of the form [3W]"],
+    );
+    assert!(!line.contains("[]"), "{line}");
+    // Hugging Face layout: text_projection.weight is [embed, width] in the file.
+    let (_, native) = gadms_ckpt::layout::to_native(fixture_map()).unwrap();
+    let mut hf = gadms_ckpt::layout::native_to_hf(&native, 16, 1.0);
+    assert_eq!(hf.tensors["text_projection.weight"].shape, vec![32, 64]);
+    let w = reshaped(
+        "hf.safetensors",
+        &mut hf,
+        "text_projection.weight",
+        vec![32, 63],
+    );
+    fails(
+        &embed_args(&w, &out, &["--preset", "tiny"]),
+        &out,
+        &[
+            "'text_projection.weight' has shape [32, 63] in the file, but the model expects [32, 64]",
+        ],
+    );
+}

@@ -281,3 +281,51 @@ fn f64_weights_beyond_the_f32_range_are_refused() {
         &[&s(&w), "ln_final.weight holds 1 non-finite values"],
     );
 }
+
+/// `inspect` is a diagnosis tool: a file holding NaN/Inf is reported key by key (exit 0),
+/// where every loading command refuses it.
+#[test]
+fn inspect_reports_non_finite_tensors_instead_of_refusing() {
+    let d = TempDir::new("nan-inspect");
+    let w = weights_with(&d, "nan_inspect.safetensors", "ln_final.weight", |v| {
+        v[3] = f32::NAN;
+        v[5] = f32::NEG_INFINITY;
+    });
+    let (so, _) = ok(&args!["inspect", &w]);
+    assert!(so.contains("preset:     tiny"), "{so}");
+    assert!(so.contains("finite:     no, 1 of "), "{so}");
+    let flagged: Vec<&str> = so
+        .lines()
+        .filter(|l| l.starts_with("non-finite:"))
+        .collect();
+    assert_eq!(
+        flagged,
+        ["non-finite: ln_final.weight holds 2 non-finite values"],
+        "{so}"
+    );
+    let (so, _) = ok(&args!["inspect", weights()]);
+    assert!(so.contains("finite:     yes"), "{so}");
+    assert!(!so.contains("non-finite:"), "{so}");
+}
+
+/// `bench loader --workers N` starts at most one thread per core, with the note `pack`
+/// gives (an absurd N would try to start that many threads).
+#[test]
+fn bench_loader_caps_workers_at_the_core_count() {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let (so, se) = ok(&args![
+        "bench",
+        "loader",
+        "--data",
+        packed(),
+        "--workers",
+        "100000",
+        "--images",
+        "8",
+        "--batch",
+        "4",
+    ]);
+    let note = format!("note: --workers 100000 capped at {cores}, the number of cores");
+    assert!(se.contains(&note), "{se}");
+    assert!(so.contains(&format!("| gadms loader | {cores} |")), "{so}");
+}
