@@ -79,8 +79,8 @@ pub enum ShardError {
     /// A sample whose index entry or body is damaged: a range outside the body region, text
     /// that is not UTF-8, or token ids that are not a well-formed CLIP sequence.
     #[error(
-        "{path}: sample {index} is damaged: {what} (re-run gadms pack, or pass --skip-corrupt to \
-         leave damaged samples out)"
+        "{path}: sample {index} is damaged: {what} (re-run gadms pack; pretrain, finetune, eval \
+         and search take --skip-corrupt to leave damaged samples out)"
     )]
     BadSample {
         /// The file.
