@@ -58,7 +58,7 @@ use dfdx::nn::BuildModule;
 use gadms_data::augment::AugmentConfig;
 use gadms_data::loader::Masking;
 use gadms_data::masking::MaskingConfig;
-use gadms_data::scores::ScoreTable;
+use gadms_data::scores::{INIT_SCORE, ScoreTable};
 use gadms_nn::HasClipSpec;
 use gadms_nn::gass::GassConfig;
 use gadms_nn::loss::SDM_LOGIT_SCALE;
@@ -474,7 +474,13 @@ fn run_on<D: BuildDevice, M: TrainModel<D>>(
         }),
         Start::GaDms(model) => {
             let cfg = a.step_config();
-            Box::new(GaDmsRecipe::new(model, scores, cfg, caption_pids))
+            Box::new(GaDmsRecipe::new(
+                model,
+                scores,
+                cfg,
+                a.masking_config(),
+                caption_pids,
+            ))
         }
     };
     let plan = Plan {
@@ -523,10 +529,19 @@ fn print_header(a: &PretrainArgs, preset: &str, resume: Option<&(PathBuf, TrainS
         ),
         Objective::GaDms => println!(
             "gadms pretrain --objective ga-dms: trains the '{preset}' preset (CLIP + MTP decoder) \
-             with GASS scores, dual noise/informative caption masking and loss SDM + {}*MTP \
-             (GASS: {} layers, {:?} norm; masking alpha_n {} alpha_i {} lambda {}; pids: \
-             {pid_mode:?}).",
-            a.beta, a.gass_layers, a.gass_norm, a.alpha_n, a.alpha_i, a.mask_lambda
+             with GA-DMS (docs/method.md): each step, GASS scores every token of the clean \
+             captions (last {} text blocks, multi-scale pooling {:?}, {:?} norm; §3.2) into the \
+             score table (all {INIT_SCORE} at the start); the next epoch's dual masking (§4.1) \
+             masks low-score tokens in the SDM copy (alpha_n {}) and high-score tokens in the \
+             MTP copy (alpha_i {}; lambda {}); loss = SDM (1/tau {SDM_LOGIT_SCALE}; §5.1) + \
+             {} * MTP (§5.2, §5.4); pids: {pid_mode:?}.",
+            a.gass_layers,
+            GassConfig::default().scales,
+            a.gass_norm,
+            a.alpha_n,
+            a.alpha_i,
+            a.mask_lambda,
+            a.beta
         ),
     }
     if let Some(n) = a.defaults_note() {

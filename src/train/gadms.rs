@@ -58,6 +58,8 @@ use dfdx::nn::ZeroGrads;
 use dfdx::nn::tensor_collection::*;
 use dfdx::prelude::*;
 use gadms_data::loader::Batch;
+use gadms_data::manifest::Dataset;
+use gadms_data::masking::MaskingConfig;
 use gadms_data::scores::{SCORE_CTX, ScoreTable};
 use gadms_nn::gass::{GassConfig, GassOutput, gass_scores};
 use gadms_nn::loss::{SDM_EPS, SDM_LOGIT_SCALE, masked_rows_ce, sdm_loss};
@@ -454,18 +456,28 @@ pub struct GaDmsRecipe<D: Device<f32>, M> {
     pub cfg: StepConfig,
     /// SDM identities = sample indices (every caption its own pid; docs/method.md §5.1).
     pub caption_pids: bool,
+    /// The loader's dual-masking curves (for the end-of-run report).
+    pub masking: MaskingConfig,
     _device: std::marker::PhantomData<D>,
 }
 
 impl<D: Device<f32>, M: GaDmsForward<f32, D>> GaDmsRecipe<D, M> {
-    /// Trains `model` with a fresh optimiser, writing GASS scores into `scores`.
-    pub fn new(model: M, scores: Arc<ScoreTable>, cfg: StepConfig, caption_pids: bool) -> Self {
+    /// Trains `model` with a fresh optimiser, writing GASS scores into `scores` (which the
+    /// loader's dual masking with curves `masking` reads).
+    pub fn new(
+        model: M,
+        scores: Arc<ScoreTable>,
+        cfg: StepConfig,
+        masking: MaskingConfig,
+        caption_pids: bool,
+    ) -> Self {
         GaDmsRecipe {
             model: Box::new(model),
             opt: Adam::new(adam_config()),
             scores,
             cfg,
             caption_pids,
+            masking,
             _device: std::marker::PhantomData,
         }
     }
@@ -523,6 +535,11 @@ impl<D: Device<f32>, M: GaDmsForward<f32, D> + ModelParts<D>> Recipe<D> for GaDm
         let scores = out.join(gadms_data::scores::SCORE_FILE);
         save_scores(&self.scores, &scores)?;
         Ok(vec![last, full, scores])
+    }
+
+    fn report(&self, data: &Dataset) -> Result<Option<String>> {
+        let r = super::score_report::score_report(data, &self.scores, &self.masking)?;
+        Ok(Some(r.to_string()))
     }
 }
 

@@ -16,6 +16,7 @@ pub mod optim;
 pub mod recipe;
 pub mod run_dir;
 pub mod schedule;
+pub mod score_report;
 pub mod sdm;
 
 pub use model::TrainModel;
@@ -231,6 +232,9 @@ where
         clock.data_wait,
         clock.compute
     );
+    if let Some(report) = recipe.report(loader.dataset())? {
+        println!("{report}");
+    }
     print_summary(plan, evals, &before, &after, fit, at.best);
     let files: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
     println!(

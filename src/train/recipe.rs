@@ -11,6 +11,7 @@ use dfdx::nn::BuildModule;
 use dfdx::nn::tensor_collection::TensorCollection;
 use dfdx::prelude::*;
 use gadms_data::loader::Batch;
+use gadms_data::manifest::Dataset;
 use gadms_nn::{ClipInference, GaDms, HasClipSpec};
 use std::path::{Path, PathBuf};
 
@@ -50,6 +51,13 @@ pub trait Recipe<D: Device<f32>> {
     /// Writes the run's final files into the run directory `out` (at least
     /// `last.safetensors`); returns their paths.
     fn save_final(&self, out: &Path) -> Result<Vec<PathBuf>>;
+
+    /// What the recipe's own state says about the run, printed at its end (GA-DMS: how the
+    /// score table moved over the training captions `data`); `None` by default.
+    fn report(&self, data: &Dataset) -> Result<Option<String>> {
+        let _ = data;
+        Ok(None)
+    }
 }
 
 /// A GA-DMS model (CLIP + MTP decoder) split into its parts.

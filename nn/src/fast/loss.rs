@@ -287,8 +287,7 @@ fn ce_run<R: Real, C: Dim, E: Dtype, D: Device<E>, T: Tape<E, D>>(
 /// Max `m` and `Σ exp(z − m)` (f64) of one row; `logsumexp(z) = m + ln Σ`.
 fn row_stats<R: Real>(z: &[R]) -> (R, f64) {
     let m = z.iter().copied().fold(R::neg_infinity(), R::max);
-    let sum = z.iter().map(|&v| (v - m).exp().to_f64().unwrap()).sum();
-    (m, sum)
+    (m, R::exp_sum(z, m))
 }
 
 /// `g += a (softmax(z) − onehot(label))` for one row with its `(max, Σ exp)`; nothing if `a = 0`.
@@ -297,8 +296,6 @@ fn ce_row_grad<R: Real>(z: &[R], (m, sum): (R, f64), label: usize, a: f64, g: &m
         return;
     }
     let coef = R::from(a / sum).unwrap();
-    g.iter_mut()
-        .zip(z)
-        .for_each(|(g, &v)| *g = *g + coef * (v - m).exp());
+    R::add_exp(g, z, m, coef);
     g[label] = g[label] - R::from(a).unwrap();
 }

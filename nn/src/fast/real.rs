@@ -36,6 +36,14 @@ pub trait Real: Unit + num_traits::Float + Send + Sync + std::iter::Sum {
     fn softmax_row(s: &mut [Self], scale: Self, mask: Option<&[Self]>) {
         rowwise::softmax_row_generic(s, scale, mask)
     }
+    /// `Σ exp(z − m)` of a row, accumulated in f64 (cross entropy's normaliser).
+    fn exp_sum(z: &[Self], m: Self) -> f64 {
+        rowwise::exp_sum_generic(z, m)
+    }
+    /// `g += coef·exp(z − m)` over a row (cross entropy's backward).
+    fn add_exp(g: &mut [Self], z: &[Self], m: Self, coef: Self) {
+        rowwise::add_exp_generic(g, z, m, coef)
+    }
 }
 
 impl Real for f32 {
@@ -61,6 +69,12 @@ impl Real for f32 {
     }
     fn softmax_row(s: &mut [f32], scale: f32, mask: Option<&[f32]>) {
         rowwise::softmax_row_f32(s, scale, mask)
+    }
+    fn exp_sum(z: &[f32], m: f32) -> f64 {
+        rowwise::exp_sum_f32(z, m)
+    }
+    fn add_exp(g: &mut [f32], z: &[f32], m: f32, coef: f32) {
+        rowwise::add_exp_f32(g, z, m, coef)
     }
 }
 

@@ -1,5 +1,5 @@
-//! Slice kernels of the fused element-wise ops: QuickGELU forward/backward and the row
-//! softmax of attention, generic (`num_traits::Float`) and for `f32` with a vectorisable `exp`
+//! Slice kernels of the fused element-wise ops: QuickGELU forward/backward, the row
+//! softmax of attention and the exponential sums of the cross entropy, generic (`num_traits::Float`) and for `f32` with a vectorisable `exp`
 //! (Cephes `expf` polynomial, within 2 ulp on the range used) compiled once for AVX2+FMA and
 //! once for the baseline, chosen at run time. A leaf module (see [`super::micro`]).
 
@@ -42,6 +42,18 @@ pub(crate) fn softmax_row_generic<R: Float>(s: &mut [R], scale: R, mask: Option<
     s.iter_mut().for_each(|v| *v = *v * inv);
 }
 
+/// `Σ exp(z − m)` of a row of logits, accumulated in f64 (generic `exp`).
+pub(crate) fn exp_sum_generic<R: Float>(z: &[R], m: R) -> f64 {
+    z.iter().map(|&v| (v - m).exp().to_f64().unwrap()).sum()
+}
+
+/// `g += coef·exp(z − m)` over a row (generic `exp`).
+pub(crate) fn add_exp_generic<R: Float>(g: &mut [R], z: &[R], m: R, coef: R) {
+    g.iter_mut()
+        .zip(z)
+        .for_each(|(g, &v)| *g = *g + coef * (v - m).exp());
+}
+
 /// `exp(x)` for `f32` without a libm call, so loops over it vectorise (Cephes `expf`).
 /// Below −87.3 it returns 0 (`exp(−∞) = 0` for masked scores).
 #[inline(always)]
@@ -75,6 +87,31 @@ fn gelu_bwd_body(x: &[f32], dy: &[f32], dx: &mut [f32]) {
     }
 }
 
+/// Eight f64 partial sums in a fixed order (so the loop vectorises and the result is the
+/// same on every run), added up at the end.
+#[inline(always)]
+fn exp_sum_body(z: &[f32], m: f32) -> f64 {
+    let mut acc = [0f64; 8];
+    let chunks = z.chunks_exact(8);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a += exp_f32(v - m) as f64;
+        }
+    }
+    for (a, &v) in acc.iter_mut().zip(rest) {
+        *a += exp_f32(v - m) as f64;
+    }
+    acc.iter().sum()
+}
+
+#[inline(always)]
+fn add_exp_body(g: &mut [f32], z: &[f32], m: f32, coef: f32) {
+    for (g, &v) in g.iter_mut().zip(z) {
+        *g += coef * exp_f32(v - m);
+    }
+}
+
 #[inline(always)]
 fn softmax_body(s: &mut [f32], scale: f32, mask: Option<&[f32]>) {
     if let Some(m) = mask {
@@ -95,12 +132,15 @@ fn softmax_body(s: &mut [f32], scale: f32, mask: Option<&[f32]>) {
 /// Runs `$body(args)` through an AVX2+FMA-compiled copy when the CPU has it.
 macro_rules! multiversion {
     ($name:ident, $avx:ident, $body:ident, ($($a:ident: $t:ty),*)) => {
+        multiversion!($name, $avx, $body, ($($a: $t),*) -> ());
+    };
+    ($name:ident, $avx:ident, $body:ident, ($($a:ident: $t:ty),*) -> $r:ty) => {
         #[cfg(target_arch = "x86_64")]
         #[target_feature(enable = "avx2,fma")]
-        unsafe fn $avx($($a: $t),*) {
+        unsafe fn $avx($($a: $t),*) -> $r {
             $body($($a),*)
         }
-        pub(crate) fn $name($($a: $t),*) {
+        pub(crate) fn $name($($a: $t),*) -> $r {
             #[cfg(target_arch = "x86_64")]
             if super::micro::has_avx2_fma() {
                 // SAFETY: the CPU has AVX2 and FMA (checked at run time).
@@ -114,3 +154,5 @@ macro_rules! multiversion {
 multiversion!(gelu_fwd_f32, gelu_fwd_avx2, gelu_fwd_body, (x: &[f32], y: &mut [f32]));
 multiversion!(gelu_bwd_f32, gelu_bwd_avx2, gelu_bwd_body, (x: &[f32], dy: &[f32], dx: &mut [f32]));
 multiversion!(softmax_row_f32, softmax_avx2, softmax_body, (s: &mut [f32], scale: f32, mask: Option<&[f32]>));
+multiversion!(exp_sum_f32, exp_sum_avx2, exp_sum_body, (z: &[f32], m: f32) -> f64);
+multiversion!(add_exp_f32, add_exp_avx2, add_exp_body, (g: &mut [f32], z: &[f32], m: f32, coef: f32));
