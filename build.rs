@@ -2,6 +2,10 @@
 //! `imgs/**`) into the library: writes `$OUT_DIR/synth_pedes.rs`, a sorted list of
 //! `(path relative to the fixture, include_bytes!(…))`. A missing fixture gives an empty list
 //! (`gadms pretrain` then says how to regenerate it).
+//!
+//! Also records which source built the binary (`gadms --version`, `config.json` of a run):
+//! `GADMS_GIT_COMMIT` = the git commit, with `-dirty` when tracked files differ from it, or
+//! `unknown` outside a git checkout.
 
 use std::path::{Path, PathBuf};
 
@@ -24,7 +28,41 @@ fn walk(dir: &Path, root: &Path, out: &mut Vec<(String, PathBuf)>) {
     }
 }
 
+/// `git -C dir ARGS` output, trimmed, when git runs and succeeds.
+fn git(dir: &Path, args: &[&str]) -> Option<String> {
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+fn git_commit(dir: &Path) {
+    let commit = match git(dir, &["rev-parse", "--short=12", "HEAD"]) {
+        Some(c) if !c.is_empty() => {
+            let dirty = git(dir, &["status", "--porcelain", "--untracked-files=no"])
+                .is_some_and(|s| !s.is_empty());
+            if dirty { format!("{c}-dirty") } else { c }
+        }
+        _ => "unknown".to_string(),
+    };
+    println!("cargo:rustc-env=GADMS_GIT_COMMIT={commit}");
+    // A new commit, a staged change or an edited source re-runs this script.
+    // (Only paths that exist: cargo re-runs a script on every build for a missing one.)
+    for p in [".git/HEAD", ".git/index", ".git/refs", "src", "nn/src", "data/src", "ckpt/src"] {
+        let p = dir.join(p);
+        if p.exists() {
+            println!("cargo:rerun-if-changed={}", p.display());
+        }
+    }
+}
+
 fn main() {
+    git_commit(Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo")));
     let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo"))
         .join("fixtures")
         .join("synth-pedes");

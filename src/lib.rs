@@ -3,6 +3,7 @@
 //!
 //! The model lives in `gadms-nn`, data in `gadms-data`, checkpoints in `gadms-ckpt`.
 
+pub mod build_info;
 pub mod cmd;
 pub mod device;
 pub mod eval;

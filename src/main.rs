@@ -30,6 +30,10 @@ enum Command {
 
 fn main() {
     keep_freed_memory();
+    if std::env::args().skip(1).eq(["--version"]) {
+        println!("{}", gadms::build_info::version_line());
+        return;
+    }
     let cli: Cli = argh::from_env();
     // The main thread is worker 0 of rayon's global pool: serial code and the parallel kernels
     // share the RAYON_NUM_THREADS threads (a main thread outside the pool runs beside workers

@@ -403,6 +403,7 @@ fn config_json(
     }
     serde_json::json!({
         "args": a,
+        "build": crate::build_info::json(),
         "preset": spec.name,
         "image_hw": [spec.vision.image_h, spec.vision.image_w],
         "decoder": crate::preset::decoder_name(a.preset),

@@ -639,6 +639,7 @@ fn config_json(
     source["evals"] = serde_json::json!(evals);
     let mut config = serde_json::json!({
         "args": a,
+        "build": crate::build_info::json(),
         "preset": spec.name,
         "image_hw": [spec.vision.image_h, spec.vision.image_w],
         "warmup_epochs_used": warmup,

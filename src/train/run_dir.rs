@@ -244,7 +244,8 @@ pub fn save_model_file<D: Device<f32>, M: TensorCollection<f32, D>>(
     extra: Vec<(&str, Array)>,
     path: &Path,
 ) -> Result<()> {
-    gadms_ckpt::native::save_model(model, extra, &[], path)
+    let meta = crate::build_info::metadata();
+    gadms_ckpt::native::save_model(model, extra, &meta, path)
         .with_context(|| format!("saving {}", path.display()))
 }
 

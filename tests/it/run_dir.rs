@@ -220,3 +220,34 @@ fn a_checkpoint_pointer_outside_the_run_is_refused() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `gadms --version` names the version and the git commit of the build, and a run records
+/// the same in `config.json` (`build`) and in its checkpoint model files' metadata.
+#[test]
+fn version_and_the_build_of_a_run_are_recorded() {
+    let out = Command::new(BIN).arg("--version").output().unwrap();
+    assert!(out.status.success());
+    let line = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let want = format!(
+        "gadms {} (commit {})",
+        env!("CARGO_PKG_VERSION"),
+        gadms::build_info::COMMIT
+    );
+    assert_eq!(line, want);
+    assert!(!gadms::build_info::COMMIT.is_empty());
+
+    let dir = temp_dir("build");
+    let (train, test) = tiny_packed(&dir);
+    let run = dir.join("run");
+    let out = pretrain(&train, &test, &run, &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join(run_dir::CONFIG_FILE)).unwrap()).unwrap();
+    assert_eq!(cfg["build"]["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(cfg["build"]["commit"], gadms::build_info::COMMIT);
+    let (ckpt, _) = run_dir::latest(&run).unwrap();
+    let model = ckpt.join(run_dir::MODEL_FILE);
+    let map = gadms_ckpt::native::read_model(&model).unwrap();
+    assert_eq!(map.metadata["gadms.commit"], gadms::build_info::COMMIT);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
