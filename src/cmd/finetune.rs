@@ -22,6 +22,7 @@ use crate::preset::{Preset, de_preset, ser_preset};
 use crate::train::data::{self, open_run_data, train_loader};
 use crate::train::irra::{Classes, FtWeights, IrraRecipe};
 use crate::train::optim::adam_config;
+use crate::train::log::{DEFAULT_LOG_EVERY, default_log_every};
 use crate::train::run_dir::{self, RunArgs, TrainState, resolve_args};
 use crate::train::{Plan, TrainModel, init, schedule};
 use anyhow::{Context, Result, bail};
@@ -90,6 +91,11 @@ pub struct FinetuneArgs {
     /// write a resumable checkpoint every N optimiser steps (default 0: only at the end)
     #[argh(option, default = "0")]
     pub save_every: usize,
+    /// when stdout is not a terminal, print a progress line every N steps (also appended to
+    /// RUN_DIR/train.log; default 50; 0: none)
+    #[argh(option, default = "DEFAULT_LOG_EVERY")]
+    #[serde(default = "default_log_every")]
+    pub log_every: usize,
     /// evaluate every N epochs (default 1)
     #[argh(option, default = "1")]
     pub eval_every: usize,
@@ -142,6 +148,7 @@ impl Default for FinetuneArgs {
             device: DeviceChoice::Cpu,
             out: PathBuf::from(DEFAULT_OUT),
             save_every: 0,
+            log_every: DEFAULT_LOG_EVERY,
             eval_every: 1,
             resume: None,
             overwrite: false,
@@ -334,6 +341,7 @@ fn run_on<D: BuildDevice, M: TrainModel<D>>(
         schedule_per_step: a.schedule_per_step,
         eval_every: a.eval_every,
         save_every: a.save_every,
+        log_every: a.log_every,
         start: "--init weights",
         t0,
     };

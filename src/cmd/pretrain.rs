@@ -49,6 +49,7 @@ use crate::train::data::{self, LOADER_WORKERS, SHUFFLE_BUFFER, open_run_data, tr
 use crate::train::gadms::{GaDmsRecipe, StepConfig};
 use crate::train::optim::adam_config;
 use crate::train::recipe::Recipe;
+use crate::train::log::{DEFAULT_LOG_EVERY, default_log_every};
 use crate::train::run_dir::{self, RunArgs, TrainState, resolve_args};
 use crate::train::sdm::{SdmRecipe, Trainer};
 use crate::train::{Plan, Probe, TrainModel, init, schedule};
@@ -128,6 +129,11 @@ pub struct PretrainArgs {
     /// last.safetensors every N optimiser steps (default 0: only at the end)
     #[argh(option, default = "0")]
     pub save_every: usize,
+    /// when stdout is not a terminal, print a progress line every N steps (also appended to
+    /// RUN_DIR/train.log; default 50; 0: none)
+    #[argh(option, default = "DEFAULT_LOG_EVERY")]
+    #[serde(default = "default_log_every")]
+    pub log_every: usize,
     /// evaluate every N epochs and keep RUN_DIR/best.safetensors by R1 (default 0: only before
     /// and after training)
     #[argh(option, default = "0")]
@@ -229,6 +235,7 @@ impl Default for PretrainArgs {
             aug_pad: DEFAULT_AUG_PAD,
             aug_erase: DEFAULT_AUG_ERASE,
             save_every: 0,
+            log_every: DEFAULT_LOG_EVERY,
             eval_every: 0,
             init: None,
             resume: None,
@@ -494,6 +501,7 @@ fn run_on<D: BuildDevice, M: TrainModel<D>>(
         schedule_per_step: a.schedule_per_step,
         eval_every: a.eval_every,
         save_every: a.save_every,
+        log_every: a.log_every,
         start: if a.init.is_some() {
             "--init weights"
         } else {

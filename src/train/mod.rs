@@ -11,6 +11,7 @@ pub mod data;
 pub mod gadms;
 pub mod init;
 pub mod irra;
+pub mod log;
 pub mod model;
 pub mod optim;
 pub mod recipe;
@@ -18,6 +19,7 @@ pub mod run_dir;
 pub mod schedule;
 pub mod score_report;
 pub mod sdm;
+pub mod tensorboard;
 
 pub use model::TrainModel;
 pub use recipe::{Recipe, StepOut};
@@ -27,10 +29,8 @@ use anyhow::{Context, Result, bail};
 use data::NamedEval;
 use dfdx::prelude::Device;
 use gadms_data::loader::Loader;
-use indicatif::{ProgressBar, ProgressStyle};
+use log::{StepReport, TrainLog};
 use run_dir::{BEST_FILE, EvalLine, Jsonl, LAST_FILE, TrainState};
-use serde::Serialize;
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -56,6 +56,8 @@ pub struct Plan {
     pub eval_every: usize,
     /// Checkpoint every N steps (0: none, not even at the end).
     pub save_every: usize,
+    /// A text log line every N steps when stdout is not a terminal, and in train.log (0: none).
+    pub log_every: usize,
     /// Where the starting weights came from, for the first table (`random init`, …).
     pub start: &'static str,
     /// When the command started (for the total time).
@@ -96,7 +98,7 @@ where
     C: dfdx::nn::tensor_collection::TensorCollection<f32, D>,
 {
     let metrics_path = plan.out.join(run_dir::METRICS_FILE);
-    let (mut log, old_lines) = Jsonl::open(&metrics_path, resume.as_ref().map(|(_, s)| s.step))?;
+    let (jsonl, old_lines) = Jsonl::open(&metrics_path, resume.as_ref().map(|(_, s)| s.step))?;
     let mut at = Progress::default();
     let steps_per_epoch = loader.batches_per_epoch() as usize;
     if let Some((dir, st)) = &resume {
@@ -114,12 +116,13 @@ where
             evaluated_epoch: st.evaluated_epoch,
         };
     }
+    let total = steps_per_epoch * plan.epochs;
+    let mut log = TrainLog::open(&plan.out, jsonl, plan.log_every, at.step, total)?;
     let before = match resume {
         None => evaluate_before(plan, recipe.clip(), evals, &mut log)?,
         Some(_) => before_from_log(evals, &old_lines),
     };
 
-    let pb = progress_bar(steps_per_epoch * plan.epochs, at.step);
     let mut last_ckpt: Option<PathBuf> = resume.map(|(d, _)| d);
     let mut clock = Clock::default();
     let start = loader.state();
@@ -148,22 +151,28 @@ where
             let tc = Instant::now();
             let out = recipe.step(batch, lr)?;
             if !out.loss.is_finite() {
-                pb.finish_and_clear();
+                log.clear();
                 bail!(
                     "{}",
                     nan_message(&out, at.step + 1, epoch, last_ckpt.as_deref())
                 );
             }
+            let computed = tc.elapsed().as_secs_f64();
             at.step += 1;
             pairs += b;
             loss_sum += out.loss as f64;
             steps += 1;
             clock.data_wait += waited;
-            clock.compute += tc.elapsed().as_secs_f64();
-            let rate = b as f64 / t.elapsed().as_secs_f64();
-            log.write(&StepLine::new(at.step, epoch, &out, lr, rate))?;
-            pb.set_position(at.step as u64);
-            pb.set_message(progress_message(&out, epoch, plan.epochs, lr, rate, &clock));
+            clock.compute += computed;
+            log.step(&StepReport {
+                step: at.step,
+                epoch: (epoch, plan.epochs),
+                out: &out,
+                lr,
+                pairs: b,
+                data_s: waited,
+                step_s: computed,
+            })?;
             test_hooks::delay();
             let epoch_end = loader.state().next_batch == 0;
             if epoch_end {
@@ -181,7 +190,7 @@ where
                 if due {
                     line += &evaluate_epoch(plan, recipe.clip(), evals, &mut log, &mut at, epoch)?;
                 }
-                say(&pb, line);
+                log.say(&line)?;
             }
             let last = epoch == plan.epochs && epoch_end;
             if plan.save_every > 0 && at.step % plan.save_every == 0 && !last {
@@ -193,7 +202,7 @@ where
             }
         }
     }
-    pb.finish_and_clear();
+    log.finish()?;
     let train_secs = clock.start.elapsed().as_secs_f64();
 
     // After training: the last epoch's evaluation (read back from metrics.jsonl: a resumed
@@ -205,7 +214,7 @@ where
     let fit = match probe {
         Some(p) => {
             let m = evaluate(recipe.clip(), &p.set)?;
-            log.write(&EvalLine {
+            log.eval(&EvalLine {
                 step: at.step,
                 epoch: plan.epochs,
                 split: "train-subset",
@@ -260,12 +269,12 @@ fn evaluate_before<D: Device<f32>, C: gadms_nn::ClipInference<f32, D>>(
     plan: &Plan,
     model: &C,
     evals: &[NamedEval],
-    log: &mut Jsonl,
+    log: &mut TrainLog,
 ) -> Result<Vec<Option<RankMetrics>>> {
     let mut before = Vec::new();
     for e in evals {
         let m = evaluate(model, &e.set)?;
-        log.write(&EvalLine {
+        log.eval(&EvalLine {
             step: 0,
             epoch: 0,
             split: &e.split,
@@ -303,7 +312,7 @@ fn evaluate_epoch<D: Device<f32>, C>(
     plan: &Plan,
     model: &C,
     evals: &[NamedEval],
-    log: &mut Jsonl,
+    log: &mut TrainLog,
     at: &mut Progress,
     epoch: usize,
 ) -> Result<String>
@@ -314,7 +323,7 @@ where
     let mut line = String::new();
     for (i, e) in evals.iter().enumerate() {
         let m = evaluate(model, &e.set)?;
-        log.write(&EvalLine {
+        log.eval(&EvalLine {
             step: at.step,
             epoch,
             split: &e.split,
@@ -377,42 +386,6 @@ fn nan_message(out: &StepOut, step: usize, epoch: usize, last_ckpt: Option<&Path
     )
 }
 
-/// One step line of metrics.jsonl: `step`, `epoch`, `loss`, `loss_NAME` for each part, `lr`,
-/// `pairs_per_s`, and `masked_tokens` / `grad_norm` when the recipe reports them.
-#[derive(Serialize)]
-struct StepLine {
-    step: usize,
-    epoch: usize,
-    loss: f32,
-    #[serde(flatten)]
-    parts: BTreeMap<String, f32>,
-    lr: f64,
-    pairs_per_s: f64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    masked_tokens: Option<usize>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    grad_norm: Option<f32>,
-}
-
-impl StepLine {
-    fn new(step: usize, epoch: usize, out: &StepOut, lr: f64, pairs_per_s: f64) -> StepLine {
-        StepLine {
-            step,
-            epoch,
-            loss: out.loss,
-            parts: out
-                .parts
-                .iter()
-                .map(|(n, v)| (format!("loss_{n}"), *v))
-                .collect(),
-            lr,
-            pairs_per_s,
-            masked_tokens: out.masked_tokens,
-            grad_norm: out.grad_norm,
-        }
-    }
-}
-
 /// Time spent waiting for data and computing, and pairs trained, since training started.
 struct Clock {
     start: Instant,
@@ -429,53 +402,6 @@ impl Default for Clock {
             compute: 0.0,
             pairs: 0,
         }
-    }
-}
-
-fn progress_bar(len: usize, pos: usize) -> ProgressBar {
-    let pb = ProgressBar::new(len as u64);
-    pb.set_style(
-        ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] {bar:30.cyan/blue} {pos}/{len} steps {msg}",
-        )
-        .expect("valid template")
-        .progress_chars("=> "),
-    );
-    pb.set_position(pos as u64);
-    pb
-}
-
-fn progress_message(
-    out: &StepOut,
-    epoch: usize,
-    epochs: usize,
-    lr: f64,
-    rate: f64,
-    c: &Clock,
-) -> String {
-    let parts = if out.parts.len() > 1 {
-        let p: Vec<String> = out
-            .parts
-            .iter()
-            .map(|(n, v)| format!("{n} {v:.3}"))
-            .collect();
-        format!(" ({})", p.join(" "))
-    } else {
-        String::new()
-    };
-    format!(
-        "epoch {epoch}/{epochs} loss {:.4}{parts} lr {lr:.2e} {rate:.0} pairs/s data {:.0}% of time",
-        out.loss,
-        100.0 * c.data_wait / (c.data_wait + c.compute).max(1e-9)
-    )
-}
-
-/// Prints `line` above the progress bar (or plainly when the bar is hidden).
-fn say(pb: &ProgressBar, line: String) {
-    if pb.is_hidden() {
-        println!("{line}");
-    } else {
-        pb.println(line);
     }
 }
 

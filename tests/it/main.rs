@@ -9,6 +9,7 @@ mod cli;
 mod corrupt;
 mod finetune;
 mod gadms_step;
+mod logs;
 mod optim;
 mod packed;
 mod preset_train;
