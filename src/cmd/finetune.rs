@@ -23,7 +23,7 @@ use crate::train::data::{self, open_run_data, train_loader};
 use crate::train::irra::{Classes, FtWeights, IrraRecipe};
 use crate::train::optim::adam_config;
 use crate::train::run_dir::{self, RunArgs, TrainState, resolve_args};
-use crate::train::{Plan, TrainModel, init, schedule};
+use crate::train::{Plan, TrainModel, accum, init, schedule};
 use anyhow::{Context, Result, bail};
 use argh::FromArgs;
 use gadms_data::augment::AugmentConfig;
@@ -58,9 +58,15 @@ pub struct FinetuneArgs {
     /// epochs (default 60, IRRA)
     #[argh(option, default = "60")]
     pub epochs: usize,
-    /// image-caption pairs per step (default 64, IRRA)
+    /// image-caption pairs per micro-batch; a step takes batch-size x accum-steps pairs
+    /// (default 64, IRRA)
     #[argh(option, default = "64")]
     pub batch_size: usize,
+    /// micro-batches per optimiser step (gradient accumulation, exact for SDM: trains as
+    /// --batch-size B*N would, holding the activations of B pairs) (default 1)
+    #[argh(option, default = "accum::default_steps()")]
+    #[serde(default = "accum::default_steps")]
+    pub accum_steps: usize,
     /// base learning rate (default 1e-5, IRRA)
     #[argh(option, default = "1e-5")]
     pub lr: f64,
@@ -133,6 +139,7 @@ impl Default for FinetuneArgs {
             eval_data: Vec::new(),
             epochs: 60,
             batch_size: 64,
+            accum_steps: 1,
             lr: 1e-5,
             warmup_epochs: None,
             schedule_per_step: false,
@@ -180,9 +187,7 @@ impl FinetuneArgs {
         if self.epochs == 0 {
             bail!("--epochs must be at least 1");
         }
-        if self.batch_size < 2 {
-            bail!("--batch-size must be at least 2 (SDM contrasts the pairs of a batch)");
-        }
+        accum::loader_batch(self.batch_size, self.accum_steps)?;
         if !(self.lr.is_finite() && self.lr > 0.0) {
             bail!("--lr must be a positive number, got {}", self.lr);
         }
@@ -301,7 +306,7 @@ fn run_on<D: BuildDevice, M: TrainModel<D>>(
     print_data(&d, &classes);
     let (loader, steps_per_epoch) = train_loader(
         d.train.clone(),
-        a.batch_size,
+        accum::loader_batch(a.batch_size, a.accum_steps)?,
         a.seed,
         a.augment(),
         Masking::Mlm,
@@ -323,6 +328,7 @@ fn run_on<D: BuildDevice, M: TrainModel<D>>(
         mlm: a.mlm_weight,
     };
     let mut recipe = IrraRecipe::<D, M>::new(model, &dev, classes, weights);
+    recipe.accum_steps = a.accum_steps;
     let plan = Plan {
         command: "finetune",
         args: serde_json::to_value(&a)?,
@@ -408,6 +414,8 @@ fn config_json(
         "decoder": crate::preset::decoder_name(a.preset),
         "warmup_epochs_used": warmup,
         "steps_per_epoch": steps_per_epoch,
+        "accum_steps": a.accum_steps,
+        "pairs_per_step": a.batch_size * a.accum_steps,
         "loss": "sdm(person ids) + id_weight * id + mlm_weight * mlm(15%)",
         "classes": classes,
         "optimizer": adam_config(),

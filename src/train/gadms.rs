@@ -50,6 +50,7 @@
 //! `LoaderState` this resumes a run bit-exactly (tested). The final files are
 //! `last.safetensors` (CLIP), `gadms_model.safetensors` (CLIP + decoder) and `scores.f32`.
 
+use super::gadms_accum::{GaDmsAccum, train_step_accum};
 use super::optim::{Adam, Group, adam_config};
 use super::recipe::{ModelParts, Recipe, StepOut};
 use super::run_dir::{self, GADMS_MODEL_FILE, LAST_FILE};
@@ -194,7 +195,7 @@ pub struct Forward<E: Dtype, D: Storage<E>> {
 }
 
 /// Caption rows of the batch as `[u32; CTX]` (the loader's are `[u32; 77]`).
-fn rows<const CTX: usize>(what: &str, ids: &[[u32; 77]], b: usize) -> Vec<[u32; CTX]> {
+pub(crate) fn rows<const CTX: usize>(what: &str, ids: &[[u32; 77]], b: usize) -> Vec<[u32; CTX]> {
     assert_eq!(
         ids.len(),
         b,
@@ -454,6 +455,9 @@ pub struct GaDmsRecipe<D: Device<f32>, M> {
     pub cfg: StepConfig,
     /// SDM identities = sample indices (every caption its own pid; docs/method.md §5.1).
     pub caption_pids: bool,
+    /// Micro-batches per step (`--accum-steps`; 1: [`train_step`], else
+    /// [`super::gadms_accum::train_step_accum`]).
+    pub accum_steps: usize,
     _device: std::marker::PhantomData<D>,
 }
 
@@ -466,12 +470,13 @@ impl<D: Device<f32>, M: GaDmsForward<f32, D>> GaDmsRecipe<D, M> {
             scores,
             cfg,
             caption_pids,
+            accum_steps: 1,
             _device: std::marker::PhantomData,
         }
     }
 }
 
-impl<D: Device<f32>, M: GaDmsForward<f32, D> + ModelParts<D>> Recipe<D> for GaDmsRecipe<D, M> {
+impl<D: Device<f32>, M: GaDmsAccum<D> + ModelParts<D>> Recipe<D> for GaDmsRecipe<D, M> {
     type Clip = M::Clip;
 
     fn clip(&self) -> &M::Clip {
@@ -482,14 +487,11 @@ impl<D: Device<f32>, M: GaDmsForward<f32, D> + ModelParts<D>> Recipe<D> for GaDm
         if self.caption_pids {
             batch.pids = batch.sample_index.clone();
         }
-        let r = train_step(
-            self.model.as_mut(),
-            &mut self.opt,
-            &batch,
-            &self.scores,
-            &self.cfg,
-            lr as f32,
-        );
+        let (model, lr) = (self.model.as_mut(), lr as f32);
+        let r = match self.accum_steps {
+            1 => train_step(model, &mut self.opt, &batch, &self.scores, &self.cfg, lr),
+            k => train_step_accum(model, &mut self.opt, &batch, &self.scores, &self.cfg, lr, k)?,
+        };
         debug_assert_eq!(r.applied, r.loss.is_finite());
         Ok(StepOut {
             loss: r.loss,
