@@ -267,8 +267,18 @@ fn run_on<D: BuildDevice, M: TrainModel<D>>(
     println!(
         "gadms finetune: IRRA recipe on the '{}' preset: SDM (person ids) + {}*ID + {}*MLM \
          (15%, MTP decoder), Adam lr {:.1e} with IRRA groups (cross/classifier/mlm_head 5x, \
-         bias 2x without decay), {} warm-up epochs then cosine, {} epochs of batch {}.",
-        spec.name, a.id_weight, a.mlm_weight, a.lr, warmup, a.epochs, a.batch_size
+         bias 2x without decay), {} warm-up epochs then cosine, {} epochs of batch {}{}.",
+        spec.name,
+        a.id_weight,
+        a.mlm_weight,
+        a.lr,
+        warmup,
+        a.epochs,
+        a.batch_size,
+        match a.accum_steps {
+            1 => String::new(),
+            k => format!(" x {k} accumulated micro-batches"),
+        }
     );
     if let Some((dir, st)) = &resume {
         println!(
