@@ -5,7 +5,8 @@
 //!
 //! **Schedule**: 5 warm-up epochs from 0.1× then cosine to 0, once per epoch
 //! (`--schedule-per-step` to step it per iteration). **Defaults**: 60 epochs, batch 64,
-//! lr 1e-5 (IRRA's).
+//! lr 1e-5 (IRRA's). `--accum-steps K` makes a step of K micro-batches of `--batch-size`
+//! ([`crate::train::accum`]).
 //!
 //! **Evaluation** every `--eval-every` epochs (default 1, IRRA's per-epoch evaluation) on each
 //! `--eval-data` set; `best.safetensors` follows the first set's R1. IRRA selects on the

@@ -30,7 +30,8 @@
 //! stored at the preset's size (64×32 for `tiny`, 384×128 for `vit-b-16`), and `--eval-data
 //! DIR` evaluates on one. Batches come from
 //! `gadms_data::loader::Loader`: a deterministic order and per-sample augmentation, and with
-//! `ga-dms` the dual caption masking.
+//! `ga-dms` the dual caption masking. `--accum-steps K` makes a step of K micro-batches of
+//! `--batch-size` from one loader batch of `B·K` ([`crate::train::accum`]).
 //!
 //! **Outputs.** `RUN_DIR/config.json`, `metrics.jsonl` (one line per step: `loss`, `loss_sdm`,
 //! `lr`, `pairs_per_s`, and with `ga-dms` also `loss_mtp`, `masked_tokens`, `grad_norm`; one
