@@ -76,7 +76,7 @@ pub fn loader_batch(batch_size: usize, steps: usize) -> Result<usize> {
 /// # Errors
 /// If `k` is 0 or does not divide `n` (the loader's batch is `B·K`, so it always does).
 pub fn micro_size(n: usize, k: usize) -> Result<usize> {
-    if k == 0 || n % k != 0 || n == 0 {
+    if k == 0 || n == 0 || !n.is_multiple_of(k) {
         bail!("gradient accumulation: a batch of {n} pairs does not split into {k} micro-batches");
     }
     Ok(n / k)

@@ -112,7 +112,7 @@ impl<
         let shape = (b, Const::<3>, Const::<IMG_H>, Const::<IMG_W>);
         let images = dev.tensor_from_vec(micro.images.clone(), shape);
         let v = cls_token(self.clip.visual.forward(images, None));
-        let clean: Vec<[u32; CTX]> = micro.ids_clean.iter().map(|r| ctx_row(r)).collect();
+        let clean: Vec<[u32; CTX]> = micro.ids_clean.iter().map(ctx_row).collect();
         let t = text_features_trimmed(text, &dev, &clean, NoneTape);
         (v.as_vec(), t.as_vec())
     }
@@ -135,7 +135,7 @@ impl<
         // As finetune_step: the tokens carry the store into MLM, the CLS row feeds SDM and ID.
         let tokens = self.clip.visual.forward(images.traced(grads), None);
         let v = cls_token(tokens.with_empty_tape());
-        let clean: Vec<[u32; CTX]> = micro.ids_clean.iter().map(|r| ctx_row(r)).collect();
+        let clean: Vec<[u32; CTX]> = micro.ids_clean.iter().map(ctx_row).collect();
         let t = text_features_trimmed(text, &dev, &clean, tape_with(&dev, Gradients::leaky()));
         let l_sdm = sdm_loss(
             splice(&whole.cached.image, v.with_empty_tape(), at),
@@ -148,7 +148,7 @@ impl<
         let share = b as f32 / whole.pids.len() as f32;
         let (l_id, g) = classifier.loss(v, t, &whole.pids[at..at + b]);
         let l_id = l_id * share;
-        let info: Vec<[u32; CTX]> = micro.ids_info.iter().map(|r| ctx_row(r)).collect();
+        let info: Vec<[u32; CTX]> = micro.ids_info.iter().map(ctx_row).collect();
         let ids = TextInput::<CTX, D>::new(&dev, &info).ids;
         let labels: Vec<u32> = micro.info_labels.iter().flatten().copied().collect();
         let tm = text.forward(ids, tape_with(&dev, Gradients::leaky()), None);

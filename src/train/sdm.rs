@@ -110,7 +110,7 @@ where
         let dev = self.text.text_projection.device().clone();
         let images = dev.tensor_from_vec(pixels, (b, Const::<3>, Const::<IMG_H>, Const::<IMG_W>));
         let img = cls_token(self.visual.forward(images, None));
-        let rows: Vec<[u32; CTX]> = rows.iter().map(|r| ctx_row(r)).collect();
+        let rows: Vec<[u32; CTX]> = rows.iter().map(ctx_row).collect();
         let txt = text_features_trimmed(&self.text, &dev, &rows, NoneTape);
         (img.as_vec(), txt.as_vec())
     }
@@ -128,7 +128,7 @@ where
         let dev = self.text.text_projection.device().clone();
         let images = dev.tensor_from_vec(pixels, (b, Const::<3>, Const::<IMG_H>, Const::<IMG_W>));
         let img = cls_token(self.visual.forward(images.traced(grads), None));
-        let rows: Vec<[u32; CTX]> = rows.iter().map(|r| ctx_row(r)).collect();
+        let rows: Vec<[u32; CTX]> = rows.iter().map(ctx_row).collect();
         let txt = text_features_trimmed(&self.text, &dev, &rows, OwnedTape::default());
         let img = splice(&cached.image, img, at);
         let txt = splice(&cached.text, txt, at);
