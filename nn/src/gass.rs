@@ -269,6 +269,68 @@ pub fn gass_scores<
     ids: &TextInput<CTX, D>,
     cfg: &GassConfig,
 ) -> Result<GassOutput, GassError> {
+    let (mut out, emap) = gass_raw(text, image_cls, ids, cfg)?;
+    out.scores = batch_min_max(&emap);
+    Ok(out)
+}
+
+/// The un-normalised map `E = ReLU(Σ_l M_l)·m` of [`gass_scores`] (before step C's batch
+/// min–max), [B·CTX] row-major, in f64. Every row depends on its own (image, caption) pair
+/// only, so the maps of several parts of a batch, concatenated and passed to
+/// [`batch_min_max`], give exactly the scores of [`gass_scores`] on the whole batch (gradient
+/// accumulation over micro-batches).
+pub fn gass_emap<
+    const VOCAB: usize,
+    const CTX: usize,
+    const W: usize,
+    const H: usize,
+    const HD: usize,
+    const F: usize,
+    const L: usize,
+    const EMBED: usize,
+    E: Float,
+    D: Device<E>,
+>(
+    text: &TextTower<VOCAB, CTX, W, H, HD, F, L, EMBED, E, D>,
+    image_cls: Tensor<(usize, Const<EMBED>), E, D>,
+    ids: &TextInput<CTX, D>,
+    cfg: &GassConfig,
+) -> Result<Vec<f64>, GassError> {
+    Ok(gass_raw(text, image_cls, ids, cfg)?.1)
+}
+
+/// Step C's normalisation: `(E − min E)/(max E − min E)` with min and max over every entry of
+/// `emap` (the whole B×S batch), or all zeros when `max = min`.
+pub fn batch_min_max(emap: &[f64]) -> Vec<f32> {
+    let lo = emap.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = emap.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    if hi > lo {
+        emap.iter()
+            .map(|&x| ((x - lo) / (hi - lo)) as f32)
+            .collect()
+    } else {
+        vec![0.0; emap.len()]
+    }
+}
+
+/// [`gass_scores`] up to the map `E` (returned in f64); the output's `scores` are left empty.
+fn gass_raw<
+    const VOCAB: usize,
+    const CTX: usize,
+    const W: usize,
+    const H: usize,
+    const HD: usize,
+    const F: usize,
+    const L: usize,
+    const EMBED: usize,
+    E: Float,
+    D: Device<E>,
+>(
+    text: &TextTower<VOCAB, CTX, W, H, HD, F, L, EMBED, E, D>,
+    image_cls: Tensor<(usize, Const<EMBED>), E, D>,
+    ids: &TextInput<CTX, D>,
+    cfg: &GassConfig,
+) -> Result<(GassOutput, Vec<f64>), GassError> {
     let b = ids.len();
     if image_cls.shape().0 != b {
         return Err(GassError::BatchMismatch {
@@ -415,31 +477,23 @@ pub fn gass_scores<
         }
     }
 
-    // ---- C: ReLU of the layer sum, mask, batch min–max.
+    // ---- C: ReLU of the layer sum and mask (the batch min–max is the caller's).
     let emap: Vec<f64> = total
         .iter()
         .enumerate()
         .map(|(i, &x)| if valid(i / s, i % s) { x.max(0.0) } else { 0.0 })
         .collect();
-    let lo = emap.iter().copied().fold(f64::INFINITY, f64::min);
-    let hi = emap.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    let scores: Vec<f32> = if hi > lo {
-        emap.iter()
-            .map(|&x| ((x - lo) / (hi - lo)) as f32)
-            .collect()
-    } else {
-        vec![0.0; emap.len()]
-    };
-    Ok(GassOutput {
+    let out = GassOutput {
         batch: b,
         ctx: s,
         layers: n,
-        scores,
+        scores: Vec::new(),
         emap: emap.iter().map(|&x| x as f32).collect(),
         cos,
         text_features: tv.iter().map(|&x| f(x) as f32).collect(),
         per_layer,
-    })
+    };
+    Ok((out, emap))
 }
 
 /// Multi-scale pooling over the sequence axis of one sample's features `x` [S, W] (row-major),

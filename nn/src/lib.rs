@@ -29,7 +29,9 @@ pub use clip::{
     TinyVision, VITB16_SPEC, ViTB16, ViTB16Text, ViTB16Vision, VisionSpec, spec_of,
 };
 pub use gadms::{GaDms, GaDmsTiny, GaDmsViTB16};
-pub use gass::{GassConfig, GassError, GassLayer, GassNorm, GassOutput, gass_scores};
+pub use gass::{
+    GassConfig, GassError, GassLayer, GassNorm, GassOutput, batch_min_max, gass_emap, gass_scores,
+};
 pub use id::{IdClassifier, IdGrads, ce_rows};
 pub use layers::{Float, LayerNorm, Mlp, quick_gelu, tape_with};
 pub use loss::{l2_normalize, sdm_loss};

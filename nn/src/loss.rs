@@ -198,13 +198,28 @@ pub fn masked_rows_ce<const V: usize, E: Float, D: Device<E>, T: Tape<E, D>>(
     logits: Tensor<(usize, Const<V>), E, D, T>,
     labels: &[u32],
 ) -> Tensor<Rank0, E, D, T> {
+    let count = labels.iter().filter(|&&l| l != 0).count();
+    masked_rows_ce_over(logits, labels, count)
+}
+
+/// [`masked_rows_ce`] with the sum of the labelled rows' cross entropies divided by `count`
+/// instead of by their own number: the part of a larger batch's mean that these rows carry,
+/// when that batch has `count` labelled rows in all (gradient accumulation over micro-batches:
+/// the parts of the micro-batches add up to the whole batch's mean). `count = 0` gives 0.
+///
+/// # Panics
+/// If `labels.len() != N` or a label is ≥ V.
+pub fn masked_rows_ce_over<const V: usize, E: Float, D: Device<E>, T: Tape<E, D>>(
+    logits: Tensor<(usize, Const<V>), E, D, T>,
+    labels: &[u32],
+    count: usize,
+) -> Tensor<Rank0, E, D, T> {
     let n = logits.shape().0;
     assert_eq!(labels.len(), n, "masked_rows_ce: need one label per row");
     assert!(
         labels.iter().all(|&l| (l as usize) < V),
         "masked_rows_ce: label out of the vocabulary (V = {V})"
     );
-    let count = labels.iter().filter(|&&l| l != 0).count();
     let w = if count == 0 { 0.0 } else { 1.0 / count as f64 };
     let rows: Vec<usize> = labels.iter().map(|&l| l as usize).collect();
     let row_w: Vec<f64> = labels

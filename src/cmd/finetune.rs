@@ -5,7 +5,8 @@
 //!
 //! **Schedule**: 5 warm-up epochs from 0.1× then cosine to 0, once per epoch
 //! (`--schedule-per-step` to step it per iteration). **Defaults**: 60 epochs, batch 64,
-//! lr 1e-5 (IRRA's).
+//! lr 1e-5 (IRRA's). `--accum-steps K` makes a step of K micro-batches of `--batch-size`
+//! ([`crate::train::accum`]).
 //!
 //! **Evaluation** every `--eval-every` epochs (default 1, IRRA's per-epoch evaluation) on each
 //! `--eval-data` set; `best.safetensors` follows the first set's R1. IRRA selects on the
@@ -24,7 +25,7 @@ use crate::train::irra::{Classes, FtWeights, IrraRecipe};
 use crate::train::optim::adam_config;
 use crate::train::log::{DEFAULT_LOG_EVERY, default_log_every};
 use crate::train::run_dir::{self, RunArgs, TrainState, resolve_args};
-use crate::train::{Plan, TrainModel, init, schedule};
+use crate::train::{Plan, TrainModel, accum, init, schedule};
 use anyhow::{Context, Result, bail};
 use argh::FromArgs;
 use gadms_data::augment::AugmentConfig;
@@ -59,9 +60,15 @@ pub struct FinetuneArgs {
     /// epochs (default 60, IRRA)
     #[argh(option, default = "60")]
     pub epochs: usize,
-    /// image-caption pairs per step (default 64, IRRA)
+    /// image-caption pairs per micro-batch; a step takes batch-size x accum-steps pairs
+    /// (default 64, IRRA)
     #[argh(option, default = "64")]
     pub batch_size: usize,
+    /// micro-batches per optimiser step (gradient accumulation, exact for SDM: trains as
+    /// --batch-size B*N would, holding the activations of B pairs) (default 1)
+    #[argh(option, default = "accum::default_steps()")]
+    #[serde(default = "accum::default_steps")]
+    pub accum_steps: usize,
     /// base learning rate (default 1e-5, IRRA)
     #[argh(option, default = "1e-5")]
     pub lr: f64,
@@ -139,6 +146,7 @@ impl Default for FinetuneArgs {
             eval_data: Vec::new(),
             epochs: 60,
             batch_size: 64,
+            accum_steps: 1,
             lr: 1e-5,
             warmup_epochs: None,
             schedule_per_step: false,
@@ -187,9 +195,7 @@ impl FinetuneArgs {
         if self.epochs == 0 {
             bail!("--epochs must be at least 1");
         }
-        if self.batch_size < 2 {
-            bail!("--batch-size must be at least 2 (SDM contrasts the pairs of a batch)");
-        }
+        accum::loader_batch(self.batch_size, self.accum_steps)?;
         if !(self.lr.is_finite() && self.lr > 0.0) {
             bail!("--lr must be a positive number, got {}", self.lr);
         }
@@ -269,8 +275,18 @@ fn run_on<D: BuildDevice, M: TrainModel<D>>(
     println!(
         "gadms finetune: IRRA recipe on the '{}' preset: SDM (person ids) + {}*ID + {}*MLM \
          (15%, MTP decoder), Adam lr {:.1e} with IRRA groups (cross/classifier/mlm_head 5x, \
-         bias 2x without decay), {} warm-up epochs then cosine, {} epochs of batch {}.",
-        spec.name, a.id_weight, a.mlm_weight, a.lr, warmup, a.epochs, a.batch_size
+         bias 2x without decay), {} warm-up epochs then cosine, {} epochs of batch {}{}.",
+        spec.name,
+        a.id_weight,
+        a.mlm_weight,
+        a.lr,
+        warmup,
+        a.epochs,
+        a.batch_size,
+        match a.accum_steps {
+            1 => String::new(),
+            k => format!(" x {k} accumulated micro-batches"),
+        }
     );
     if let Some((dir, st)) = &resume {
         println!(
@@ -308,7 +324,7 @@ fn run_on<D: BuildDevice, M: TrainModel<D>>(
     print_data(&d, &classes);
     let (loader, steps_per_epoch) = train_loader(
         d.train.clone(),
-        a.batch_size,
+        accum::loader_batch(a.batch_size, a.accum_steps)?,
         a.seed,
         a.augment(),
         Masking::Mlm,
@@ -330,6 +346,7 @@ fn run_on<D: BuildDevice, M: TrainModel<D>>(
         mlm: a.mlm_weight,
     };
     let mut recipe = IrraRecipe::<D, M>::new(model, &dev, classes, weights);
+    recipe.accum_steps = a.accum_steps;
     let plan = Plan {
         command: "finetune",
         args: serde_json::to_value(&a)?,
@@ -417,6 +434,8 @@ fn config_json(
         "decoder": crate::preset::decoder_name(a.preset),
         "warmup_epochs_used": warmup,
         "steps_per_epoch": steps_per_epoch,
+        "accum_steps": a.accum_steps,
+        "pairs_per_step": a.batch_size * a.accum_steps,
         "loss": "sdm(person ids) + id_weight * id + mlm_weight * mlm(15%)",
         "classes": classes,
         "optimizer": adam_config(),

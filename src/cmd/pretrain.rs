@@ -30,7 +30,8 @@
 //! stored at the preset's size (64×32 for `tiny`, 384×128 for `vit-b-16`), and `--eval-data
 //! DIR` evaluates on one. Batches come from
 //! `gadms_data::loader::Loader`: a deterministic order and per-sample augmentation, and with
-//! `ga-dms` the dual caption masking.
+//! `ga-dms` the dual caption masking. `--accum-steps K` makes a step of K micro-batches of
+//! `--batch-size` from one loader batch of `B·K` ([`crate::train::accum`]).
 //!
 //! **Outputs.** `RUN_DIR/config.json`, `metrics.jsonl` (one line per step: `loss`, `loss_sdm`,
 //! `lr`, `pairs_per_s`, and with `ga-dms` also `loss_mtp`, `masked_tokens`, `grad_norm`; one
@@ -52,7 +53,7 @@ use crate::train::recipe::Recipe;
 use crate::train::log::{DEFAULT_LOG_EVERY, default_log_every};
 use crate::train::run_dir::{self, RunArgs, TrainState, resolve_args};
 use crate::train::sdm::{SdmRecipe, Trainer};
-use crate::train::{Plan, Probe, TrainModel, init, schedule};
+use crate::train::{Plan, Probe, TrainModel, accum, init, schedule};
 use anyhow::{Context, Result, bail};
 use argh::FromArgs;
 use dfdx::nn::BuildModule;
@@ -86,9 +87,15 @@ pub struct PretrainArgs {
     /// training epochs (default 24)
     #[argh(option, default = "DEFAULT_EPOCHS")]
     pub epochs: usize,
-    /// image-caption pairs per step (default 32)
+    /// image-caption pairs per micro-batch; a step takes batch-size x accum-steps pairs
+    /// (default 32)
     #[argh(option, default = "DEFAULT_BATCH")]
     pub batch_size: usize,
+    /// micro-batches per optimiser step (gradient accumulation, exact for SDM: trains as
+    /// --batch-size B*N would, holding the activations of B pairs) (default 1)
+    #[argh(option, default = "accum::default_steps()")]
+    #[serde(default = "accum::default_steps")]
+    pub accum_steps: usize,
     /// peak learning rate (default 1e-3; the paper's 1e-5 is for a pretrained ViT-B/16)
     #[argh(option, default = "DEFAULT_LR")]
     pub lr: f64,
@@ -224,6 +231,7 @@ impl Default for PretrainArgs {
         PretrainArgs {
             epochs: DEFAULT_EPOCHS,
             batch_size: DEFAULT_BATCH,
+            accum_steps: 1,
             lr: DEFAULT_LR,
             warmup_epochs: None,
             seed: 0,
@@ -265,9 +273,7 @@ impl PretrainArgs {
         if let Some(p) = &self.init {
             init::resolve(p)?;
         }
-        if self.batch_size < 2 {
-            bail!("--batch-size must be at least 2 (SDM contrasts the pairs of a batch)");
-        }
+        accum::loader_batch(self.batch_size, self.accum_steps)?;
         if !(self.lr.is_finite() && self.lr > 0.0) {
             bail!("--lr must be a positive number, got {}", self.lr);
         }
@@ -460,8 +466,9 @@ fn run_on<D: BuildDevice, M: TrainModel<D>>(
         },
         Start::Sdm(_) => Masking::None,
     };
+    let pairs = accum::loader_batch(a.batch_size, a.accum_steps)?;
     let (loader, steps_per_epoch) =
-        train_loader(d.train.clone(), a.batch_size, a.seed, a.augment(), masking)?;
+        train_loader(d.train.clone(), pairs, a.seed, a.augment(), masking)?;
     // A resumed run leaves out the damaged samples its checkpoint's run did (checked before
     // config.json is rewritten; train::run checks again).
     if let Some((_, st)) = &resume {
@@ -478,16 +485,13 @@ fn run_on<D: BuildDevice, M: TrainModel<D>>(
         Start::Sdm(clip) => Box::new(SdmRecipe {
             trainer: Trainer::from_model(clip, a.lr),
             caption_pids,
+            accum_steps: a.accum_steps,
         }),
         Start::GaDms(model) => {
             let cfg = a.step_config();
-            Box::new(GaDmsRecipe::new(
-                model,
-                scores,
-                cfg,
-                a.masking_config(),
-                caption_pids,
-            ))
+            let mut r = GaDmsRecipe::new(model, scores, cfg, a.masking_config(), caption_pids);
+            r.accum_steps = a.accum_steps;
+            Box::new(r)
         }
     };
     let plan = Plan {
@@ -652,6 +656,8 @@ fn config_json(
         "image_hw": [spec.vision.image_h, spec.vision.image_w],
         "warmup_epochs_used": warmup,
         "steps_per_epoch": steps_per_epoch,
+        "accum_steps": a.accum_steps,
+        "pairs_per_step": a.batch_size * a.accum_steps,
         "objective": a.objective,
         "loss": match a.objective {
             Objective::Sdm => "sdm",

@@ -370,7 +370,8 @@ pub fn open_run_data(
 }
 
 /// The training loader of a run (deterministic order and per-sample augmentation from
-/// `seed`, full batches only) and its batches per epoch.
+/// `seed`, full batches only) and its batches per epoch; `batch_size` is a step's pairs
+/// (`--batch-size` × `--accum-steps`, [`super::accum::loader_batch`]).
 pub fn train_loader(
     train: Arc<Dataset>,
     batch_size: usize,
@@ -400,8 +401,8 @@ pub fn train_loader(
     let steps_per_epoch = loader.batches_per_epoch() as usize;
     if steps_per_epoch == 0 {
         bail!(
-            "--batch-size {batch_size} is larger than the {captions} training captions: no full \
-             batch"
+            "a step's {batch_size} pairs (--batch-size x --accum-steps) are more than the \
+             {captions} training captions: no full batch"
         );
     }
     Ok((loader, steps_per_epoch))

@@ -50,6 +50,7 @@
 //! `LoaderState` this resumes a run bit-exactly (tested). The final files are
 //! `last.safetensors` (CLIP), `gadms_model.safetensors` (CLIP + decoder) and `scores.f32`.
 
+use super::gadms_accum::{GaDmsAccum, train_step_accum};
 use super::optim::{Adam, Group, adam_config};
 use super::recipe::{ModelParts, Recipe, StepOut};
 use super::run_dir::{self, GADMS_MODEL_FILE, LAST_FILE};
@@ -196,7 +197,7 @@ pub struct Forward<E: Dtype, D: Storage<E>> {
 }
 
 /// Caption rows of the batch as `[u32; CTX]` (the loader's are `[u32; 77]`).
-fn rows<const CTX: usize>(what: &str, ids: &[[u32; 77]], b: usize) -> Vec<[u32; CTX]> {
+pub(crate) fn rows<const CTX: usize>(what: &str, ids: &[[u32; 77]], b: usize) -> Vec<[u32; CTX]> {
     assert_eq!(
         ids.len(),
         b,
@@ -458,6 +459,9 @@ pub struct GaDmsRecipe<D: Device<f32>, M> {
     pub caption_pids: bool,
     /// The loader's dual-masking curves (for the end-of-run report).
     pub masking: MaskingConfig,
+    /// Micro-batches per step (`--accum-steps`; 1: [`train_step`], else
+    /// [`super::gadms_accum::train_step_accum`]).
+    pub accum_steps: usize,
     _device: std::marker::PhantomData<D>,
 }
 
@@ -478,12 +482,13 @@ impl<D: Device<f32>, M: GaDmsForward<f32, D>> GaDmsRecipe<D, M> {
             cfg,
             caption_pids,
             masking,
+            accum_steps: 1,
             _device: std::marker::PhantomData,
         }
     }
 }
 
-impl<D: Device<f32>, M: GaDmsForward<f32, D> + ModelParts<D>> Recipe<D> for GaDmsRecipe<D, M> {
+impl<D: Device<f32>, M: GaDmsAccum<D> + ModelParts<D>> Recipe<D> for GaDmsRecipe<D, M> {
     type Clip = M::Clip;
 
     fn clip(&self) -> &M::Clip {
@@ -494,14 +499,11 @@ impl<D: Device<f32>, M: GaDmsForward<f32, D> + ModelParts<D>> Recipe<D> for GaDm
         if self.caption_pids {
             batch.pids = batch.sample_index.clone();
         }
-        let r = train_step(
-            self.model.as_mut(),
-            &mut self.opt,
-            &batch,
-            &self.scores,
-            &self.cfg,
-            lr as f32,
-        );
+        let (model, lr) = (self.model.as_mut(), lr as f32);
+        let r = match self.accum_steps {
+            1 => train_step(model, &mut self.opt, &batch, &self.scores, &self.cfg, lr),
+            k => train_step_accum(model, &mut self.opt, &batch, &self.scores, &self.cfg, lr, k)?,
+        };
         debug_assert_eq!(r.applied, r.loss.is_finite());
         Ok(StepOut {
             loss: r.loss,

@@ -30,6 +30,7 @@
 //! `gadms_model.safetensors`) holds CLIP, the decoder and `classifier.weight` [C, EMBED] /
 //! `classifier.bias` [C] (native names); Adam's state includes the classifier's moments.
 
+use super::irra_accum::{IrraAccum, finetune_step_accum};
 use super::optim::{Adam, Group, adam_config};
 use super::recipe::{ModelParts, Recipe, StepOut};
 use super::run_dir::{self, GADMS_MODEL_FILE, LAST_FILE};
@@ -41,8 +42,8 @@ use gadms_ckpt::Array;
 use gadms_data::loader::Batch;
 use gadms_nn::loss::{SDM_EPS, SDM_LOGIT_SCALE, masked_rows_ce, sdm_loss};
 use gadms_nn::{
-    Clip, GaDms, IdClassifier, MtpDecoder, MtpTiny, TextInput, TextTower, Tiny, VisionTower,
-    cls_token, tape_with, text_features_trimmed,
+    Clip, GaDms, IdClassifier, IdGrads, MtpDecoder, MtpTiny, TextInput, TextTower, Tiny,
+    VisionTower, cls_token, tape_with, text_features_trimmed,
 };
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -257,22 +258,34 @@ impl<
             return report;
         }
         let grads = loss.backward();
-        let stats = opt.update(self, &grads, lr, &irra_group);
-        let scale = w.id as f32;
-        let mut p = classifier.weight.as_vec();
-        let g: Vec<f32> = id_grads.weight.iter().map(|x| x * scale).collect();
-        let name = "classifier.weight";
-        opt.update_slice(name, &mut p, &g, lr, irra_group(name));
-        classifier.weight.copy_from(&p);
-        let mut p = classifier.bias.as_vec();
-        let g: Vec<f32> = id_grads.bias.iter().map(|x| x * scale).collect();
-        let name = "classifier.bias";
-        opt.update_slice(name, &mut p, &g, lr, irra_group(name));
-        classifier.bias.copy_from(&p);
-        report.grad_norm = stats.grad_norm;
+        report.grad_norm = update(self, classifier, opt, &grads, &id_grads, w.id as f32, lr);
         report.applied = true;
         report
     }
+}
+
+/// The Adam update of a fine-tuning step at learning rate `lr`, IRRA's groups: the model from
+/// `grads` (its tape's store), then the classifier from its host gradients `id` times the ID
+/// weight `w_id`. Returns the model's global gradient norm.
+pub(crate) fn update<D: Device<f32>, M: TensorCollection<f32, D>, C: IdHead<D>>(
+    model: &mut M,
+    classifier: &mut C,
+    opt: &mut Adam,
+    grads: &Gradients<f32, D>,
+    id: &IdGrads,
+    w_id: f32,
+    lr: f32,
+) -> f32 {
+    let stats = opt.update(model, grads, lr, &irra_group);
+    let (mut weight, mut bias) = classifier.to_vecs();
+    let g: Vec<f32> = id.weight.iter().map(|x| x * w_id).collect();
+    let name = "classifier.weight";
+    opt.update_slice(name, &mut weight, &g, lr, irra_group(name));
+    let g: Vec<f32> = id.bias.iter().map(|x| x * w_id).collect();
+    let name = "classifier.bias";
+    opt.update_slice(name, &mut bias, &g, lr, irra_group(name));
+    classifier.copy_from_vecs(&weight, &bias);
+    stats.grad_norm
 }
 
 /// Saves model + classifier as a native full-model file (`classifier.weight` [C, EMBED],
@@ -383,6 +396,9 @@ pub struct IrraRecipe<D: Device<f32>, M: IrraStep<D>> {
     pub weights: FtWeights,
     /// Person id → class of the classifier.
     pub classes: Classes,
+    /// Micro-batches per step (`--accum-steps`; 1: [`IrraStep::finetune_step`], else
+    /// [`super::irra_accum::finetune_step_accum`]).
+    pub accum_steps: usize,
 }
 
 impl<D: Device<f32>, M: IrraStep<D>> IrraRecipe<D, M> {
@@ -398,11 +414,12 @@ impl<D: Device<f32>, M: IrraStep<D>> IrraRecipe<D, M> {
             opt: Adam::new(adam_config()),
             weights,
             classes,
+            accum_steps: 1,
         }
     }
 }
 
-impl<D: Device<f32>, M: IrraStep<D> + ModelParts<D>> Recipe<D> for IrraRecipe<D, M> {
+impl<D: Device<f32>, M: IrraAccum<D> + ModelParts<D>> Recipe<D> for IrraRecipe<D, M> {
     type Clip = M::Clip;
 
     fn clip(&self) -> &M::Clip {
@@ -418,13 +435,11 @@ impl<D: Device<f32>, M: IrraStep<D> + ModelParts<D>> Recipe<D> for IrraRecipe<D,
                 .context("a training pid outside the class map")?;
             *p = class as u64;
         }
-        let r = self.model.finetune_step(
-            &mut self.classifier,
-            &mut self.opt,
-            &batch,
-            self.weights,
-            lr as f32,
-        );
+        let (model, cl, opt) = (self.model.as_mut(), &mut self.classifier, &mut self.opt);
+        let r = match self.accum_steps {
+            1 => model.finetune_step(cl, opt, &batch, self.weights, lr as f32),
+            k => finetune_step_accum(model, cl, opt, &batch, self.weights, lr as f32, k)?,
+        };
         debug_assert_eq!(r.applied, r.loss.is_finite());
         Ok(StepOut {
             loss: r.loss,

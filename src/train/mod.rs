@@ -5,12 +5,16 @@
 //! `best.safetensors`, checkpoints and resume ([`run_dir`]).
 //!
 //! Beside it: the optimiser ([`optim`]), the learning-rate schedule ([`schedule`]), `--init`
-//! ([`init`]), the run's data ([`data`]) and the per-preset model types ([`model`]).
+//! ([`init`]), the run's data ([`data`]), the per-preset model types ([`model`]) and exact
+//! gradient accumulation over micro-batches ([`accum`], `--accum-steps`).
 
+pub mod accum;
 pub mod data;
 pub mod gadms;
+pub mod gadms_accum;
 pub mod init;
 pub mod irra;
+pub mod irra_accum;
 pub mod log;
 pub mod model;
 pub mod optim;

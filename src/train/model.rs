@@ -13,14 +13,15 @@
 //! | `M::Classifier` | `IdClassifier<32>` | `IdClassifier<512>` |
 //!
 //! Each capability is implemented once, generically over the sizes, in its recipe's file
-//! ([`super::sdm::SdmLoss`], [`super::gadms::GaDmsForward`], [`super::irra::IrraStep`]), so
-//! both presets run exactly the same code.
+//! ([`super::sdm::SdmLoss`], [`super::gadms::GaDmsForward`], [`super::irra::IrraStep`]) and
+//! its micro-batch passes in their `_accum` files ([`super::gadms_accum::GaDmsAccum`],
+//! [`super::irra_accum::IrraAccum`]), so both presets run exactly the same code.
 //!
 //! [`GaDmsTiny`]: gadms_nn::GaDmsTiny
 //! [`GaDmsViTB16`]: gadms_nn::GaDmsViTB16
 
-use super::gadms::GaDmsForward;
-use super::irra::IrraStep;
+use super::gadms_accum::GaDmsAccum;
+use super::irra_accum::IrraAccum;
 use super::recipe::ModelParts;
 use super::sdm::SdmLoss;
 use dfdx::nn::BuildModule;
@@ -31,8 +32,8 @@ use dfdx::prelude::*;
 /// parts, the SDM loss of its CLIP towers, the GA-DMS forward pass and the IRRA step.
 pub trait TrainModel<D: Device<f32>>:
     ModelParts<D, Clip: SdmLoss<D>>
-    + GaDmsForward<f32, D>
-    + IrraStep<D>
+    + GaDmsAccum<D>
+    + IrraAccum<D>
     + BuildModule<D, f32>
     + TensorCollection<f32, D>
     + 'static
@@ -41,8 +42,8 @@ pub trait TrainModel<D: Device<f32>>:
 
 impl<D: Device<f32>, M> TrainModel<D> for M where
     M: ModelParts<D, Clip: SdmLoss<D>>
-        + GaDmsForward<f32, D>
-        + IrraStep<D>
+        + GaDmsAccum<D>
+        + IrraAccum<D>
         + BuildModule<D, f32>
         + TensorCollection<f32, D>
         + 'static

@@ -2,6 +2,7 @@
 //! loss alone (docs/method.md §5.1) on the clean captions. No caption masking, no GASS, no
 //! decoder.
 
+use super::accum::{Cached, micro_size, splice};
 use super::optim::{Adam, Group, adam_config};
 use super::recipe::{Recipe, StepOut};
 use super::run_dir::{self, LAST_FILE};
@@ -37,6 +38,24 @@ pub trait SdmLoss<D: Device<f32>>:
         pixels: Vec<f32>,
         rows: &[TokenIds],
         pids: &[usize],
+        grads: Gradients<f32, D>,
+    ) -> Tensor<Rank0, f32, D, OwnedTape<f32, D>>;
+
+    /// Pass 1 of gradient accumulation ([`super::accum`]): the image and text features of a
+    /// micro-batch (`pixels` `B × [3, H, W]`, `rows` its B captions) without a tape, as
+    /// `(image [B·EMBED], text [B·EMBED])` row-major.
+    fn sdm_features(&self, pixels: Vec<f32>, rows: &[TokenIds]) -> (Vec<f32>, Vec<f32>);
+
+    /// Pass 2: the SDM loss of the whole batch of `N` pairs (`pids` [N], `cached` its pass-1
+    /// features) with rows `at..at + B` replaced by the live features of the micro-batch
+    /// `pixels`, `rows` ([`super::accum::splice`]); the image tape carries `grads`.
+    fn sdm_loss_spliced(
+        &self,
+        pixels: Vec<f32>,
+        rows: &[TokenIds],
+        pids: &[usize],
+        cached: &Cached,
+        at: usize,
         grads: Gradients<f32, D>,
     ) -> Tensor<Rank0, f32, D, OwnedTape<f32, D>>;
 }
@@ -83,6 +102,36 @@ where
         let img = cls_token(self.visual.forward(images.traced(grads), None));
         let rows: Vec<[u32; CTX]> = rows.iter().map(|r| ctx_row(r)).collect();
         let txt = text_features_trimmed(&self.text, &dev, &rows, OwnedTape::default());
+        sdm_loss(img, txt, pids, SDM_LOGIT_SCALE, SDM_EPS)
+    }
+
+    fn sdm_features(&self, pixels: Vec<f32>, rows: &[TokenIds]) -> (Vec<f32>, Vec<f32>) {
+        let b = rows.len();
+        let dev = self.text.text_projection.device().clone();
+        let images = dev.tensor_from_vec(pixels, (b, Const::<3>, Const::<IMG_H>, Const::<IMG_W>));
+        let img = cls_token(self.visual.forward(images, None));
+        let rows: Vec<[u32; CTX]> = rows.iter().map(ctx_row).collect();
+        let txt = text_features_trimmed(&self.text, &dev, &rows, NoneTape);
+        (img.as_vec(), txt.as_vec())
+    }
+
+    fn sdm_loss_spliced(
+        &self,
+        pixels: Vec<f32>,
+        rows: &[TokenIds],
+        pids: &[usize],
+        cached: &Cached,
+        at: usize,
+        grads: Gradients<f32, D>,
+    ) -> Tensor<Rank0, f32, D, OwnedTape<f32, D>> {
+        let b = rows.len();
+        let dev = self.text.text_projection.device().clone();
+        let images = dev.tensor_from_vec(pixels, (b, Const::<3>, Const::<IMG_H>, Const::<IMG_W>));
+        let img = cls_token(self.visual.forward(images.traced(grads), None));
+        let rows: Vec<[u32; CTX]> = rows.iter().map(ctx_row).collect();
+        let txt = text_features_trimmed(&self.text, &dev, &rows, OwnedTape::default());
+        let img = splice(&cached.image, img, at);
+        let txt = splice(&cached.text, txt, at);
         sdm_loss(img, txt, pids, SDM_LOGIT_SCALE, SDM_EPS)
     }
 }
@@ -180,6 +229,89 @@ impl<D: Device<f32>, C: SdmLoss<D>> Trainer<D, C> {
         self.grads = Some(grads);
         Ok(value)
     }
+
+    /// [`Trainer::step`] over `k` micro-batches of `B = N / k` pairs, exactly (to float
+    /// rounding) the step on the whole batch of `N` ([`accum_grads`]). Returns the whole
+    /// batch's SDM loss; nothing is updated when a micro-batch's loss is not finite.
+    pub fn step_accum(
+        &mut self,
+        pixels: Vec<f32>,
+        rows: &[TokenIds],
+        pids: &[usize],
+        k: usize,
+    ) -> Result<f32> {
+        micro_pixels::<D, C>(pixels.len(), rows.len(), pids.len(), k)?;
+        let mut grads = self
+            .grads
+            .take()
+            .expect("gradients are returned after every step");
+        self.model.zero_grads(&mut grads);
+        let (grads, value) = accum_grads(&self.model, &pixels, rows, pids, k, grads)?;
+        if value.is_finite() {
+            self.opt
+                .update(&mut self.model, &grads, self.lr as f32, &|_| Group::PLAIN);
+        }
+        self.grads = Some(grads);
+        Ok(value)
+    }
+}
+
+/// The gradient of the SDM loss of the whole batch (`pixels` `N × [3, H, W]`, `rows` and
+/// `pids` [N]) over `k` micro-batches of `B = N / k` ([`super::accum`]): the features of every
+/// micro-batch without a tape, then per micro-batch the whole batch's loss with its rows live,
+/// backward, adding into `grads` (from `alloc_grads()`, zeroed by the caller). Returns the
+/// gradients and the loss (not finite if any micro-batch's is).
+///
+/// # Errors
+/// On sizes that disagree or a batch that `k` does not divide (`grads` is then dropped).
+pub fn accum_grads<D: Device<f32>, C: SdmLoss<D>>(
+    model: &C,
+    pixels: &[f32],
+    rows: &[TokenIds],
+    pids: &[usize],
+    k: usize,
+    grads: Gradients<f32, D>,
+) -> Result<(Gradients<f32, D>, f32)> {
+    let (b, img_len) = micro_pixels::<D, C>(pixels.len(), rows.len(), pids.len(), k)?;
+    let px = |j: usize| pixels[j * b * img_len..(j + 1) * b * img_len].to_vec();
+    let mut cached = Cached::default();
+    for j in 0..k {
+        let (img, txt) = model.sdm_features(px(j), &rows[j * b..(j + 1) * b]);
+        cached.push(img, txt);
+    }
+    let (mut grads, mut value) = (grads, f32::NAN);
+    for j in 0..k {
+        let r = &rows[j * b..(j + 1) * b];
+        let loss = model.sdm_loss_spliced(px(j), r, pids, &cached, j * b, grads);
+        let l = loss.as_vec()[0];
+        // Every micro-batch's loss is the whole batch's (its other rows are the cached ones).
+        if j == 0 || !l.is_finite() {
+            value = l;
+        }
+        grads = loss.backward();
+    }
+    Ok((grads, value))
+}
+
+/// The micro-batch size and the values of one image for `pixels` values, `n` captions and
+/// `pids` identities split into `k` micro-batches.
+fn micro_pixels<D: Device<f32>, C: SdmLoss<D>>(
+    pixels: usize,
+    n: usize,
+    pids: usize,
+    k: usize,
+) -> Result<(usize, usize)> {
+    let v = C::SPEC.vision;
+    let img_len = 3 * v.image_h * v.image_w;
+    if pixels != n * img_len || pids != n {
+        bail!(
+            "step: batch sizes disagree ({} images of {}x{}, {n} captions, {pids} pids)",
+            pixels / img_len,
+            v.image_h,
+            v.image_w
+        );
+    }
+    Ok((micro_size(n, k)?, img_len))
 }
 
 /// The SDM recipe: a [`Trainer`] whose SDM identities are the person ids, or with
@@ -189,6 +321,8 @@ pub struct SdmRecipe<D: Device<f32>, C: SdmLoss<D>> {
     pub trainer: Trainer<D, C>,
     /// SDM identities = sample indices (every caption its own pid).
     pub caption_pids: bool,
+    /// Micro-batches per step (`--accum-steps`; 1: the plain step).
+    pub accum_steps: usize,
 }
 
 impl<D: Device<f32>, C: SdmLoss<D>> Recipe<D> for SdmRecipe<D, C> {
@@ -206,7 +340,12 @@ impl<D: Device<f32>, C: SdmLoss<D>> Recipe<D> for SdmRecipe<D, C> {
         };
         let pids: Vec<usize> = ids.iter().map(|&p| p as usize).collect();
         self.trainer.set_lr(lr);
-        let loss = self.trainer.step(batch.images, &batch.ids_clean, &pids)?;
+        let loss = match self.accum_steps {
+            1 => self.trainer.step(batch.images, &batch.ids_clean, &pids)?,
+            k => self
+                .trainer
+                .step_accum(batch.images, &batch.ids_clean, &pids, k)?,
+        };
         Ok(StepOut {
             loss,
             parts: vec![("sdm", loss)],

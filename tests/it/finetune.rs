@@ -2,16 +2,16 @@
 //! short run from a `pretrain` checkpoint on the fixture CUHK-PEDES-form split (files, metric
 //! lines, classifier size, best/last weights), the step's learning, and clear errors.
 
+use crate::packed::tiny_packed;
 use dfdx::prelude::*;
 use gadms::cmd::finetune::{FinetuneArgs, run};
 use gadms::cmd::pretrain::{PretrainArgs, run as pretrain};
-use gadms::train::data::{open_packed, pack_split};
+use gadms::train::data::open_packed;
 use gadms::train::irra::{
     Classes, FtClassifier, FtModel, FtWeights, finetune_step, irra_group, load_model,
 };
 use gadms::train::optim::{Adam, AdamConfig};
 use gadms_data::loader::{Loader, LoaderConfig, Masking};
-use gadms_data::synth::{self, FIXTURE, SynthConfig};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -20,20 +20,6 @@ fn temp_dir(tag: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
-}
-
-/// 4 train ids (16 captions) and 3 test ids in CUHK-PEDES form, packed.
-fn tiny_packed(dir: &Path) -> (PathBuf, PathBuf) {
-    let cfg = SynthConfig {
-        train_ids: 4,
-        test_ids: 3,
-        ..FIXTURE
-    };
-    synth::write_cuhk_pedes(&dir.join("raw"), &cfg).unwrap();
-    let (train, test) = (dir.join("train"), dir.join("test"));
-    pack_split(&dir.join("raw"), "train", &train).unwrap();
-    pack_split(&dir.join("raw"), "test", &test).unwrap();
-    (train, test)
 }
 
 fn jsonl(path: &Path) -> Vec<serde_json::Value> {

@@ -5,6 +5,7 @@
 
 mod common;
 
+mod accum;
 mod cli;
 mod corrupt;
 mod finetune;

@@ -2,10 +2,11 @@
 //! embedded fixture, packing and evaluation sets, the trimmed text forward, a few training
 //! steps and tiny end-to-end runs on packed data.
 
+use crate::packed::tiny_packed;
 use dfdx::prelude::*;
 use gadms::cmd::pretrain::{Objective, PretrainArgs, run};
 use gadms::eval::{EvalSet, rank_metrics};
-use gadms::train::data::{fixture_files, open_packed, pack_split, prepare_default};
+use gadms::train::data::{fixture_files, open_packed, prepare_default};
 use gadms::train::schedule::{default_warmup, lr_factor, lr_factor_at};
 use gadms::train::sdm::Trainer;
 use gadms::{Dev, Preset};
@@ -145,21 +146,6 @@ fn temp_dir(tag: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
-}
-
-/// A small synthetic set (4 train ids, 3 test ids, 2 images and 4 captions per id) written in
-/// CUHK-PEDES form below `dir/raw` and packed into `dir/train` and `dir/test`.
-fn tiny_packed(dir: &Path) -> (PathBuf, PathBuf) {
-    let cfg = SynthConfig {
-        train_ids: 4,
-        test_ids: 3,
-        ..FIXTURE
-    };
-    synth::write_cuhk_pedes(&dir.join("raw"), &cfg).unwrap();
-    let (train, test) = (dir.join("train"), dir.join("test"));
-    pack_split(&dir.join("raw"), "train", &train).unwrap();
-    pack_split(&dir.join("raw"), "test", &test).unwrap();
-    (train, test)
 }
 
 /// The committed fixture is exactly what the generator makes (JSON bytes, decoded pixels), so

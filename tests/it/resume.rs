@@ -1,12 +1,12 @@
 //! Checkpoints of the `gadms` binary: a run SIGKILLed after a checkpoint and
 //! resumed with `--resume` ends with bit-identical weights, optimiser state and score table to
-//! an uninterrupted run (SDM and GA-DMS objectives, `pretrain` and `finetune`); a non-finite
+//! an uninterrupted run (SDM and GA-DMS objectives, `pretrain` and `finetune`, and with
+//! `--accum-steps`); a non-finite
 //! loss stops the run with a clear message and leaves the last good checkpoint intact;
 //! `--init` loads CLIP files and refuses a file of another shape.
 
-use gadms::train::data::pack_split;
+use crate::packed::tiny_packed;
 use gadms::train::run_dir::{self as checkpoint, TrainState};
-use gadms_data::synth::{self, FIXTURE, SynthConfig};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -18,20 +18,6 @@ fn temp_dir(tag: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
-}
-
-/// 4 train ids (16 captions) and 3 test ids, packed into `dir/train` and `dir/test`.
-fn tiny_packed(dir: &Path) -> (PathBuf, PathBuf) {
-    let cfg = SynthConfig {
-        train_ids: 4,
-        test_ids: 3,
-        ..FIXTURE
-    };
-    synth::write_cuhk_pedes(&dir.join("raw"), &cfg).unwrap();
-    let (train, test) = (dir.join("train"), dir.join("test"));
-    pack_split(&dir.join("raw"), "train", &train).unwrap();
-    pack_split(&dir.join("raw"), "test", &test).unwrap();
-    (train, test)
 }
 
 fn gadms(args: &[&str]) -> Output {
@@ -145,6 +131,11 @@ fn kill_and_resume(tag: &str, command: &str, extra: &[&str], with_scores: bool) 
         .iter()
         .map(|x| x.to_string())
         .collect();
+        if extra.contains(&"--batch-size") {
+            // The test's own batch size (e.g. 2 x --accum-steps 2: the same 4 pairs per step).
+            let at = v.iter().position(|x| x == "--batch-size").unwrap();
+            v.drain(at..at + 2);
+        }
         v.extend(extra.iter().map(|x| x.to_string()));
         v
     };
@@ -182,6 +173,9 @@ fn kill_and_resume(tag: &str, command: &str, extra: &[&str], with_scores: bool) 
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("drop --epochs"), "{err}");
+    let out = gadms(&[command, "--resume", s(&b), "--accum-steps", "2"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("drop --accum-steps"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -196,6 +190,20 @@ fn pretrain_ga_dms_killed_and_resumed_is_bit_identical() {
         "gadms",
         "pretrain",
         &["--objective", "ga-dms", "--gass-layers", "2"],
+        true,
+    );
+}
+
+#[test]
+fn pretrain_accumulated_killed_and_resumed_is_bit_identical() {
+    // 2 micro-batches of 2: 4 pairs per step, as the other runs; the resumed run keeps
+    // --accum-steps 2 from its checkpoint (with 1 it would train on batches of 2).
+    let extra = ["--objective", "ga-dms", "--gass-layers", "2"];
+    let accum = ["--batch-size", "2", "--accum-steps", "2"];
+    kill_and_resume(
+        "accum",
+        "pretrain",
+        &[&extra[..], &accum[..]].concat(),
         true,
     );
 }

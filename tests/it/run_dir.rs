@@ -3,9 +3,8 @@
 //! locked, `--resume` takes no `--out`, and a checkpoint state that does not fit its run is
 //! refused. All through the `gadms` binary.
 
-use gadms::train::data::pack_split;
+use crate::packed::tiny_packed;
 use gadms::train::run_dir::{self, LOCK_FILE};
-use gadms_data::synth::{self, FIXTURE, SynthConfig};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -20,20 +19,6 @@ fn temp_dir(tag: &str) -> PathBuf {
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
-}
-
-/// 4 train ids and 3 test ids, packed into `dir/train` and `dir/test`.
-fn tiny_packed(dir: &Path) -> (PathBuf, PathBuf) {
-    let cfg = SynthConfig {
-        train_ids: 4,
-        test_ids: 3,
-        ..FIXTURE
-    };
-    synth::write_cuhk_pedes(&dir.join("raw"), &cfg).unwrap();
-    let (train, test) = (dir.join("train"), dir.join("test"));
-    pack_split(&dir.join("raw"), "train", &train).unwrap();
-    pack_split(&dir.join("raw"), "test", &test).unwrap();
-    (train, test)
 }
 
 /// `gadms pretrain` on the tiny set into `run`, one epoch of batch 4, plus `extra`.
