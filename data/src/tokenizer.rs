@@ -162,6 +162,8 @@ pub struct ClipTokenizer {
     byte_decoder: Vec<Option<u8>>,
     /// id -> token string, `VOCAB_SIZE` entries.
     vocab: Vec<String>,
+    /// The [`NUM_MERGES`] merges, in rank order.
+    merges: Vec<(String, String)>,
 }
 
 impl std::fmt::Debug for ClipTokenizer {
@@ -239,7 +241,7 @@ impl ClipTokenizer {
             ));
         }
         let bpe = BPE::builder()
-            .vocab_and_merges(vmap, merges)
+            .vocab_and_merges(vmap, merges.clone())
             .end_of_word_suffix("</w>".to_string())
             .unk_token("<|endoftext|>".to_string())
             .build()
@@ -255,6 +257,7 @@ impl ClipTokenizer {
             byte_encoder,
             byte_decoder,
             vocab,
+            merges,
         })
     }
 
@@ -364,6 +367,12 @@ impl ClipTokenizer {
     /// `None` when `id >= VOCAB_SIZE`.
     pub fn vocab_token(&self, id: u32) -> Option<&str> {
         self.vocab.get(id as usize).map(String::as_str)
+    }
+
+    /// The [`NUM_MERGES`] BPE merges in rank order, as `(left, right)` vocabulary strings
+    /// (a Hugging Face `merges.txt` is these, one `left right` per line).
+    pub fn merges(&self) -> &[(String, String)] {
+        &self.merges
     }
 
     /// The UTF-8 bytes a token stands for and whether it ends a word (`</w>`).

@@ -11,8 +11,9 @@ use std::path::PathBuf;
 
 /// Export weights for other frameworks: `open-clip` (open_clip_model.safetensors +
 /// open_clip_config.json, loadable with `open_clip.create_model('local-dir:DIR')`) or `hf`
-/// (model.safetensors + config.json for transformers' CLIPModel; the non-square position grid
-/// is resampled to a square one).
+/// (model.safetensors + config.json for transformers' CLIPModel, with the tokenizer and
+/// preprocessor files of CLIPProcessor; the non-square position grid is resampled to a square
+/// one).
 #[derive(FromArgs)]
 #[argh(subcommand, name = "export")]
 pub struct ExportArgs {
@@ -39,10 +40,28 @@ pub fn run(a: ExportArgs) -> Result<()> {
     };
     let (w, preset) = read_with_preset(&a.weights, a.preset)?;
     let dev = Dev::default();
-    let report: ExportReport = with_preset!(preset, M => {
+    let mut report: ExportReport = with_preset!(preset, M => {
         let m: M = build_loaded(&dev, w, &a.weights)?;
         if hf { export_hf(&m, &M::SPEC, &a.out)? } else { export_open_clip(&m, &M::SPEC, &a.out)? }
     });
+    if hf {
+        let spec = preset.spec();
+        report
+            .files
+            .extend(super::hf_processor::write_processor_files(&a.out, &spec)?);
+        let (gh, gw) = spec.vision.grid();
+        if gh != gw {
+            report.notes.push(format!(
+                "preprocessor_config.json resizes to {}x{} as gadms does: pass \
+                 interpolate_pos_encoding=True to CLIPModel (the {gh}x{gw} grid stored as \
+                 {s}x{s} is resampled back, close to but not exactly gadms' model; the open-clip \
+                 export keeps the grid as it is)",
+                spec.vision.image_h,
+                spec.vision.image_w,
+                s = gh.max(gw)
+            ));
+        }
+    }
     for n in &report.notes {
         eprintln!("note: {n}");
     }

@@ -6,6 +6,7 @@ pub mod eval;
 pub mod explain;
 pub mod export;
 pub mod finetune;
+pub mod hf_processor;
 pub mod inspect;
 pub mod pack;
 pub mod plot;
