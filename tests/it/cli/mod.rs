@@ -505,3 +505,4 @@ fn inspect_reports_layout_preset_and_parameters() {
 
 mod errors;
 mod finite;
+mod pytorch;
