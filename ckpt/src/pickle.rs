@@ -380,7 +380,7 @@ impl Machine<'_> {
         self.push(Value::Tuple(s))
     }
     fn add(&mut self, items: Vec<Value>, dict: bool) -> R<()> {
-        if dict && items.len() % 2 != 0 {
+        if dict && !items.len().is_multiple_of(2) {
             return bad("the pickle sets a dict item without a value");
         }
         let s = self.top_seq()?;
@@ -414,6 +414,7 @@ impl Machine<'_> {
         }
     }
 
+    /// Markers, scalars, strings and the memo.
     fn step(&mut self, op: u8) -> R<()> {
         match op {
             0x80 => self.byte().map(drop),  // PROTO
@@ -470,6 +471,13 @@ impl Machine<'_> {
                 let v = f64::from_be_bytes(self.take(8)?.try_into().unwrap());
                 self.push(Value::Float(v))
             }
+            _ => self.step_struct(op),
+        }
+    }
+
+    /// Containers, globals, persistent ids and calls.
+    fn step_struct(&mut self, op: u8) -> R<()> {
+        match op {
             b't' => {
                 let items = self.pop_mark()?;
                 self.tuple(items)
@@ -507,7 +515,7 @@ impl Machine<'_> {
                 let name = self.pop()?;
                 let module = self.pop()?;
                 match (module.as_str(), name.as_str()) {
-                    (Some(m), Some(n)) => self.global(&m.to_string(), &n.to_string()),
+                    (Some(m), Some(n)) => self.global(m, n),
                     _ => bad("STACK_GLOBAL without two strings"),
                 }
             }

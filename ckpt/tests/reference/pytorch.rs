@@ -102,7 +102,10 @@ fn damaged_and_legacy_files_are_refused() {
     assert!(e.contains("st.save_file("), "{e}");
     let e = err_text("script.pt");
     assert!(e.contains("script.pt: is a TorchScript archive"), "{e}");
-    assert!(e.contains("torch.jit.load('IN', map_location='cpu').state_dict()"), "{e}");
+    assert!(
+        e.contains("torch.jit.load('IN', map_location='cpu').state_dict()"),
+        "{e}"
+    );
     match read_file(&pt("int.pth")) {
         Err(CkptError::Dtype { key, dtype, .. }) => {
             assert_eq!((key.as_str(), dtype.as_str()), ("ln_final.weight", "I64"));
