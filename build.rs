@@ -53,7 +53,15 @@ fn git_commit(dir: &Path) {
     println!("cargo:rustc-env=GADMS_GIT_COMMIT={commit}");
     // A new commit, a staged change or an edited source re-runs this script.
     // (Only paths that exist: cargo re-runs a script on every build for a missing one.)
-    for p in [".git/HEAD", ".git/index", ".git/refs", "src", "nn/src", "data/src", "ckpt/src"] {
+    for p in [
+        ".git/HEAD",
+        ".git/index",
+        ".git/refs",
+        "src",
+        "nn/src",
+        "data/src",
+        "ckpt/src",
+    ] {
         let p = dir.join(p);
         if p.exists() {
             println!("cargo:rerun-if-changed={}", p.display());
@@ -62,7 +70,9 @@ fn git_commit(dir: &Path) {
 }
 
 fn main() {
-    git_commit(Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo")));
+    git_commit(Path::new(
+        &std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo"),
+    ));
     let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo"))
         .join("fixtures")
         .join("synth-pedes");

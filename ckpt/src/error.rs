@@ -14,11 +14,22 @@ pub enum CkptError {
         source: std::io::Error,
     },
     /// The bytes are not a safetensors file.
-    #[error("{path}: not a valid safetensors file ({msg}); expected a .safetensors weight file")]
+    #[error(
+        "{path}: not a valid safetensors file ({msg}); expected a .safetensors weight file or a \
+         PyTorch (torch.save) .pt/.pth/.bin checkpoint"
+    )]
     Format {
         /// The file.
         path: PathBuf,
         /// What the parser said.
+        msg: String,
+    },
+    /// A PyTorch checkpoint that cannot be read or is refused (`crate::torch`).
+    #[error("{path}: {msg}")]
+    Torch {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, and what to do.
         msg: String,
     },
     /// A tensor has a dtype we cannot read as floats.

@@ -1,7 +1,9 @@
-//! `gadms-ckpt`: safetensors weights for gadms.
+//! `gadms-ckpt`: safetensors (and PyTorch checkpoint) weights for gadms.
 //!
 //! - [`tensors`]: a host name → f32 array map; reading (F32/F16/BF16/F64, upcast to f32) and
 //!   atomic writing (temp file + rename, `{"format": "pt"}` metadata);
+//! - [`torch`], [`pickle`]: PyTorch zip checkpoints (`torch.save`) read into the same map by a
+//!   pickle reader that runs no code;
 //! - [`bridge`]: copying between dfdx modules and that map, strictly checked;
 //! - [`layout`]: OpenAI/open_clip and Hugging Face `CLIPModel` key layouts;
 //! - [`resize`]: the ViT position-grid resize (14×14 → 24×8, as IRRA);
@@ -13,9 +15,11 @@ pub mod clip_io;
 pub mod error;
 pub mod layout;
 pub mod native;
+pub mod pickle;
 pub mod resize;
 pub mod surgery;
 pub mod tensors;
+pub mod torch;
 
 pub use bridge::{map_to_module, module_to_map};
 pub use clip_io::{

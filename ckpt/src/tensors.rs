@@ -1,4 +1,5 @@
-//! A plain name → f32 array map, read from and written to safetensors files.
+//! A plain name → f32 array map, read from and written to safetensors files (and read from
+//! PyTorch zip checkpoints through [`crate::torch`]).
 //!
 //! All weights are held as `f32` on the host: F16, BF16 and F64 inputs are converted on read.
 //! Integer tensors (only in test fixtures) are read through [`read_ints`].
@@ -109,7 +110,8 @@ fn to_f32(path: &Path, key: &str, v: &TensorView<'_>) -> Result<Vec<f32>> {
     Ok(out)
 }
 
-/// Reads every floating-point tensor of a safetensors file as f32.
+/// Reads every floating-point tensor of a safetensors file, or of a PyTorch zip checkpoint
+/// ([`crate::torch`]), as f32.
 ///
 /// Integer tensors are an error naming the key (weights are never integers).
 pub fn read_file(path: &Path) -> Result<TensorMap> {
@@ -125,6 +127,12 @@ pub fn read_file_filtered(path: &Path, keep: impl Fn(&str) -> bool) -> Result<Te
 }
 
 fn read_bytes_as_map(path: &Path, bytes: &[u8], keep: impl Fn(&str) -> bool) -> Result<TensorMap> {
+    if crate::torch::is_zip(bytes) {
+        return crate::torch::read_zip(path, bytes, &keep);
+    }
+    if crate::torch::is_legacy(bytes) {
+        return Err(crate::torch::legacy_error(path));
+    }
     let st = parse(path, bytes)?;
     let mut map = TensorMap {
         origin: path.to_path_buf(),

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 #[derive(FromArgs)]
 #[argh(subcommand, name = "inspect")]
 pub struct InspectArgs {
-    /// weight file (safetensors)
+    /// weight file (safetensors or a torch.save .pt/.pth/.bin checkpoint)
     #[argh(positional)]
     pub weights: PathBuf,
 }

@@ -97,7 +97,13 @@ impl TrainLog {
     /// `train.log` (appended), a new TensorBoard event file, and the progress bar at
     /// `first_step` of `total_steps`. A text line every `every` steps when the bar is hidden
     /// (0: none).
-    pub fn open(out: &Path, jsonl: Jsonl, every: usize, first_step: usize, total_steps: usize) -> Result<Self> {
+    pub fn open(
+        out: &Path,
+        jsonl: Jsonl,
+        every: usize,
+        first_step: usize,
+        total_steps: usize,
+    ) -> Result<Self> {
         let path = out.join(TRAIN_LOG);
         let text = File::options()
             .create(true)
@@ -125,8 +131,12 @@ impl TrainLog {
     /// Logs a step: metrics.jsonl, TensorBoard, the bar, and every `every` steps a text line.
     pub fn step(&mut self, r: &StepReport) -> Result<()> {
         let rate = r.pairs as f64 / (r.data_s + r.step_s).max(1e-9);
-        let parts: BTreeMap<String, f32> =
-            r.out.parts.iter().map(|(n, v)| (format!("loss_{n}"), *v)).collect();
+        let parts: BTreeMap<String, f32> = r
+            .out
+            .parts
+            .iter()
+            .map(|(n, v)| (format!("loss_{n}"), *v))
+            .collect();
         let (epoch, epochs) = r.epoch;
         self.jsonl.write(&StepLine {
             step: r.step,
@@ -205,10 +215,16 @@ impl TrainLog {
                 .unwrap_or_else(|| e.split.to_string()),
         };
         let m = &e.m;
-        let tags: Vec<(String, f64)> = [("r1", m.r1), ("r5", m.r5), ("r10", m.r10), ("map", m.map), ("minp", m.minp)]
-            .into_iter()
-            .map(|(k, v)| (format!("eval/{name}/{k}"), v))
-            .collect();
+        let tags: Vec<(String, f64)> = [
+            ("r1", m.r1),
+            ("r5", m.r5),
+            ("r10", m.r10),
+            ("map", m.map),
+            ("minp", m.minp),
+        ]
+        .into_iter()
+        .map(|(k, v)| (format!("eval/{name}/{k}"), v))
+        .collect();
         let tags: Vec<(&str, f64)> = tags.iter().map(|(n, v)| (n.as_str(), *v)).collect();
         self.tb.scalars(e.step, &tags)?;
         self.tb.flush()
@@ -236,8 +252,7 @@ impl TrainLog {
     }
 
     fn append(&mut self, line: &str) -> Result<()> {
-        writeln!(self.text, "{line}")
-            .with_context(|| format!("writing {TRAIN_LOG}"))
+        writeln!(self.text, "{line}").with_context(|| format!("writing {TRAIN_LOG}"))
     }
 }
 

@@ -51,7 +51,11 @@ pub struct ScoreReport {
 
 /// Scans (up to [`MAX_CAPTIONS`] of) the training captions of `data` against their rows of
 /// `scores` (row = sample index).
-pub fn score_report(data: &Dataset, scores: &ScoreTable, cfg: &MaskingConfig) -> Result<ScoreReport> {
+pub fn score_report(
+    data: &Dataset,
+    scores: &ScoreTable,
+    cfg: &MaskingConfig,
+) -> Result<ScoreReport> {
     let n = scores.rows().min(data.len());
     let stride = n.div_ceil(MAX_CAPTIONS).max(1);
     let (p_noise0, p_info0) = (cfg.p_noise(INIT_SCORE), cfg.p_info(INIT_SCORE));
@@ -91,7 +95,8 @@ pub fn score_report(data: &Dataset, scores: &ScoreTable, cfg: &MaskingConfig) ->
             let noise = pn >= noise_at;
             r.tokens += 1;
             sum += s as f64;
-            r.changed += usize::from((pn - p_noise0).abs() > CHANGED || (pi - p_info0).abs() > CHANGED);
+            r.changed +=
+                usize::from((pn - p_noise0).abs() > CHANGED || (pi - p_info0).abs() > CHANGED);
             r.judged_noise += usize::from(noise);
             let st = stats.entry(id).or_default();
             st.count += 1;
@@ -101,12 +106,19 @@ pub fn score_report(data: &Dataset, scores: &ScoreTable, cfg: &MaskingConfig) ->
     }
     r.mean_score = sum / r.tokens.max(1) as f64;
     let tok = ClipTokenizer::new().context("loading the tokenizer for the score report")?;
-    let mut ranked: Vec<(u32, TokenStat)> =
-        stats.into_iter().filter(|(_, s)| s.count >= MIN_COUNT).collect();
+    let mut ranked: Vec<(u32, TokenStat)> = stats
+        .into_iter()
+        .filter(|(_, s)| s.count >= MIN_COUNT)
+        .collect();
     // Ties: more occurrences first, then the smaller id (a fixed order on every run).
     ranked.sort_by(|a, b| {
-        let (fa, fb) = (a.1.noise as f64 / a.1.count as f64, b.1.noise as f64 / b.1.count as f64);
-        fb.total_cmp(&fa).then(b.1.count.cmp(&a.1.count)).then(a.0.cmp(&b.0))
+        let (fa, fb) = (
+            a.1.noise as f64 / a.1.count as f64,
+            b.1.noise as f64 / b.1.count as f64,
+        );
+        fb.total_cmp(&fa)
+            .then(b.1.count.cmp(&a.1.count))
+            .then(a.0.cmp(&b.0))
     });
     r.noise_tokens = ranked
         .iter()
@@ -116,7 +128,10 @@ pub fn score_report(data: &Dataset, scores: &ScoreTable, cfg: &MaskingConfig) ->
         .collect();
     let mean = |s: &TokenStat| s.score_sum / s.count as f64;
     ranked.sort_by(|a, b| {
-        mean(&b.1).total_cmp(&mean(&a.1)).then(b.1.count.cmp(&a.1.count)).then(a.0.cmp(&b.0))
+        mean(&b.1)
+            .total_cmp(&mean(&a.1))
+            .then(b.1.count.cmp(&a.1.count))
+            .then(a.0.cmp(&b.0))
     });
     r.informative_tokens = ranked
         .iter()

@@ -87,14 +87,16 @@ impl EventWriter {
     /// invocation, so a resumed run adds one beside the first) with its version record.
     pub fn create(run_dir: &Path) -> Result<Self> {
         let dir = run_dir.join(DIR);
-        std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
         let name = format!(
             "events.out.tfevents.{}.gadms.{}",
             now() as u64,
             std::process::id()
         );
         let path = dir.join(name);
-        let file = File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
+        let file =
+            File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
         let mut w = EventWriter {
             path,
             out: BufWriter::new(file),

@@ -40,17 +40,38 @@ fn a_run_without_a_terminal_logs_lines_train_log_and_tensorboard() {
     let s = |p: &Path| p.to_str().unwrap().to_string();
     let out = Command::new(BIN)
         .args(["pretrain", "--data", &s(&train), "--eval-data", &s(&test)])
-        .args(["--epochs", "2", "--batch-size", "4", "--log-every", "2", "--out", &s(&run)])
+        .args([
+            "--epochs",
+            "2",
+            "--batch-size",
+            "4",
+            "--log-every",
+            "2",
+            "--out",
+            &s(&run),
+        ])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // 16 captions / batch 4 = 4 steps per epoch, 8 in all: a line at steps 2, 4, 6, 8.
     let lines: Vec<&str> = stdout.lines().filter(|l| l.contains(" step ")).collect();
     assert_eq!(lines.len(), 4, "{stdout}");
-    assert!(lines[0].starts_with("epoch 1/2  step 2/8 (25.0%)  samples 8/32  loss "), "{}", lines[0]);
-    assert!(lines[3].starts_with("epoch 2/2  step 8/8 (100.0%)"), "{}", lines[3]);
+    assert!(
+        lines[0].starts_with("epoch 1/2  step 2/8 (25.0%)  samples 8/32  loss "),
+        "{}",
+        lines[0]
+    );
+    assert!(
+        lines[3].starts_with("epoch 2/2  step 8/8 (100.0%)"),
+        "{}",
+        lines[3]
+    );
     for l in &lines {
         for k in ["data ", "batch ", "pairs/s", "lr ", "ETA "] {
             assert!(l.contains(k), "{l}");
@@ -60,7 +81,11 @@ fn a_run_without_a_terminal_logs_lines_train_log_and_tensorboard() {
     for l in &lines {
         assert!(text.contains(l), "train.log lacks {l}");
     }
-    assert_eq!(text.lines().filter(|l| l.starts_with("epoch   ")).count(), 2, "{text}");
+    assert_eq!(
+        text.lines().filter(|l| l.starts_with("epoch   ")).count(),
+        2,
+        "{text}"
+    );
 
     let metrics = jsonl(&run.join("metrics.jsonl"));
     let steps: Vec<_> = metrics.iter().filter(|l| l.get("loss").is_some()).collect();
@@ -70,16 +95,35 @@ fn a_run_without_a_terminal_logs_lines_train_log_and_tensorboard() {
     }
 
     let tb_dir = run.join(tensorboard::DIR);
-    let files: Vec<_> = std::fs::read_dir(&tb_dir).unwrap().map(|e| e.unwrap().path()).collect();
+    let files: Vec<_> = std::fs::read_dir(&tb_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     assert_eq!(files.len(), 1);
-    assert!(files[0].file_name().unwrap().to_str().unwrap().starts_with("events.out.tfevents."));
+    assert!(
+        files[0]
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with("events.out.tfevents.")
+    );
     let scalars = read_scalars(&files[0]).unwrap();
     let series = |tag: &str| -> Vec<(i64, f32)> {
-        scalars.iter().filter(|(_, t, _)| t == tag).map(|(s, _, v)| (*s, *v)).collect()
+        scalars
+            .iter()
+            .filter(|(_, t, _)| t == tag)
+            .map(|(s, _, v)| (*s, *v))
+            .collect()
     };
     let want: Vec<(i64, f32)> = steps
         .iter()
-        .map(|l| (l["step"].as_i64().unwrap(), l["loss"].as_f64().unwrap() as f32))
+        .map(|l| {
+            (
+                l["step"].as_i64().unwrap(),
+                l["loss"].as_f64().unwrap() as f32,
+            )
+        })
         .collect();
     assert_eq!(series("train/loss"), want);
     assert_eq!(series("train/loss_sdm").len(), 8);
@@ -87,7 +131,12 @@ fn a_run_without_a_terminal_logs_lines_train_log_and_tensorboard() {
     let evals: Vec<(i64, f32)> = metrics
         .iter()
         .filter(|l| l.get("r1").is_some() && l["split"] == "test")
-        .map(|l| (l["step"].as_i64().unwrap(), l["r1"].as_f64().unwrap() as f32))
+        .map(|l| {
+            (
+                l["step"].as_i64().unwrap(),
+                l["r1"].as_f64().unwrap() as f32,
+            )
+        })
         .collect();
     assert_eq!(evals.len(), 2, "before and after");
     assert_eq!(series("eval/test/r1"), evals);

@@ -225,7 +225,11 @@ fn version_and_the_build_of_a_run_are_recorded() {
     let (train, test) = tiny_packed(&dir);
     let run = dir.join("run");
     let out = pretrain(&train, &test, &run, &[]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let cfg: serde_json::Value =
         serde_json::from_slice(&std::fs::read(run.join(run_dir::CONFIG_FILE)).unwrap()).unwrap();
     assert_eq!(cfg["build"]["version"], env!("CARGO_PKG_VERSION"));

@@ -47,7 +47,11 @@ fn score_report_counts_what_moved_and_names_the_tokens() {
     assert_eq!(r.changed, n0);
     assert_eq!(r.judged_noise, n0);
     let mean = (0.85f64 * (total - n0 - n1) as f64 + n1 as f64) / total as f64;
-    assert!((r.mean_score - mean).abs() < 1e-6, "{} vs {mean}", r.mean_score);
+    assert!(
+        (r.mean_score - mean).abs() < 1e-6,
+        "{} vs {mean}",
+        r.mean_score
+    );
     // Every token judged noise occurs in caption 0; ranked tokens occur at least 5 times.
     assert!(!r.noise_tokens.is_empty());
     for (_, frac, n) in &r.noise_tokens {
@@ -55,6 +59,9 @@ fn score_report_counts_what_moved_and_names_the_tokens() {
     }
     let text = r.to_string();
     assert!(text.contains("most often judged noise"), "{text}");
-    assert!(text.contains(&format!("{total} word-piece tokens")), "{text}");
+    assert!(
+        text.contains(&format!("{total} word-piece tokens")),
+        "{text}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }

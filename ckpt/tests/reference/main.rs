@@ -1,7 +1,7 @@
 //! Reference tests of the model and checkpoint crates against PyTorch fixtures (`fixtures/<topic>/`,
 //! each written by the `make.py` beside it), in one test binary: CLIP tower parity with open_clip
 //! and Hugging Face (`parity`), the positional-embedding resize (`posresize`), the SDM loss
-//! (`sdm`), the MTP decoder (`mtp`), GASS (`gass`), the ID loss (`id_loss`), and the CLIP
+//! (`sdm`), PyTorch zip checkpoints against safetensors (`pytorch`), the MTP decoder (`mtp`), GASS (`gass`), the ID loss (`id_loss`), and the CLIP
 //! normalisation constants shared by `gadms-data` and `gadms-ckpt` (`constants`).
 //!
 //! They live in `gadms-ckpt` because they read the fixtures through its safetensors reader and
@@ -16,4 +16,5 @@ mod id_loss;
 mod mtp;
 mod parity;
 mod posresize;
+mod pytorch;
 mod sdm;

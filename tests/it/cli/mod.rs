@@ -506,3 +506,4 @@ fn inspect_reports_layout_preset_and_parameters() {
 mod errors;
 mod finite;
 mod hf_export;
+mod pytorch;
