@@ -24,7 +24,10 @@ pub fn write_processor_files(dir: &Path, spec: &ClipSpec) -> Result<Vec<PathBuf>
         ("merges.txt", merges_txt(&tok).into_bytes()),
         ("tokenizer_config.json", pretty(&tokenizer_config())?),
         ("special_tokens_map.json", pretty(&special_tokens())?),
-        ("preprocessor_config.json", pretty(&preprocessor_config(spec))?),
+        (
+            "preprocessor_config.json",
+            pretty(&preprocessor_config(spec))?,
+        ),
     ];
     let mut out = Vec::new();
     for (name, bytes) in files {

@@ -16,7 +16,15 @@ fn json(path: &std::path::Path) -> serde_json::Value {
 fn export_hf_writes_a_processor_with_gadms_tokens() {
     let d = TempDir::new("export-hf-processor");
     let dir = d.join("hf");
-    ok(&args!["export", "--weights", &weights(), "--format", "hf", "--out", &dir]);
+    ok(&args![
+        "export",
+        "--weights",
+        &weights(),
+        "--format",
+        "hf",
+        "--out",
+        &dir
+    ]);
     let tok = ClipTokenizer::new().unwrap();
 
     let vocab = json(&dir.join("vocab.json"));
@@ -26,7 +34,9 @@ fn export_hf_writes_a_processor_with_gadms_tokens() {
         let s = tok.vocab_token(id).unwrap();
         assert_eq!(vocab[s], id, "{s}");
     }
-    let caption = tok.encode("a woman in a red coat carrying a black backpack").unwrap();
+    let caption = tok
+        .encode("a woman in a red coat carrying a black backpack")
+        .unwrap();
     for &id in caption.iter().take_while(|&&id| id != 0) {
         assert_eq!(vocab[tok.vocab_token(id).unwrap()], id);
     }
@@ -46,7 +56,10 @@ fn export_hf_writes_a_processor_with_gadms_tokens() {
     let cfg = json(&dir.join("tokenizer_config.json"));
     assert_eq!(cfg["tokenizer_class"], "CLIPTokenizer");
     assert_eq!(cfg["model_max_length"], 77);
-    assert_eq!(cfg["added_tokens_decoder"][MASK.to_string()]["content"], "<|mask|>");
+    assert_eq!(
+        cfg["added_tokens_decoder"][MASK.to_string()]["content"],
+        "<|mask|>"
+    );
     let special = json(&dir.join("special_tokens_map.json"));
     assert_eq!(special["bos_token"], "<|startoftext|>");
 
