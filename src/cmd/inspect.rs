@@ -22,7 +22,7 @@ pub struct InspectArgs {
 
 /// Runs the command.
 pub fn run(a: InspectArgs) -> Result<()> {
-    let file = read_file(&a.weights)?;
+    let file = read_file(&crate::weights::weight_file(&a.weights)?)?;
     // Counted under the file's own keys, before the conversion to native names.
     let non_finite: Vec<(String, usize)> = file
         .tensors

@@ -48,16 +48,13 @@ pub fn resolve(path: &Path) -> Result<PathBuf> {
         let (dir, _) = run_dir::latest(path)?;
         return Ok(dir.join(run_dir::MODEL_FILE));
     }
-    for name in [run_dir::GADMS_MODEL_FILE, "last.safetensors"] {
+    for name in [run_dir::GADMS_MODEL_FILE, run_dir::LAST_FILE] {
         if path.join(name).exists() {
             return Ok(path.join(name));
         }
     }
-    bail!(
-        "--init {}: a directory without checkpoint.json, gadms_model.safetensors or \
-         last.safetensors",
-        path.display()
-    )
+    // An open_clip or Hugging Face folder.
+    crate::weights::weight_file(path).with_context(|| format!("--init {}", path.display()))
 }
 
 /// Loads `--init path` into `clip` (sizes `spec`) and, when given and present in the file,

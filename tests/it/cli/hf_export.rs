@@ -71,3 +71,64 @@ fn export_hf_writes_a_processor_with_gadms_tokens() {
         assert!((pre["image_std"][c].as_f64().unwrap() - CLIP_STD[c] as f64).abs() < 1e-7);
     }
 }
+
+/// A folder stands for the weight file in it: an open_clip export folder and a Hugging Face
+/// folder embed exactly as the file they were exported from (text; the HF grid is square), and a
+/// directory without weights names what it looked for.
+#[test]
+fn weight_folders_stand_for_their_files() {
+    let d = TempDir::new("weight-folders");
+    let caps = super::captions();
+    let embed = |w: &std::path::Path, out: &std::path::Path| {
+        ok(&args![
+            "embed",
+            "--weights",
+            w,
+            "--texts",
+            &caps,
+            "--out",
+            out
+        ]);
+        gadms_ckpt::tensors::read_file(out).unwrap()
+    };
+    let base = embed(&weights(), &d.join("base.safetensors"));
+    for format in ["open-clip", "hf"] {
+        let dir = d.join(format);
+        ok(&args![
+            "export",
+            "--weights",
+            &weights(),
+            "--format",
+            format,
+            "--out",
+            &dir
+        ]);
+        let got = embed(&dir, &d.join(format!("{format}.safetensors")));
+        let (a, b) = (
+            &got.get("text_embeds").unwrap().data,
+            &base.get("text_embeds").unwrap().data,
+        );
+        let worst = a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max);
+        assert!(worst < 1e-5, "{format}: {worst}");
+    }
+    let empty = d.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let err = super::fails(
+        &args![
+            "embed",
+            "--weights",
+            &empty,
+            "--texts",
+            &caps,
+            "--out",
+            d.join("x.safetensors")
+        ],
+        &d.join("x.safetensors"),
+        &["a directory without weights", "open_clip_model.safetensors"],
+    );
+    assert!(err.contains("best.safetensors"), "{err}");
+}
