@@ -103,7 +103,7 @@ fn weight_folders_stand_for_their_files() {
             "--out",
             &dir
         ]);
-        let got = embed(&dir, &d.join(format!("{format}.safetensors")));
+        let got = embed(&dir, &d.join(&format!("{format}.safetensors")));
         let (a, b) = (
             &got.get("text_embeds").unwrap().data,
             &base.get("text_embeds").unwrap().data,
