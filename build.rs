@@ -30,7 +30,10 @@ fn walk(dir: &Path, root: &Path, out: &mut Vec<(String, PathBuf)>) {
 
 /// `git -C dir ARGS` output, trimmed, when git runs and succeeds.
 fn git(dir: &Path, args: &[&str]) -> Option<String> {
+    // GIT_OPTIONAL_LOCKS=0: `git status` must not refresh (rewrite) the index, or the next
+    // cargo command would see `.git` change and rebuild the crate.
     let out = std::process::Command::new("git")
+        .env("GIT_OPTIONAL_LOCKS", "0")
         .arg("-C")
         .arg(dir)
         .args(args)
@@ -51,11 +54,11 @@ fn git_commit(dir: &Path) {
         _ => "unknown".to_string(),
     };
     println!("cargo:rustc-env=GADMS_GIT_COMMIT={commit}");
-    // A new commit, a staged change or an edited source re-runs this script.
+    // A new commit or an edited source re-runs this script (not `.git/index`: staging does not
+    // change what differs from HEAD).
     // (Only paths that exist: cargo re-runs a script on every build for a missing one.)
     for p in [
         ".git/HEAD",
-        ".git/index",
         ".git/refs",
         "src",
         "nn/src",
