@@ -196,6 +196,50 @@ pub struct Forward<E: Dtype, D: Storage<E>> {
     pub gass: Option<GassOutput>,
 }
 
+/// The MTP branch up to its logits (§4.3, §5.2): the informative-masked captions of `batch`
+/// through the text tower (all `CTX` tokens, a fresh leaky tape), the decoder over
+/// `image_tokens` [B, SEQ, EMBED]; returns the logits at the labelled positions [N, VOCAB],
+/// their targets and N.
+#[allow(clippy::type_complexity)]
+pub(crate) fn mtp_logits<
+    const VOCAB: usize,
+    const CTX: usize,
+    const TW: usize,
+    const TH: usize,
+    const THD: usize,
+    const TF: usize,
+    const TL: usize,
+    const EMBED: usize,
+    const MH: usize,
+    const MHD: usize,
+    const MF: usize,
+    const ML: usize,
+    const SEQ: usize,
+    D: Device<f32>,
+>(
+    text: &TextTower<VOCAB, CTX, TW, TH, THD, TF, TL, EMBED, f32, D>,
+    mtp: &MtpDecoder<EMBED, MH, MHD, MF, ML, VOCAB, f32, D>,
+    batch: &Batch,
+    image_tokens: Tensor<(usize, Const<SEQ>, Const<EMBED>), f32, D, OwnedTape<f32, D>>,
+) -> (
+    Tensor<(usize, Const<VOCAB>), f32, D, OwnedTape<f32, D>>,
+    Vec<u32>,
+    usize,
+) {
+    let b = batch.len();
+    let dev = text.text_projection.device().clone();
+    let info = rows::<CTX>("informative-masked", &batch.ids_info, b);
+    let ids = TextInput::<CTX, D>::new(&dev, &info).ids;
+    let labels: Vec<u32> = rows::<CTX>("label", &batch.info_labels, b)
+        .into_iter()
+        .flatten()
+        .collect();
+    let t = text.forward(ids, tape_with(&dev, Gradients::leaky()), None);
+    let (logits, targets) = mtp.forward_masked(t, image_tokens, &labels);
+    let masked = targets.iter().filter(|&&l| l != 0).count();
+    (logits, targets, masked)
+}
+
 /// Caption rows of the batch as `[u32; CTX]` (the loader's are `[u32; 77]`).
 pub(crate) fn rows<const CTX: usize>(what: &str, ids: &[[u32; 77]], b: usize) -> Vec<[u32; CTX]> {
     assert_eq!(
@@ -301,16 +345,7 @@ impl<
         // tokens → CE on the labelled positions (§4.3, §5.2).
         let mtp =
             |image_tokens: Tensor<(usize, Const<SEQ>, Const<EMBED>), E, D, OwnedTape<E, D>>| {
-                let info = rows::<CTX>("informative-masked", &batch.ids_info, b);
-                let ids = TextInput::<CTX, D>::new(&dev, &info).ids;
-                let labels: Vec<u32> = rows::<CTX>("label", &batch.info_labels, b)
-                    .into_iter()
-                    .flatten()
-                    .collect();
-                let tape = tape_with(&dev, Gradients::leaky());
-                let t = text.forward(ids, tape, None);
-                let (logits, targets) = self.mtp.forward_masked(t, image_tokens, &labels);
-                let masked = targets.iter().filter(|&&l| l != 0).count();
+                let (logits, targets, masked) = mtp_logits(text, &self.mtp, batch, image_tokens);
                 (masked_rows_ce(logits, &targets), masked)
             };
 

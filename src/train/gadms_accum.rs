@@ -22,7 +22,7 @@
 //! micro-batch, with the rows of the whole batch; a non-finite loss changes nothing.
 
 use super::accum::{Cached, labelled, micro_batches, splice};
-use super::gadms::{GaDmsForward, LossParts, StepConfig, StepReport, rows};
+use super::gadms::{GaDmsForward, LossParts, StepConfig, StepReport, mtp_logits, rows};
 use super::optim::{Adam, Group};
 use anyhow::Result;
 use dfdx::prelude::*;
@@ -151,15 +151,7 @@ impl<
         let t = splice(&whole.cached.text, t, at);
         let l_sdm = sdm_loss(cls, t, &whole.pids, cfg.logit_scale, SDM_EPS);
         // This micro-batch's share of the whole batch's MTP mean (§4.3, §5.2).
-        let info = rows::<CTX>("informative-masked", &micro.ids_info, b);
-        let ids = TextInput::<CTX, D>::new(&dev, &info).ids;
-        let labels: Vec<u32> = rows::<CTX>("label", &micro.info_labels, b)
-            .into_iter()
-            .flatten()
-            .collect();
-        let tm = text.forward(ids, tape_with(&dev, Gradients::leaky()), None);
-        let (logits, targets) = self.mtp.forward_masked(tm, tokens, &labels);
-        let masked = targets.iter().filter(|&&l| l != 0).count();
+        let (logits, targets, masked) = mtp_logits(text, &self.mtp, micro, tokens);
         let l_mtp = masked_rows_ce_over(logits, &targets, whole.masked);
         let (s, m) = (l_sdm.as_vec()[0], l_mtp.as_vec()[0]);
         let loss = l_sdm + l_mtp * cfg.beta as f32;

@@ -35,12 +35,12 @@ pub fn default_log_every() -> usize {
 /// `pairs_per_s`, `data_s` (waiting for the batch), `step_s` (the step itself), and
 /// `masked_tokens` / `grad_norm` when the recipe reports them.
 #[derive(Serialize)]
-struct StepLine {
+struct StepLine<'a> {
     step: usize,
     epoch: usize,
     loss: f32,
     #[serde(flatten)]
-    parts: BTreeMap<String, f32>,
+    parts: &'a BTreeMap<String, f32>,
     lr: f64,
     pairs_per_s: f64,
     data_s: f64,
@@ -142,7 +142,7 @@ impl TrainLog {
             step: r.step,
             epoch,
             loss: r.out.loss,
-            parts: parts.clone(),
+            parts: &parts,
             lr: r.lr,
             pairs_per_s: rate,
             data_s: r.data_s,
