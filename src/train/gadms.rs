@@ -196,8 +196,9 @@ pub struct Forward<E: Dtype, D: Storage<E>> {
     pub gass: Option<GassOutput>,
 }
 
-/// The MTP branch up to its logits (§4.3, §5.2): the informative-masked captions of `batch`
-/// through the text tower (all `CTX` tokens, a fresh leaky tape), the decoder over
+/// The masked-token branch up to its logits: the masked captions of `batch` (`ids_info` /
+/// `info_labels`: GA-DMS's informative-masked copy for MTP, §4.3 and §5.2, or fine-tuning's MLM
+/// copy, §4.4) through the text tower (all `CTX` tokens, a fresh leaky tape), the decoder over
 /// `image_tokens` [B, SEQ, EMBED]; returns the logits at the labelled positions [N, VOCAB],
 /// their targets and N.
 #[allow(clippy::type_complexity)]

@@ -30,6 +30,7 @@
 //! `gadms_model.safetensors`) holds CLIP, the decoder and `classifier.weight` [C, EMBED] /
 //! `classifier.bias` [C] (native names); Adam's state includes the classifier's moments.
 
+use super::gadms::mtp_logits;
 use super::irra_accum::{IrraAccum, finetune_step_accum};
 use super::optim::{Adam, Group, adam_config};
 use super::recipe::{ModelParts, Recipe, StepOut};
@@ -42,8 +43,8 @@ use gadms_ckpt::Array;
 use gadms_data::loader::Batch;
 use gadms_nn::loss::{SDM_EPS, SDM_LOGIT_SCALE, masked_rows_ce, sdm_loss};
 use gadms_nn::{
-    Clip, GaDms, IdClassifier, IdGrads, MtpDecoder, MtpTiny, TextInput, TextTower, Tiny,
-    VisionTower, cls_token, tape_with, text_features_trimmed,
+    Clip, GaDms, IdClassifier, IdGrads, MtpDecoder, MtpTiny, TextTower, Tiny, VisionTower,
+    cls_token, tape_with, text_features_trimmed,
 };
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -235,12 +236,7 @@ impl<
             SDM_EPS,
         );
         let (l_id, id_grads) = classifier.loss(v, t, &pids);
-        let info: Vec<[u32; CTX]> = batch.ids_info.iter().map(|r| ctx_row(r)).collect();
-        let ids = TextInput::<CTX, D>::new(&dev, &info).ids;
-        let labels: Vec<u32> = batch.info_labels.iter().flatten().copied().collect();
-        let tm = text.forward(ids, tape_with(&dev, Gradients::leaky()), None);
-        let (logits, targets) = self.mtp.forward_masked(tm, tokens, &labels);
-        let masked = targets.iter().filter(|&&l| l != 0).count();
+        let (logits, targets, masked) = mtp_logits(text, &self.mtp, batch, tokens);
         let l_mlm = masked_rows_ce(logits, &targets);
         let (s, i, m) = (l_sdm.as_vec()[0], l_id.as_vec()[0], l_mlm.as_vec()[0]);
         let loss = l_sdm + l_id * (w.id as f32) + l_mlm * (w.mlm as f32);

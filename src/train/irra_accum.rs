@@ -15,6 +15,7 @@
 //! ```
 
 use super::accum::{Cached, labelled, micro_batches, splice};
+use super::gadms::mtp_logits;
 use super::irra::{FtReport, FtWeights, IrraStep, update};
 use super::optim::Adam;
 use super::sdm::ctx_row;
@@ -23,8 +24,8 @@ use dfdx::prelude::*;
 use gadms_data::loader::Batch;
 use gadms_nn::loss::{SDM_EPS, SDM_LOGIT_SCALE, masked_rows_ce_over, sdm_loss};
 use gadms_nn::{
-    Clip, GaDms, IdClassifier, IdGrads, MtpDecoder, TextInput, TextTower, VisionTower, cls_token,
-    tape_with, text_features_trimmed,
+    Clip, GaDms, IdClassifier, IdGrads, MtpDecoder, TextTower, VisionTower, cls_token, tape_with,
+    text_features_trimmed,
 };
 
 /// What pass 2 needs of the whole batch.
@@ -148,12 +149,7 @@ impl<
         let share = b as f32 / whole.pids.len() as f32;
         let (l_id, g) = classifier.loss(v, t, &whole.pids[at..at + b]);
         let l_id = l_id * share;
-        let info: Vec<[u32; CTX]> = micro.ids_info.iter().map(ctx_row).collect();
-        let ids = TextInput::<CTX, D>::new(&dev, &info).ids;
-        let labels: Vec<u32> = micro.info_labels.iter().flatten().copied().collect();
-        let tm = text.forward(ids, tape_with(&dev, Gradients::leaky()), None);
-        let (logits, targets) = self.mtp.forward_masked(tm, tokens, &labels);
-        let masked = targets.iter().filter(|&&l| l != 0).count();
+        let (logits, targets, masked) = mtp_logits(text, &self.mtp, micro, tokens);
         let l_mlm = masked_rows_ce_over(logits, &targets, whole.masked);
         let parts = (l_sdm.as_vec()[0], l_id.as_vec()[0], l_mlm.as_vec()[0]);
         let loss = l_sdm + l_id * (w.id as f32) + l_mlm * (w.mlm as f32);
