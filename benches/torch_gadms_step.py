@@ -54,7 +54,7 @@ PRESETS = {
                      m_heads=8, m_layers=4),
     "tiny": dict(img_h=64, img_w=32, patch=16, v_width=64, v_layers=2, v_heads=2,
                  embed=32, vocab=49408, ctx=77, t_width=64, t_layers=2, t_heads=2,
-                 m_heads=2, m_layers=4),
+                 m_heads=2, m_layers=1),  # gadms MtpTiny: 1 block (nn/src/mtp.rs)
 }
 # the MTP decoder width is the joint embedding width (IRRA; the Rust GaDmsForward requires it)
 

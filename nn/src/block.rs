@@ -131,13 +131,20 @@ impl<
 > Transformer<W, H, HD, F, L, E, D>
 {
     /// Runs all blocks. `probs_out`, when given, receives one [B, H, S, S] tensor per layer.
+    /// With block checkpointing on ([`crate::checkpoint`]) and no `probs_out`, only each
+    /// block's input is kept for the backward pass.
     pub fn forward<B: Dim, S: Dim, T: Tape<E, D>>(
         &self,
         mut x: Tensor<(B, S, Const<W>), E, D, T>,
         mask: Option<&Tensor<(S, S), E, D>>,
         mut probs_out: Option<&mut Vec<Probs<B, H, S, S, E, D>>>,
     ) -> Tensor<(B, S, Const<W>), E, D, T> {
+        let checkpoint = probs_out.is_none() && crate::checkpoint::checkpointing();
         for blk in self.resblocks.modules.iter() {
+            if checkpoint {
+                x = crate::checkpoint::block_forward(blk, x, mask);
+                continue;
+            }
             let mut slot = None;
             let want = probs_out.is_some();
             x = blk.forward(x, mask, want.then_some(&mut slot));
@@ -157,8 +164,13 @@ impl<
         let Some((last, rest)) = self.resblocks.modules.split_last() else {
             return cls_token(x);
         };
+        let checkpoint = crate::checkpoint::checkpointing();
         for blk in rest {
-            x = blk.forward(x, None, None);
+            x = if checkpoint {
+                crate::checkpoint::block_forward(blk, x, None)
+            } else {
+                blk.forward(x, None, None)
+            };
         }
         last.forward_cls(x)
     }

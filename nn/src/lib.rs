@@ -8,6 +8,7 @@
 
 pub mod attention;
 pub mod block;
+pub mod checkpoint;
 pub mod clip;
 pub mod fast;
 pub mod gadms;

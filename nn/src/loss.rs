@@ -185,6 +185,35 @@ pub fn masked_token_ce<B: Dim, S: Dim, const V: usize, E: Float, D: Device<E>, T
     masked_rows_ce(logits.reshape_like(&(n, Const::<V>)), labels)
 }
 
+/// [`masked_rows_ce_over`] of the logits `fc(x)` [N, V], taken from the hidden rows `x`
+/// [N, W] and the head's last layer `fc` (the MTP / MLM head's vocabulary projection): on the
+/// CPU in f32/f64 the fused [`crate::fast::linear_cross_entropy`], which never holds the
+/// [N, V] logits; else `fc` and then [`masked_rows_ce_over`]. Same value and gradients (for
+/// `x`, `fc.weight` and `fc.bias`) up to rounding.
+///
+/// # Panics
+/// If `labels.len() != N` or a label is ≥ V.
+pub fn masked_rows_linear_ce_over<const W: usize, const V: usize, E: Float, D: Device<E>, T>(
+    x: Tensor<(usize, Const<W>), E, D, T>,
+    fc: &dfdx::nn::modules::Linear<W, V, E, D>,
+    labels: &[u32],
+    count: usize,
+) -> Tensor<Rank0, E, D, T>
+where
+    T: Tape<E, D>,
+{
+    let w = if count == 0 { 0.0 } else { 1.0 / count as f64 };
+    let rows: Vec<usize> = labels.iter().map(|&l| l as usize).collect();
+    let row_w: Vec<f64> = labels
+        .iter()
+        .map(|&l| if l == 0 { 0.0 } else { w })
+        .collect();
+    match crate::fast::linear_cross_entropy(x, fc, &rows, &row_w) {
+        Ok(loss) => loss,
+        Err(x) => masked_rows_ce_over(crate::fast::linear2(fc, x), labels, count),
+    }
+}
+
 /// [`masked_token_ce`] on logits already flattened to rows, [N, V] with `labels` [N]
 /// (0 = ignored); e.g. the output of `MtpDecoder::forward_masked`.
 ///

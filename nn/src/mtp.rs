@@ -76,8 +76,16 @@ impl<const W: usize, const V: usize, E: Float, D: Device<E>> MlmHead<W, V, E, D>
         &self,
         x: Tensor<(N, Const<W>), E, D, T>,
     ) -> Tensor<(N, Const<V>), E, D, T> {
+        crate::fast::linear2(&self.fc, self.hidden2(x))
+    }
+
+    /// `x` [N, W] → the input of `fc`, `ln(QuickGELU(dense(x)))` [N, W].
+    pub fn hidden2<N: Dim, T: Tape<E, D>>(
+        &self,
+        x: Tensor<(N, Const<W>), E, D, T>,
+    ) -> Tensor<(N, Const<W>), E, D, T> {
         let h = quick_gelu(crate::fast::linear2(&self.dense, x));
-        crate::fast::linear2(&self.fc, self.ln.forward2(h))
+        self.ln.forward2(h)
     }
 }
 
@@ -113,9 +121,10 @@ pub struct MtpDecoder<
 pub type MtpViTB16<E, D> = MtpDecoder<512, 8, 64, 2048, 4, 49408, E, D>;
 
 /// The decoder for the `Tiny` preset: Tiny's joint width 32, 2 heads of 16, MLP 4× = 128,
-/// IRRA's 4 layers (the depth is not scaled down: at width 32 the blocks are cheap next to the
-/// vocabulary projection), full CLIP vocabulary (Tiny's text tower uses it).
-pub type MtpTiny<E, D> = MtpDecoder<32, 2, 16, 128, 4, 49408, E, D>;
+/// 1 block (IRRA's `cmt_depth` is 4; scaled down with the rest of `Tiny`: at width 32 and 77
+/// tokens each block cost about 13 ms of a 200 ms GA-DMS step on 2 cores, docs/performance.md),
+/// full CLIP vocabulary (Tiny's text tower uses it).
+pub type MtpTiny<E, D> = MtpDecoder<32, 2, 16, 128, 1, 49408, E, D>;
 
 impl<
     const W: usize,
@@ -600,6 +609,18 @@ impl<
         image_tokens: Tensor<(B, Sk, Const<W>), E, D, T>,
         labels: &[u32],
     ) -> (Tensor<(usize, Const<V>), E, D, T>, Vec<u32>) {
+        let (rows, targets) = self.labelled_rows(text_tokens, image_tokens, labels);
+        (self.mlm_head.forward2(rows), targets)
+    }
+
+    /// The decoder's output at the labelled positions, [N, W] (before `mlm_head`), and their
+    /// targets (see [`Self::forward_masked`] for the case of no labelled position).
+    fn labelled_rows<B: Dim, Sq: Dim, Sk: Dim, T: Tape<E, D>>(
+        &self,
+        text_tokens: Tensor<(B, Sq, Const<W>), E, D, T>,
+        image_tokens: Tensor<(B, Sk, Const<W>), E, D, T>,
+        labels: &[u32],
+    ) -> (Tensor<(usize, Const<W>), E, D, T>, Vec<u32>) {
         let (b, sq, _) = *text_tokens.shape();
         let n = b.size() * sq.size();
         assert_eq!(labels.len(), n, "mtp: need one label per text position");
@@ -615,6 +636,32 @@ impl<
             .forward_hidden(text_tokens, image_tokens)
             .reshape_like(&(n, Const::<W>));
         let rows = hidden.gather(idx); // [N, W]
-        (self.mlm_head.forward2(rows), targets)
+        (rows, targets)
+    }
+
+    /// The masked-token loss without logits in memory: `masked_rows_ce_over` of the labelled
+    /// positions' logits (as [`Self::forward_masked`] gives them), with the sum of the rows'
+    /// cross entropies divided by `count` (`None`: by the number of labelled positions, the
+    /// loss of this batch alone; `Some(c)`: this micro-batch's part of a batch with `c` labelled
+    /// positions). Returns the loss and the number of labelled positions. The vocabulary
+    /// projection and the cross entropy run as one fused op on the CPU
+    /// ([`crate::loss::masked_rows_linear_ce_over`]).
+    pub fn masked_loss<B: Dim, Sq: Dim, Sk: Dim, T: Tape<E, D>>(
+        &self,
+        text_tokens: Tensor<(B, Sq, Const<W>), E, D, T>,
+        image_tokens: Tensor<(B, Sk, Const<W>), E, D, T>,
+        labels: &[u32],
+        count: Option<usize>,
+    ) -> (Tensor<Rank0, E, D, T>, usize) {
+        let (rows, targets) = self.labelled_rows(text_tokens, image_tokens, labels);
+        let masked = targets.iter().filter(|&&l| l != 0).count();
+        let h = self.mlm_head.hidden2(rows);
+        let loss = crate::loss::masked_rows_linear_ce_over(
+            h,
+            &self.mlm_head.fc,
+            &targets,
+            count.unwrap_or(masked),
+        );
+        (loss, masked)
     }
 }

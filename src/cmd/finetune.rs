@@ -133,6 +133,11 @@ pub struct FinetuneArgs {
     #[argh(switch)]
     #[serde(default)]
     pub skip_corrupt: bool,
+    /// activation checkpointing: keep only each transformer block's input in the forward
+    /// pass and run the block again in the backward pass (less memory, one more forward)
+    #[argh(switch)]
+    #[serde(default)]
+    pub grad_checkpointing: bool,
 }
 
 /// Default `--out` (of the tiny preset; `runs/finetune-vit-b-16` for vit-b-16).
@@ -165,6 +170,7 @@ impl Default for FinetuneArgs {
             aug_erase: 0.0,
             preset: Preset::Tiny,
             skip_corrupt: false,
+            grad_checkpointing: false,
         }
     }
 }
@@ -272,6 +278,7 @@ fn run_on<D: BuildDevice, M: TrainModel<D>>(
 ) -> Result<()> {
     let t0 = Instant::now();
     let spec = M::Clip::SPEC;
+    let _checkpointing = gadms_nn::checkpoint::scoped(a.grad_checkpointing);
     println!(
         "gadms finetune: IRRA recipe on the '{}' preset: SDM (person ids) + {}*ID + {}*MLM \
          (15%, MTP decoder), Adam lr {:.1e} with IRRA groups (cross/classifier/mlm_head 5x, \

@@ -13,9 +13,9 @@
 //! `--data`. `config.json` records `preset` and `image_hw`.
 //!
 //! **Objectives** (`--objective`):
-//! * `sdm` (default): the two CLIP towers with the SDM loss only (docs/method.md
-//!   §5.1) on the clean captions, with dfdx's Adam. No caption masking, no GASS, no decoder.
-//! * `ga-dms`: the full GA-DMS step ([`crate::train::gadms::GaDmsRecipe`]): CLIP plus the MTP
+//! * `sdm`: the two CLIP towers with the SDM loss only (docs/method.md §5.1) on the clean
+//!   captions, with dfdx's Adam. No caption masking, no GASS, no decoder.
+//! * `ga-dms` (default): the full GA-DMS step ([`crate::train::gadms::GaDmsRecipe`]): CLIP plus the MTP
 //!   decoder ([`gadms_nn::GaDms`]: `GaDmsTiny` or `GaDmsViTB16`), GASS scores of
 //!   each batch's clean captions written into a per-caption [`ScoreTable`] (one row per
 //!   training caption, 0.85 at the start), the loader in dual-masking mode (noise-masked captions → SDM, informative-masked
@@ -73,10 +73,10 @@ mod options;
 pub use options::{GassNormArg, Objective, PidMode};
 
 /// Pretrain a model (default: the Tiny preset from random init), evaluating zero-shot
-/// text->image retrieval (CLIP towers) before and after. --objective sdm (default): the CLIP
-/// towers with the SDM loss only. --objective ga-dms: full GA-DMS (CLIP + MTP decoder, GASS
-/// token scores, dual noise/informative caption masking, loss SDM + beta*MTP), about 13x slower
-/// per step. With no flags it uses the synthetic person dataset embedded in the binary
+/// text->image retrieval (CLIP towers) before and after. --objective ga-dms (default): full
+/// GA-DMS (CLIP + MTP decoder, GASS token scores, dual noise/informative caption masking, loss
+/// SDM + beta*MTP). --objective sdm: the CLIP towers with the SDM loss only (no masking, no
+/// decoder; about 6x faster per step on the tiny preset). With no flags it uses the synthetic person dataset embedded in the binary
 /// (fixtures/synth-pedes, CUHK-PEDES form, 64x32), packed into RUN_DIR/data; --data trains on
 /// any `gadms pack` output at the preset's image size (tiny 64x32, vit-b-16 384x128; vit-b-16
 /// needs --data). Writes RUN_DIR/config.json, metrics.jsonl and last.safetensors (CLIP
@@ -162,8 +162,9 @@ pub struct PretrainArgs {
     /// epoch (the reference)
     #[argh(switch)]
     pub schedule_per_step: bool,
-    /// SDM identities: caption (every caption its own pid, GA-DMS pretraining §5.1) or
-    /// identity (the dataset's person ids) (default: identity for sdm, caption for ga-dms)
+    /// SDM identities: identity (the dataset's person ids; a WebPerson pack gives every
+    /// caption its own pid, so there this is GA-DMS pretraining's one pid per caption, §5.1) or
+    /// caption (every caption its own pid on any dataset) (default identity)
     #[argh(option)]
     pub pids: Option<PidMode>,
     /// model preset: tiny (64x32 images) or vit-b-16 (CLIP ViT-B/16, 384x128; needs --data)
@@ -171,9 +172,9 @@ pub struct PretrainArgs {
     #[argh(option, default = "Preset::Tiny")]
     #[serde(serialize_with = "ser_preset", deserialize_with = "de_preset")]
     pub preset: Preset,
-    /// training objective: sdm (CLIP towers, SDM loss only) or ga-dms (GASS + dual masking +
-    /// MTP decoder, loss SDM + beta*MTP) (default sdm)
-    #[argh(option, default = "Objective::Sdm")]
+    /// training objective: ga-dms (GASS + dual masking + MTP decoder, loss SDM + beta*MTP)
+    /// or sdm (CLIP towers, SDM loss only) (default ga-dms)
+    #[argh(option, default = "Objective::GaDms")]
     pub objective: Objective,
     /// ga-dms: weight beta of the MTP loss (default 0.4; the official script uses 0.3)
     #[argh(option, default = "DEFAULT_BETA")]
@@ -198,6 +199,11 @@ pub struct PretrainArgs {
     #[argh(switch)]
     #[serde(default)]
     pub skip_corrupt: bool,
+    /// activation checkpointing: keep only each transformer block's input in the forward
+    /// pass and run the block again in the backward pass (less memory, one more forward)
+    #[argh(switch)]
+    #[serde(default)]
+    pub grad_checkpointing: bool,
 }
 
 /// Default `--epochs`.
@@ -252,7 +258,8 @@ impl Default for PretrainArgs {
             pids: None,
             preset: Preset::Tiny,
             skip_corrupt: false,
-            objective: Objective::Sdm,
+            grad_checkpointing: false,
+            objective: Objective::GaDms,
             beta: DEFAULT_BETA,
             gass_norm: GassNormArg::Paper,
             gass_layers: DEFAULT_GASS_LAYERS,
@@ -361,7 +368,9 @@ impl PretrainArgs {
         }
     }
 
-    /// `--pids`, or the objective's default (identity for sdm, caption for ga-dms).
+    /// `--pids`. A new run records its mode ([`run`] fills in identity); a run recorded without
+    /// one, from before identity was the default of both objectives, keeps the default it was
+    /// trained with (identity for sdm, caption for ga-dms).
     pub fn pid_mode(&self) -> PidMode {
         self.pids.unwrap_or(match self.objective {
             Objective::Sdm => PidMode::Identity,
@@ -394,7 +403,10 @@ impl RunArgs for PretrainArgs {
 
 /// Runs the command: resolves `--resume` (which fixes the preset) and checks the flags, then
 /// dispatches once on (`--preset`, `--device`) to [`run_on`].
-pub fn run(given: PretrainArgs) -> Result<()> {
+pub fn run(mut given: PretrainArgs) -> Result<()> {
+    if given.resume.is_none() && given.pids.is_none() {
+        given.pids = Some(PidMode::Identity);
+    }
     let (a, resume, warmup) = resolve_args(given, "pretrain")?;
     crate::dispatch!(a.device, run_preset(a, resume, warmup))
 }
@@ -416,6 +428,7 @@ fn run_on<D: BuildDevice, M: TrainModel<D>>(
 ) -> Result<()> {
     let t0 = Instant::now();
     let spec = M::Clip::SPEC;
+    let _checkpointing = gadms_nn::checkpoint::scoped(a.grad_checkpointing);
     print_header(&a, spec.name, resume.as_ref());
 
     // Every input is checked before anything is written: the packed sets, and the starting

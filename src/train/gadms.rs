@@ -63,7 +63,7 @@ use gadms_data::manifest::Dataset;
 use gadms_data::masking::MaskingConfig;
 use gadms_data::scores::{SCORE_CTX, ScoreTable};
 use gadms_nn::gass::{GassConfig, GassOutput, gass_scores};
-use gadms_nn::loss::{SDM_EPS, SDM_LOGIT_SCALE, masked_rows_ce, sdm_loss};
+use gadms_nn::loss::{SDM_EPS, SDM_LOGIT_SCALE, sdm_loss};
 use gadms_nn::{
     Clip, Float, MtpDecoder, TextInput, TextTower, VisionTower, tape_with, text_features_trimmed,
 };
@@ -196,13 +196,15 @@ pub struct Forward<E: Dtype, D: Storage<E>> {
     pub gass: Option<GassOutput>,
 }
 
-/// The masked-token branch up to its logits: the masked captions of `batch` (`ids_info` /
+/// The masked-token branch and its loss: the masked captions of `batch` (`ids_info` /
 /// `info_labels`: GA-DMS's informative-masked copy for MTP, §4.3 and §5.2, or fine-tuning's MLM
 /// copy, §4.4) through the text tower (all `CTX` tokens, a fresh leaky tape), the decoder over
-/// `image_tokens` [B, SEQ, EMBED]; returns the logits at the labelled positions [N, VOCAB],
-/// their targets and N.
+/// `image_tokens` [B, SEQ, EMBED] and the vocabulary head with its cross entropy on the
+/// labelled positions (fused, no [N, VOCAB] logits: `MtpDecoder::masked_loss`); the sum is
+/// divided by `count` (`None`: this batch's labelled positions; `Some(c)`: a micro-batch's part
+/// of a batch with `c`). Returns the loss and the number of labelled positions.
 #[allow(clippy::type_complexity)]
-pub(crate) fn mtp_logits<
+pub(crate) fn mtp_loss<
     const VOCAB: usize,
     const CTX: usize,
     const TW: usize,
@@ -222,11 +224,8 @@ pub(crate) fn mtp_logits<
     mtp: &MtpDecoder<EMBED, MH, MHD, MF, ML, VOCAB, f32, D>,
     batch: &Batch,
     image_tokens: Tensor<(usize, Const<SEQ>, Const<EMBED>), f32, D, OwnedTape<f32, D>>,
-) -> (
-    Tensor<(usize, Const<VOCAB>), f32, D, OwnedTape<f32, D>>,
-    Vec<u32>,
-    usize,
-) {
+    count: Option<usize>,
+) -> (Tensor<Rank0, f32, D, OwnedTape<f32, D>>, usize) {
     let b = batch.len();
     let dev = text.text_projection.device().clone();
     let info = rows::<CTX>("informative-masked", &batch.ids_info, b);
@@ -236,9 +235,7 @@ pub(crate) fn mtp_logits<
         .flatten()
         .collect();
     let t = text.forward(ids, tape_with(&dev, Gradients::leaky()), None);
-    let (logits, targets) = mtp.forward_masked(t, image_tokens, &labels);
-    let masked = targets.iter().filter(|&&l| l != 0).count();
-    (logits, targets, masked)
+    mtp.masked_loss(t, image_tokens, &labels, count)
 }
 
 /// Caption rows of the batch as `[u32; CTX]` (the loader's are `[u32; 77]`).
@@ -346,8 +343,7 @@ impl<
         // tokens → CE on the labelled positions (§4.3, §5.2).
         let mtp =
             |image_tokens: Tensor<(usize, Const<SEQ>, Const<EMBED>), E, D, OwnedTape<E, D>>| {
-                let (logits, targets, masked) = mtp_logits(text, &self.mtp, batch, image_tokens);
-                (masked_rows_ce(logits, &targets), masked)
+                mtp_loss(text, &self.mtp, batch, image_tokens, None)
             };
 
         let (loss, parts) = match branches {

@@ -22,14 +22,14 @@
 //! micro-batch, with the rows of the whole batch; a non-finite loss changes nothing.
 
 use super::accum::{Cached, labelled, micro_batches, splice};
-use super::gadms::{GaDmsForward, LossParts, StepConfig, StepReport, mtp_logits, rows};
+use super::gadms::{GaDmsForward, LossParts, StepConfig, StepReport, mtp_loss, rows};
 use super::optim::{Adam, Group};
 use anyhow::Result;
 use dfdx::prelude::*;
 use gadms_data::loader::Batch;
 use gadms_data::scores::{SCORE_CTX, ScoreTable};
 use gadms_nn::gass::{batch_min_max, gass_emap};
-use gadms_nn::loss::{SDM_EPS, masked_rows_ce_over, sdm_loss};
+use gadms_nn::loss::{SDM_EPS, sdm_loss};
 use gadms_nn::{
     Clip, GaDms, MtpDecoder, TextInput, TextTower, VisionTower, cls_token, tape_with,
     text_features_trimmed,
@@ -151,8 +151,7 @@ impl<
         let t = splice(&whole.cached.text, t, at);
         let l_sdm = sdm_loss(cls, t, &whole.pids, cfg.logit_scale, SDM_EPS);
         // This micro-batch's share of the whole batch's MTP mean (§4.3, §5.2).
-        let (logits, targets, masked) = mtp_logits(text, &self.mtp, micro, tokens);
-        let l_mtp = masked_rows_ce_over(logits, &targets, whole.masked);
+        let (l_mtp, masked) = mtp_loss(text, &self.mtp, micro, tokens, Some(whole.masked));
         let (s, m) = (l_sdm.as_vec()[0], l_mtp.as_vec()[0]);
         let loss = l_sdm + l_mtp * cfg.beta as f32;
         let parts = LossParts {

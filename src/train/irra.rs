@@ -30,7 +30,7 @@
 //! `gadms_model.safetensors`) holds CLIP, the decoder and `classifier.weight` [C, EMBED] /
 //! `classifier.bias` [C] (native names); Adam's state includes the classifier's moments.
 
-use super::gadms::mtp_logits;
+use super::gadms::mtp_loss;
 use super::irra_accum::{IrraAccum, finetune_step_accum};
 use super::optim::{Adam, Group, adam_config};
 use super::recipe::{ModelParts, Recipe, StepOut};
@@ -41,7 +41,7 @@ use dfdx::nn::tensor_collection::TensorCollection;
 use dfdx::prelude::*;
 use gadms_ckpt::Array;
 use gadms_data::loader::Batch;
-use gadms_nn::loss::{SDM_EPS, SDM_LOGIT_SCALE, masked_rows_ce, sdm_loss};
+use gadms_nn::loss::{SDM_EPS, SDM_LOGIT_SCALE, sdm_loss};
 use gadms_nn::{
     Clip, GaDms, IdClassifier, IdGrads, MtpDecoder, MtpTiny, TextTower, Tiny, VisionTower,
     cls_token, tape_with, text_features_trimmed,
@@ -236,8 +236,7 @@ impl<
             SDM_EPS,
         );
         let (l_id, id_grads) = classifier.loss(v, t, &pids);
-        let (logits, targets, masked) = mtp_logits(text, &self.mtp, batch, tokens);
-        let l_mlm = masked_rows_ce(logits, &targets);
+        let (l_mlm, masked) = mtp_loss(text, &self.mtp, batch, tokens, None);
         let (s, i, m) = (l_sdm.as_vec()[0], l_id.as_vec()[0], l_mlm.as_vec()[0]);
         let loss = l_sdm + l_id * (w.id as f32) + l_mlm * (w.mlm as f32);
         let total = loss.as_vec()[0];

@@ -15,14 +15,14 @@
 //! ```
 
 use super::accum::{Cached, labelled, micro_batches, splice};
-use super::gadms::mtp_logits;
+use super::gadms::mtp_loss;
 use super::irra::{FtReport, FtWeights, IrraStep, update};
 use super::optim::Adam;
 use super::sdm::ctx_row;
 use anyhow::Result;
 use dfdx::prelude::*;
 use gadms_data::loader::Batch;
-use gadms_nn::loss::{SDM_EPS, SDM_LOGIT_SCALE, masked_rows_ce_over, sdm_loss};
+use gadms_nn::loss::{SDM_EPS, SDM_LOGIT_SCALE, sdm_loss};
 use gadms_nn::{
     Clip, GaDms, IdClassifier, IdGrads, MtpDecoder, TextTower, VisionTower, cls_token, tape_with,
     text_features_trimmed,
@@ -149,8 +149,7 @@ impl<
         let share = b as f32 / whole.pids.len() as f32;
         let (l_id, g) = classifier.loss(v, t, &whole.pids[at..at + b]);
         let l_id = l_id * share;
-        let (logits, targets, masked) = mtp_logits(text, &self.mtp, micro, tokens);
-        let l_mlm = masked_rows_ce_over(logits, &targets, whole.masked);
+        let (l_mlm, masked) = mtp_loss(text, &self.mtp, micro, tokens, Some(whole.masked));
         let parts = (l_sdm.as_vec()[0], l_id.as_vec()[0], l_mlm.as_vec()[0]);
         let loss = l_sdm + l_id * (w.id as f32) + l_mlm * (w.mlm as f32);
         let scale = |x: Vec<f32>| x.into_iter().map(|x| x * share).collect();

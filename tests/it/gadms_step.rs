@@ -194,7 +194,7 @@ fn keys_are_clip_plus_decoder_without_collisions() {
         "visual.ln_post.weight",
         "visual.proj",
         "cross_attn.q_proj.weight",
-        "cross_modal_transformer.resblocks.3.mlp.c_proj.bias",
+        "cross_modal_transformer.resblocks.0.mlp.c_proj.bias",
         "ln_pre_t.weight",
         "ln_pre_i.bias",
         "ln_post.weight",

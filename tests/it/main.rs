@@ -6,6 +6,7 @@
 mod common;
 
 mod accum;
+mod checkpointing;
 mod cli;
 mod corrupt;
 mod finetune;

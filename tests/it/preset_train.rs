@@ -117,6 +117,8 @@ fn vit_b_16_pretrain_and_finetune_run_and_write_usable_weights() {
     let run = dir.join("run");
     let out = gadms(&[
         "pretrain",
+        "--objective",
+        "sdm",
         "--preset",
         "vit-b-16",
         "--data",

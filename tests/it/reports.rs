@@ -527,6 +527,7 @@ fn plot_renders_a_real_runs_curves() {
     assert!(text.starts_with("<svg") || text.starts_with("<?xml"));
     for label in [
         "loss_sdm",
+        "loss_mtp",
         "learning rate",
         "pairs_per_s",
         "r1 (test)",

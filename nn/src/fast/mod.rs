@@ -18,6 +18,7 @@
 pub mod attn;
 pub mod elementwise;
 pub mod gemm;
+pub mod head_ce;
 mod host;
 pub mod linear;
 pub mod loss;
@@ -29,6 +30,7 @@ mod switch;
 
 pub use attn::attention;
 pub use elementwise::quick_gelu;
+pub use head_ce::linear_cross_entropy;
 pub use linear::{linear, linear_unbiased, linear2};
 pub use loss::{cross_entropy, sdm};
 pub use norm::layer_norm;

@@ -68,7 +68,13 @@ fn exp_f32(x: f32) -> f32 {
         * r
         + 5.000_000_1e-1;
     let e = p * z + r + 1.0;
-    let scale = f32::from_bits(((n as i32 + 127) << 23) as u32);
+    // 2^n from the bits of `(n + 127) + 2^23`, whose low mantissa bits are the integer
+    // n + 127 ∈ [1, 255]: float adds and integer shifts vectorise, while `n as i32` (a
+    // saturating, NaN-checking cast) compiled to eight scalar conversions per vector.
+    let biased = (n + 127.0 + 8_388_608.0)
+        .to_bits()
+        .wrapping_sub(0x4B00_0000);
+    let scale = f32::from_bits(biased << 23);
     if x < -87.3 { 0.0 } else { e * scale }
 }
 
@@ -87,20 +93,29 @@ fn gelu_bwd_body(x: &[f32], dy: &[f32], dx: &mut [f32]) {
     }
 }
 
-/// Eight f64 partial sums in a fixed order (so the loop vectorises and the result is the
-/// same on every run), added up at the end.
+/// Eight f64 partial sums in a fixed order (lane `j` takes elements `j, j + 8, …` in index
+/// order, so the result is the same on every run), added up at the end. The exponentials of a
+/// block go through an `f32` buffer first: a loop that both exponentiates and widens into the
+/// f64 lanes stayed scalar (measured 7 ns an element, against under 1 vectorised).
 #[inline(always)]
 fn exp_sum_body(z: &[f32], m: f32) -> f64 {
+    const BLOCK: usize = 64;
     let mut acc = [0f64; 8];
-    let chunks = z.chunks_exact(8);
-    let rest = chunks.remainder();
-    for c in chunks {
-        for (a, &v) in acc.iter_mut().zip(c) {
-            *a += exp_f32(v - m) as f64;
+    let mut e = [0f32; BLOCK];
+    let blocks = z.chunks_exact(BLOCK);
+    let rest = blocks.remainder();
+    for b in blocks {
+        for (o, &v) in e.iter_mut().zip(b) {
+            *o = exp_f32(v - m);
+        }
+        for c in e.chunks_exact(8) {
+            for (a, &x) in acc.iter_mut().zip(c) {
+                *a += x as f64;
+            }
         }
     }
-    for (a, &v) in acc.iter_mut().zip(rest) {
-        *a += exp_f32(v - m) as f64;
+    for (i, &v) in rest.iter().enumerate() {
+        acc[i % 8] += exp_f32(v - m) as f64;
     }
     acc.iter().sum()
 }
@@ -120,11 +135,9 @@ fn softmax_body(s: &mut [f32], scale: f32, mask: Option<&[f32]>) {
         s.iter_mut().for_each(|v| *v *= scale);
     }
     let max = s.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0.0;
-    for v in s.iter_mut() {
-        *v = exp_f32(*v - max);
-        sum += *v;
-    }
+    // Exponentiate first, then sum in index order: one loop doing both stays scalar.
+    s.iter_mut().for_each(|v| *v = exp_f32(*v - max));
+    let sum: f32 = s.iter().fold(0.0, |a, &v| a + v);
     let inv = 1.0 / sum;
     s.iter_mut().for_each(|v| *v *= inv);
 }

@@ -8,3 +8,4 @@ mod common;
 mod fast_loss;
 mod fast_ops;
 mod gradcheck;
+mod head_ce;

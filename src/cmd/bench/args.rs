@@ -60,6 +60,10 @@ pub struct BenchArgs {
     /// model: also time the plain dfdx composition (fused kernels off, `GADMS_FUSED=0`)
     #[argh(switch)]
     pub plain: bool,
+    /// train: activation checkpointing (keep only each transformer block's input; the
+    /// `peak_mem_mib` column on the CPU is the process's peak resident memory)
+    #[argh(switch)]
+    pub grad_checkpointing: bool,
     /// train: PyTorch modes to run with --torch (default eager-f32,amp-bf16,tf32; CPU runs
     /// eager-f32 only)
     #[argh(option, default = "String::from(\"eager-f32,amp-bf16,tf32\")")]

@@ -62,6 +62,10 @@ where
             _ => String::new(),
         }
     );
+    let _checkpointing = gadms_nn::checkpoint::scoped(a.grad_checkpointing);
+    if a.grad_checkpointing {
+        eprintln!("gadms: activation checkpointing on (every transformer block runs twice)");
+    }
     let mut model = M::build(dev);
     let mut opt = Adam::new(AdamConfig::default());
     let batch = synthetic_batch(a.batch, spec.vision.image_h, spec.vision.image_w, 7);
@@ -83,9 +87,24 @@ where
     Ok(json!({
         "impl": "gadms", "mode": "f32", "preset": preset_name(a.preset), "batch": a.batch,
         "steps": a.iters, "step_s": step_s, "pairs_per_s": a.batch as f64 / step_s,
-        "peak_mem_mib": Value::Null, "gass_fraction": gass_s / step_s,
+        "peak_mem_mib": cpu_peak_mib(a.device), "gass_fraction": gass_s / step_s,
+        "grad_checkpointing": a.grad_checkpointing,
         "device": a.device.to_string(), "threads": threads, "last_loss": last,
     }))
+}
+
+/// On the CPU, the process's peak resident memory so far in MiB (`getrusage`: the model, the
+/// optimiser state and the largest step's activations); elsewhere null.
+fn cpu_peak_mib(device: DeviceChoice) -> Value {
+    if !matches!(device, DeviceChoice::Cpu) {
+        return Value::Null;
+    }
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) } != 0 {
+        return Value::Null;
+    }
+    json!(u.ru_maxrss as f64 / 1024.0) // kilobytes on Linux
 }
 
 /// Waits for the device: reads one parameter back.
