@@ -60,6 +60,10 @@ pub struct BenchArgs {
     /// model: also time the plain dfdx composition (fused kernels off, `GADMS_FUSED=0`)
     #[argh(switch)]
     pub plain: bool,
+    /// train: micro-batches per step (exact gradient accumulation; a step takes batch x
+    /// accum-steps pairs) (default 1)
+    #[argh(option, default = "1")]
+    pub accum_steps: usize,
     /// train: activation checkpointing (keep only each transformer block's input; the
     /// `peak_mem_mib` column on the CPU is the process's peak resident memory)
     #[argh(switch)]

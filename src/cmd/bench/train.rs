@@ -12,6 +12,7 @@ use super::args::BenchArgs;
 use crate::device::DeviceChoice;
 use crate::preset::Preset;
 use crate::train::gadms::{GaDmsForward, GaDmsTiny, GaDmsViTB16, StepConfig, train_step};
+use crate::train::gadms_accum::{GaDmsAccum, train_step_accum};
 use crate::train::optim::{Adam, AdamConfig};
 use anyhow::{Context, Result, bail};
 use dfdx::prelude::*;
@@ -23,8 +24,8 @@ use std::time::Instant;
 
 /// Runs `gadms bench train`.
 pub fn run(a: &BenchArgs) -> Result<()> {
-    if a.batch == 0 || a.iters == 0 {
-        bail!("--batch and --iters must be at least 1");
+    if a.batch == 0 || a.iters == 0 || a.accum_steps == 0 {
+        bail!("--batch, --iters and --accum-steps must be at least 1");
     }
     let ours = crate::with_device!(a.device, 0, D, dev => match a.preset {
         Preset::Tiny => bench::<D, GaDmsTiny<f32, D>>(&dev, a)?,
@@ -46,7 +47,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
 /// Builds the model on `dev`, runs the timed steps, returns the JSON line.
 fn bench<D: Device<f32>, M>(dev: &D, a: &BenchArgs) -> Result<Value>
 where
-    M: GaDmsForward<f32, D> + BuildModule<D, f32>,
+    M: GaDmsForward<f32, D> + GaDmsAccum<D> + BuildModule<D, f32>,
 {
     let spec = a.preset.spec();
     let threads = rayon::current_num_threads();
@@ -67,27 +68,54 @@ where
         eprintln!("gadms: activation checkpointing on (every transformer block runs twice)");
     }
     let mut model = M::build(dev);
+    let resting = cpu_peak_mib(a.device);
+    let params = dfdx::nn::NumParams::num_trainable_params(&model);
     let mut opt = Adam::new(AdamConfig::default());
-    let batch = synthetic_batch(a.batch, spec.vision.image_h, spec.vision.image_w, 7);
-    let scores = ScoreTable::in_memory(a.batch);
+    // A step takes batch × accum-steps pairs, in accum-steps micro-batches of `batch`.
+    let pairs = a.batch * a.accum_steps;
+    let batch = synthetic_batch(pairs, spec.vision.image_h, spec.vision.image_w, 7);
+    let scores = ScoreTable::in_memory(pairs);
     let cfg = StepConfig::default();
     let lr = 1e-5;
+    let step = |model: &mut M, opt: &mut Adam| -> Result<f32> {
+        Ok(if a.accum_steps == 1 {
+            train_step(model, opt, &batch, &scores, &cfg, lr).loss
+        } else {
+            train_step_accum(model, opt, &batch, &scores, &cfg, lr, a.accum_steps)?.loss
+        })
+    };
     for _ in 0..a.warmup {
-        train_step(&mut model, &mut opt, &batch, &scores, &cfg, lr);
+        step(&mut model, &mut opt)?;
     }
     let t = Instant::now();
     let mut last = f32::NAN;
     for _ in 0..a.iters {
-        last = train_step(&mut model, &mut opt, &batch, &scores, &cfg, lr).loss;
+        last = step(&mut model, &mut opt)?;
     }
     sync(&model);
     let step_s = t.elapsed().as_secs_f64() / a.iters as f64;
 
     let gass_s = model.time_gass(&batch, &cfg, a.iters.min(3));
+    let peak = cpu_peak_mib(a.device);
+    // Gradients and Adam's two moments: three more copies of the parameters.
+    let state_mib = 3.0 * params as f64 * 4.0 / 1048576.0;
+    let step_mib = match (peak.as_f64(), resting.as_f64()) {
+        (Some(p), Some(r)) => json!(p - r - state_mib),
+        _ => Value::Null,
+    };
+    if let Some(m) = step_mib.as_f64() {
+        eprintln!(
+            "gadms: peak resident memory {:.0} MiB = {:.0} model + {state_mib:.0} gradients and Adam \
+             moments + {m:.0} the step's activations and buffers",
+            peak.as_f64().unwrap_or(0.0),
+            resting.as_f64().unwrap_or(0.0)
+        );
+    }
     Ok(json!({
-        "impl": "gadms", "mode": "f32", "preset": preset_name(a.preset), "batch": a.batch,
-        "steps": a.iters, "step_s": step_s, "pairs_per_s": a.batch as f64 / step_s,
-        "peak_mem_mib": cpu_peak_mib(a.device), "gass_fraction": gass_s / step_s,
+        "impl": "gadms", "mode": "f32", "preset": preset_name(a.preset), "batch": pairs,
+        "accum_steps": a.accum_steps,
+        "steps": a.iters, "step_s": step_s, "pairs_per_s": pairs as f64 / step_s,
+        "peak_mem_mib": peak, "step_mem_mib": step_mib, "gass_fraction": gass_s / step_s,
         "grad_checkpointing": a.grad_checkpointing,
         "device": a.device.to_string(), "threads": threads, "last_loss": last,
     }))
@@ -160,7 +188,8 @@ fn run_torch(py: &Path, a: &BenchArgs) -> Result<Vec<Value>> {
         .args(["--device", &device, "--preset", preset_name(a.preset)])
         .args([
             "--batch",
-            &a.batch.to_string(),
+            // The same pairs per step (PyTorch's step is one batch of them).
+            &(a.batch * a.accum_steps).to_string(),
             "--steps",
             &a.iters.to_string(),
         ])
