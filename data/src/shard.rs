@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! [0, 32)            header: magic "GADMSHD1" | version u32 | reserved u32 | count u64 | config_len u64
-//! [32, 32+config_len) config: bincode(ShardConfig) (dataset, split, image size, encoding, tokenizer hash)
+//! [32, 32+config_len) config: ShardConfig as JSON (dataset, split, image size, encoding, tokenizer hash)
 //! bodies             per sample: image bytes | 77 × u32 token ids | caption UTF-8 | source path UTF-8
 //! index              count × 48-byte entries (little endian):
 //!                    body_offset u64 | image_len u32 | caption_len u32 | path_len u32 |
@@ -10,9 +10,11 @@
 //! footer (24 bytes)  index_offset u64 | count u64 | magic "GSHDEND1"
 //! ```
 //! The index has fixed-size entries, so opening a shard reads 56 bytes plus the config no matter
-//! how many samples it holds. Version 2 (this one) added the two checksums, CRC-32 (IEEE, the
+//! how many samples it holds. Version 2 added the two checksums, CRC-32 (IEEE, the
 //! `crc32fast` crate): `body_crc` of the sample's body bytes, `entry_crc` of the entry's first 44
-//! bytes. [`Shard::pid`] and [`Shard::image_id`] check `entry_crc`; [`Shard::sample`] checks
+//! bytes. Version 3 (this one) stores the config as JSON instead of bincode 1 (an unmaintained
+//! crate); version 2 shards are still read, their config decoded by [`config_from_bincode1`].
+//! [`Shard::pid`] and [`Shard::image_id`] check `entry_crc`; [`Shard::sample`] checks
 //! both, so a flipped byte is an error instead of a wrong person id or caption. Writers write a temporary sibling and rename it into place when complete,
 //! so a crash never leaves a truncated shard under its final name.
 
@@ -28,7 +30,9 @@ pub const SHARD_MAGIC: [u8; 8] = *b"GADMSHD1";
 /// Last 8 bytes of every shard.
 pub const FOOTER_MAGIC: [u8; 8] = *b"GSHDEND1";
 /// Shard format version.
-pub const SHARD_VERSION: u32 = 2;
+pub const SHARD_VERSION: u32 = 3;
+/// The previous version: the same layout with the config in bincode 1's encoding.
+pub const SHARD_VERSION_BINCODE: u32 = 2;
 /// Tokens per caption.
 pub const CTX: usize = 77;
 const HEADER_LEN: usize = 32;
@@ -53,6 +57,58 @@ pub struct ShardConfig {
     pub encoding: String,
     /// Fingerprint of the tokenizer that produced the ids.
     pub tokenizer_hash: String,
+}
+
+/// The config as a version-3 shard stores it (JSON).
+fn config_bytes(config: &ShardConfig) -> Vec<u8> {
+    serde_json::to_vec(config).expect("a ShardConfig serialises")
+}
+
+/// Decodes the config of a version-2 shard: `bincode::serialize` (bincode 1, its default
+/// options) of [`ShardConfig`], i.e. the fields in order, each string as a little-endian u64
+/// byte length and its UTF-8 bytes, each u32 as 4 little-endian bytes, nothing after the last.
+/// Every length is checked against the bytes left before anything is allocated.
+pub fn config_from_bincode1(b: &[u8]) -> Result<ShardConfig, String> {
+    let mut r = Bincode1 { b, at: 0 };
+    let c = ShardConfig {
+        dataset: r.string("dataset")?,
+        split: r.string("split")?,
+        image_h: r.u32("image_h")?,
+        image_w: r.u32("image_w")?,
+        encoding: r.string("encoding")?,
+        tokenizer_hash: r.string("tokenizer_hash")?,
+    };
+    if r.at != b.len() {
+        return Err(format!("{} bytes after the last field", b.len() - r.at));
+    }
+    Ok(c)
+}
+
+/// A cursor over bincode-1 bytes.
+struct Bincode1<'a> {
+    b: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Bincode1<'a> {
+    fn take(&mut self, n: usize, field: &str) -> Result<&'a [u8], String> {
+        let end = self.at.checked_add(n).filter(|&e| e <= self.b.len());
+        let end = end.ok_or_else(|| format!("{field}: runs past the end of the config"))?;
+        let out = &self.b[self.at..end];
+        self.at = end;
+        Ok(out)
+    }
+
+    fn u32(&mut self, field: &str) -> Result<u32, String> {
+        Ok(u32::from_le_bytes(self.take(4, field)?.try_into().unwrap()))
+    }
+
+    fn string(&mut self, field: &str) -> Result<String, String> {
+        let n = u64::from_le_bytes(self.take(8, field)?.try_into().unwrap());
+        let n = usize::try_from(n).map_err(|_| format!("{field}: length {n}"))?;
+        let bytes = self.take(n, field)?;
+        String::from_utf8(bytes.to_vec()).map_err(|_| format!("{field}: not UTF-8"))
+    }
 }
 
 /// A problem with a shard file.
@@ -201,7 +257,7 @@ impl ShardWriter {
             }
         };
         let file = File::create(&tmp).map_err(io("cannot create shard"))?;
-        let cfg = bincode::serialize(config).expect("config serialises");
+        let cfg = config_bytes(config);
         let mut w = ShardWriter {
             path: path.to_path_buf(),
             tmp: tmp.clone(),
@@ -360,9 +416,10 @@ impl Shard {
                  {SHARD_VERSION} (per-sample checksums): repack the dataset with `gadms pack`"
             )));
         }
-        if version != SHARD_VERSION {
+        if version != SHARD_VERSION && version != SHARD_VERSION_BINCODE {
             return Err(corrupt(format!(
-                "format version {version}, this build reads {SHARD_VERSION}"
+                "format version {version}, this build reads {SHARD_VERSION_BINCODE} and \
+                 {SHARD_VERSION}"
             )));
         }
         if map[n - 8..] != FOOTER_MAGIC {
@@ -385,8 +442,13 @@ impl Shard {
                 "index of {count} entries at {index_offset} does not fit a {n}-byte file"
             )));
         }
-        let config: ShardConfig = bincode::deserialize(&map[HEADER_LEN..bodies_start])
-            .map_err(|e| corrupt(format!("unreadable config: {e}")))?;
+        let raw = &map[HEADER_LEN..bodies_start];
+        let config = if version == SHARD_VERSION {
+            serde_json::from_slice(raw).map_err(|e| e.to_string())
+        } else {
+            config_from_bincode1(raw)
+        }
+        .map_err(|e| corrupt(format!("unreadable config: {e}")))?;
         Ok(Shard {
             path: path.to_path_buf(),
             map,
@@ -532,7 +594,7 @@ impl Shard {
 /// shard of that size; [`Shard::sample`] refuses the zero ids.
 pub fn write_sparse_shard(path: &Path, config: &ShardConfig, count: u64) -> std::io::Result<()> {
     use std::io::{Seek, SeekFrom};
-    let cfg = bincode::serialize(config).expect("config serialises");
+    let cfg = config_bytes(config);
     let mut f = BufWriter::new(File::create(path)?);
     f.write_all(&SHARD_MAGIC)?;
     f.write_all(&SHARD_VERSION.to_le_bytes())?;

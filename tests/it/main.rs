@@ -21,5 +21,6 @@ mod reports;
 mod resume;
 mod run_dir;
 mod score_report;
+mod search;
 mod skip_corrupt;
 mod surgery;

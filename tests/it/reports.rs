@@ -12,10 +12,10 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// A fresh directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
+pub(crate) struct TempDir(pub(crate) PathBuf);
 
 impl TempDir {
-    fn new(tag: &str) -> Self {
+    pub(crate) fn new(tag: &str) -> Self {
         static N: AtomicUsize = AtomicUsize::new(0);
         let p = std::env::temp_dir().join(format!(
             "gadms-reports-{tag}-{}-{}",
@@ -26,7 +26,7 @@ impl TempDir {
         std::fs::create_dir_all(&p).unwrap();
         TempDir(p)
     }
-    fn join(&self, s: &str) -> PathBuf {
+    pub(crate) fn join(&self, s: &str) -> PathBuf {
         self.0.join(s)
     }
 }
@@ -44,12 +44,12 @@ fn gadms<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Output {
         .expect("cannot start the gadms binary")
 }
 
-fn s(p: &Path) -> String {
+pub(crate) fn s(p: &Path) -> String {
     p.display().to_string()
 }
 
 /// Runs and asserts success; returns (stdout, stderr).
-fn ok<S: AsRef<std::ffi::OsStr> + std::fmt::Debug>(args: &[S]) -> (String, String) {
+pub(crate) fn ok<S: AsRef<std::ffi::OsStr> + std::fmt::Debug>(args: &[S]) -> (String, String) {
     let o = gadms(args);
     let (so, se) = (
         String::from_utf8_lossy(&o.stdout).into_owned(),
@@ -62,7 +62,10 @@ fn ok<S: AsRef<std::ffi::OsStr> + std::fmt::Debug>(args: &[S]) -> (String, Strin
 
 /// Runs and asserts a clean failure: non-zero exit, no panic, an `error:` line containing every
 /// needle. Returns stderr.
-fn fails<S: AsRef<std::ffi::OsStr> + std::fmt::Debug>(args: &[S], needles: &[&str]) -> String {
+pub(crate) fn fails<S: AsRef<std::ffi::OsStr> + std::fmt::Debug>(
+    args: &[S],
+    needles: &[&str],
+) -> String {
     let o = gadms(args);
     let se = String::from_utf8_lossy(&o.stderr).into_owned();
     assert!(!o.status.success(), "gadms {args:?} should fail:\n{se}");
@@ -79,12 +82,12 @@ fn fails<S: AsRef<std::ffi::OsStr> + std::fmt::Debug>(args: &[S], needles: &[&st
 }
 
 /// Tiny-preset weights (open_clip layout, f16).
-fn weights() -> PathBuf {
+pub(crate) fn weights() -> PathBuf {
     fixture("embed").join("tiny_openclip_f16.safetensors")
 }
 
 /// The synthetic CUHK-format test split packed once at 64×32 (shared by the tests).
-fn packed_test() -> &'static Path {
+pub(crate) fn packed_test() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let dir = std::env::temp_dir().join(format!("gadms-reports-pack-{}", std::process::id()));
@@ -107,7 +110,7 @@ fn packed_test() -> &'static Path {
 }
 
 /// The first test caption of the synthetic set, its image and its person id.
-fn first_test_caption() -> (String, PathBuf, u64) {
+pub(crate) fn first_test_caption() -> (String, PathBuf, u64) {
     let raw = std::fs::read_to_string(fixture("synth-pedes").join("reid_raw.json")).unwrap();
     let v: serde_json::Value = serde_json::from_str(&raw).unwrap();
     let e = v
@@ -281,7 +284,7 @@ fn weights_of_another_preset_are_refused() {
 
 // -------------------------------------------------------------------------------- search
 
-fn search_args(gallery: &Path, query: &str, cache: &Path, html: &Path) -> Vec<String> {
+pub(crate) fn search_args(gallery: &Path, query: &str, cache: &Path, html: &Path) -> Vec<String> {
     vec![
         "search".into(),
         "--weights".into(),

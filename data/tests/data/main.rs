@@ -9,4 +9,5 @@ mod manifest;
 mod masking;
 mod pack;
 mod shard;
+mod shard_v2;
 mod tokenizer;

@@ -557,7 +557,10 @@ fn rerun_skips_finished_shards() {
     let again = run(&o);
     assert_eq!(again.reused_shards, 2);
     assert_eq!(again.manifest, first.manifest);
-    assert_eq!(std::fs::read(&p0).unwrap()[8..12], 2u32.to_le_bytes());
+    assert_eq!(
+        std::fs::read(&p0).unwrap()[8..12],
+        gadms_data::shard::SHARD_VERSION.to_le_bytes()
+    );
 
     // A flipped byte in a finished shard's body: repacked, not reused.
     let mut bad = std::fs::read(&p0).unwrap();

@@ -1,6 +1,8 @@
-//! `gadms search`: ranks a gallery (a `gadms pack` output or a folder of images) for one
-//! sentence, prints the top K and optionally writes a self-contained HTML page. Gallery
-//! embeddings are cached on disk so that repeated queries encode only the sentence.
+//! `gadms search`: ranks a gallery (a `gadms pack` output or a folder of images, searched
+//! recursively) for one sentence (`--query`) or many (`--queries FILE`, one per line, the
+//! gallery encoded once), prints the top K as a table or JSON (`--json`) and optionally writes a
+//! self-contained HTML page. Gallery embeddings are cached on disk so that repeated searches
+//! encode only the sentences.
 
 use crate::eval::rank::top_k;
 use crate::eval::{check_finite_rows, check_finite_sims, encode_captions, encode_images};
@@ -12,14 +14,13 @@ use anyhow::{Context, Result, bail};
 use argh::FromArgs;
 use gadms_ckpt::tensors::write_atomic;
 use gadms_data::ClipTokenizer;
-use gadms_data::augment::{decode_rgb8, test_transform};
-use gadms_data::manifest::{Dataset, MANIFEST_FILE};
 use gadms_data::shard::Fnv64;
-use gadms_data::tokenizer::tokenizer_hash;
 use rayon::prelude::*;
-use std::collections::HashSet;
 use std::io::Read;
 use std::path::{Path, PathBuf};
+
+mod gallery;
+use gallery::{Gallery, open_gallery};
 
 /// Text→image search: ranks the gallery images by cosine similarity to the sentence.
 #[derive(FromArgs)]
@@ -36,11 +37,18 @@ pub struct SearchArgs {
     pub gallery: PathBuf,
     /// the sentence describing the person
     #[argh(option)]
-    pub query: String,
+    pub query: Option<String>,
+    /// a UTF-8 text file of queries, one sentence per line (instead of --query; the gallery
+    /// is encoded once for all of them)
+    #[argh(option)]
+    pub queries: Option<PathBuf>,
     /// the query's person id, to mark results right (green) or wrong (red); taken from the
-    /// gallery when the query is one of its captions
+    /// gallery when the query is one of its captions (with --query only)
     #[argh(option)]
     pub query_pid: Option<u64>,
+    /// print the results as one JSON document on stdout instead of the table
+    #[argh(switch)]
+    pub json: bool,
     /// how many results to list (default 10)
     #[argh(option, default = "10")]
     pub top: usize,
@@ -61,163 +69,6 @@ pub struct SearchArgs {
     /// stderr) instead of stopping at the first one
     #[argh(switch)]
     pub skip_corrupt: bool,
-}
-
-/// Where a gallery item's image comes from.
-#[derive(Clone, Debug)]
-enum Source {
-    /// A file of a folder gallery.
-    File(PathBuf),
-    /// Sample `index` of shard `shard` of a packed gallery.
-    Packed { shard: usize, index: usize },
-}
-
-/// One gallery image.
-#[derive(Clone, Debug)]
-struct Item {
-    /// Displayed name (file path or source path in the pack).
-    name: String,
-    /// Person id, when known.
-    pid: Option<u64>,
-    src: Source,
-}
-
-/// A gallery: its items, the dataset when packed, and a content hash.
-struct Gallery {
-    items: Vec<Item>,
-    ds: Option<Dataset>,
-    /// FNV-1a over the gallery content.
-    hash: u64,
-    /// Captions with their pid (packed galleries), for taking the query's pid.
-    captions: Vec<(String, u64)>,
-}
-
-const IMAGE_EXTS: &[&str] = &["jpg", "jpeg", "png"];
-
-fn open_gallery(dir: &Path, skip_corrupt: bool) -> Result<Gallery> {
-    if !dir.is_dir() {
-        bail!("--gallery {}: not a directory", dir.display());
-    }
-    if dir.join(MANIFEST_FILE).exists() {
-        let mut ds = Dataset::open(dir, Some(&tokenizer_hash())).with_context(|| {
-            format!(
-                "--gallery {}: not a usable `gadms pack` output",
-                dir.display()
-            )
-        })?;
-        if skip_corrupt {
-            crate::train::data::skip_damaged(&mut ds, "--gallery")?;
-        }
-        let mut items = Vec::new();
-        let mut seen = HashSet::new();
-        let mut captions = Vec::new();
-        for (si, shard) in ds.shards.iter().enumerate() {
-            for i in (0..shard.len()).filter(|&i| !ds.is_skipped_at(si, i)) {
-                let s = shard.sample(i)?;
-                captions.push((s.caption.to_string(), s.pid));
-                if seen.insert(s.image_id) {
-                    items.push(Item {
-                        name: s.path.to_string(),
-                        pid: Some(s.pid),
-                        src: Source::Packed {
-                            shard: si,
-                            index: i,
-                        },
-                    });
-                }
-            }
-        }
-        let mut hash = u64::from_str_radix(ds.manifest.content_hash.trim_start_matches("0x"), 16)
-            .unwrap_or_else(|_| {
-                let mut h = Fnv64::default();
-                h.update(ds.manifest.content_hash.as_bytes());
-                h.0
-            });
-        if !ds.damaged().is_empty() {
-            // Another gallery than the whole pack: its own cache key.
-            let mut h = Fnv64(hash);
-            h.update(ds.skip_hash().as_bytes());
-            hash = h.0;
-        }
-        if items.is_empty() {
-            bail!(
-                "--gallery {}: the packed gallery holds no images",
-                dir.display()
-            );
-        }
-        return Ok(Gallery {
-            items,
-            ds: Some(ds),
-            hash,
-            captions,
-        });
-    }
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| format!("--gallery {}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.is_file()
-                && p.extension()
-                    .and_then(|e| e.to_str())
-                    .is_some_and(|e| IMAGE_EXTS.contains(&e.to_ascii_lowercase().as_str()))
-        })
-        .collect();
-    files.sort();
-    if files.is_empty() {
-        bail!(
-            "--gallery {}: empty gallery (no .jpg/.jpeg/.png files and no manifest.json)",
-            dir.display()
-        );
-    }
-    let mut h = Fnv64::default();
-    let mut buf = Vec::new();
-    for f in &files {
-        h.update(f.file_name().unwrap_or_default().as_encoded_bytes());
-        buf.clear();
-        std::fs::File::open(f)
-            .and_then(|mut r| r.read_to_end(&mut buf))
-            .with_context(|| format!("{}", f.display()))?;
-        h.update(&(buf.len() as u64).to_le_bytes());
-        h.update(&buf);
-    }
-    let items = files
-        .into_iter()
-        .map(|p| Item {
-            name: p.display().to_string(),
-            pid: None,
-            src: Source::File(p),
-        })
-        .collect();
-    Ok(Gallery {
-        items,
-        ds: None,
-        hash: h.0,
-        captions: Vec::new(),
-    })
-}
-
-impl Gallery {
-    /// The encoded image bytes of item `i`.
-    fn bytes(&self, i: usize) -> Result<Vec<u8>> {
-        match &self.items[i].src {
-            Source::File(p) => std::fs::read(p).with_context(|| format!("{}", p.display())),
-            Source::Packed { shard, index } => {
-                let ds = self.ds.as_ref().expect("packed gallery has a dataset");
-                Ok(ds.shards[*shard].sample(*index)?.image.to_vec())
-            }
-        }
-    }
-
-    /// CLIP-normalised pixels [3, h, w] of item `i`.
-    fn pixels(&self, i: usize, h: usize, w: usize) -> Result<Vec<f32>> {
-        let bytes = self.bytes(i)?;
-        let rgb = decode_rgb8(&bytes, h, w).map_err(|m| {
-            anyhow::anyhow!("{}: cannot decode the image ({m})", self.items[i].name)
-        })?;
-        let mut px = vec![0.0; 3 * h * w];
-        test_transform(&rgb, h, w, &mut px);
-        Ok(px)
-    }
 }
 
 /// Magic of an embedding cache file.
@@ -326,16 +177,69 @@ struct Hit {
     index: usize,
 }
 
+/// Largest `--queries` file read (a larger one is refused, not read).
+const MAX_QUERIES_BYTES: u64 = 64 << 20;
+
+/// The queries of the run: `--query`, or the lines of `--queries`, each checked (no words: an
+/// error naming the line; only stopwords: a warning).
+fn read_queries(a: &SearchArgs) -> Result<Vec<String>> {
+    let lines: Vec<(String, String)> = match (&a.query, &a.queries) {
+        (Some(q), None) => vec![("--query".into(), q.clone())],
+        (None, Some(f)) => {
+            let where_ = f.display().to_string();
+            let len = std::fs::metadata(f)
+                .with_context(|| format!("--queries {where_}"))?
+                .len();
+            if len > MAX_QUERIES_BYTES {
+                bail!("--queries {where_}: {len} bytes; the limit is {MAX_QUERIES_BYTES}");
+            }
+            let text = std::fs::read_to_string(f)
+                .with_context(|| format!("--queries {where_}: not a UTF-8 text file"))?;
+            text.lines()
+                .enumerate()
+                .map(|(i, l)| (format!("{where_}:{}", i + 1), l.to_string()))
+                .collect()
+        }
+        (Some(_), Some(_)) => bail!("give --query or --queries, not both"),
+        (None, None) => bail!("give the sentence to search for: --query TEXT or --queries FILE"),
+    };
+    if lines.is_empty() {
+        bail!("--queries: the file holds no query");
+    }
+    if a.query_pid.is_some() && a.queries.is_some() {
+        bail!("--query-pid goes with one --query (with --queries the pids come from the gallery)");
+    }
+    let mut out = Vec::with_capacity(lines.len());
+    for (at, q) in lines {
+        if let Some(w) = check_query(&q).map_err(|m| anyhow::anyhow!("{at}: {m}"))? {
+            eprintln!("warning: {at}: {w}");
+        }
+        out.push(q);
+    }
+    Ok(out)
+}
+
+/// The results of one query.
+#[derive(Clone, Debug, serde::Serialize)]
+struct Found {
+    query: String,
+    /// The query's person id, when known (`--query-pid` or a caption of the gallery).
+    pid: Option<u64>,
+    hits: Vec<Hit>,
+}
+
 /// Runs the command.
 pub fn run(a: SearchArgs) -> Result<()> {
-    if let Some(w) = check_query(&a.query).map_err(|m| anyhow::anyhow!("--query: {m}"))? {
-        eprintln!("warning: {w}");
-    }
+    let queries = read_queries(&a)?;
     if a.batch_size == 0 {
         bail!("--batch-size must be at least 1");
     }
     let tok = ClipTokenizer::new()?;
-    let ids = tok.encode(&a.query).context("--query")?;
+    let ids = queries
+        .iter()
+        .map(|q| tok.encode(q))
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .context("tokenizing the queries")?;
     let gallery = open_gallery(&a.gallery, a.skip_corrupt)?;
     let (w, preset) = read_with_preset(&a.weights, a.preset)?;
     let spec = preset.spec();
@@ -367,8 +271,8 @@ pub fn run(a: SearchArgs) -> Result<()> {
     let t0 = std::time::Instant::now();
     let (q, img, encoded) = with_preset!(preset, M => {
         let m: M = build_loaded(&dev, w, &a.weights)?;
-        let q = encode_captions(&m, &[ids], 1);
-        check_finite_rows(&q, d, "query").context("--query")?;
+        let q = encode_captions(&m, &ids, a.batch_size);
+        check_finite_rows(&q, d, "query").context("the queries")?;
         match cached {
             Some(e) => (q, e, false),
             None => {
@@ -398,21 +302,68 @@ pub fn run(a: SearchArgs) -> Result<()> {
     } else if let Some(p) = &cache_path {
         eprintln!("gallery embeddings from the cache {}", p.display());
     }
+    let known = gallery.items.iter().all(|i| i.pid.is_some());
+    let found = queries
+        .iter()
+        .zip(q.chunks_exact(d))
+        .map(|(text, qv)| rank_one(&a, &gallery, &img, d, text, qv))
+        .collect::<Result<Vec<_>>>()?;
+    if a.json {
+        let doc = serde_json::json!({
+            "gallery": a.gallery.display().to_string(),
+            "images": n,
+            "pids_known": known,
+            "results": found,
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+    } else {
+        for f in &found {
+            print_table(f, n, known);
+        }
+    }
+    if let Some(p) = &a.html {
+        let mut body = String::from("<h1>gadms search</h1>\n");
+        for f in &found {
+            body.push_str(&search_html(f, known, &gallery)?);
+        }
+        let title = match found.as_slice() {
+            [one] => format!("gadms search: {}", one.query),
+            many => format!("gadms search: {} queries", many.len()),
+        };
+        write_atomic(p, page(&title, &body).as_bytes())
+            .map_err(|m| anyhow::anyhow!("{}: {m}", p.display()))?;
+        if !a.json {
+            println!("wrote {}", p.display());
+        }
+    }
+    Ok(())
+}
+
+/// Ranks the gallery `img` [n, d] for the query feature `qv` [d]: the top `--top` hits and the
+/// query's person id (`--query-pid`, or the pid of the gallery caption equal to the query).
+fn rank_one(
+    a: &SearchArgs,
+    gallery: &Gallery,
+    img: &[f32],
+    d: usize,
+    text: &str,
+    qv: &[f32],
+) -> Result<Found> {
+    let n = gallery.items.len();
     let scores: Vec<f32> = img
         .chunks_exact(d)
-        .map(|g| g.iter().zip(&q).map(|(x, y)| x * y).sum())
+        .map(|g| g.iter().zip(qv).map(|(x, y)| x * y).sum())
         .collect();
     check_finite_sims(&scores, n, "the query", "gallery image")?;
-    let qpid = a.query_pid.or_else(|| {
-        let want = a.query.trim().to_lowercase();
+    let pid = a.query_pid.or_else(|| {
+        let want = text.trim().to_lowercase();
         gallery
             .captions
             .iter()
             .find(|(c, _)| c.trim().to_lowercase() == want)
             .map(|&(_, p)| p)
     });
-    let known = gallery.items.iter().all(|i| i.pid.is_some());
-    let hits: Vec<Hit> = top_k(&scores, a.top)
+    let hits = top_k(&scores, a.top)
         .into_iter()
         .enumerate()
         .map(|(r, i)| Hit {
@@ -423,15 +374,25 @@ pub fn run(a: SearchArgs) -> Result<()> {
             index: i,
         })
         .collect();
+    Ok(Found {
+        query: text.to_string(),
+        pid,
+        hits,
+    })
+}
+
+/// The table of one query's results (✓/✗ when the pids are known).
+fn print_table(f: &Found, n: usize, known: bool) {
     println!(
         "query {:?}{}: top {} of {n} gallery images (cosine; ties by gallery order)",
-        a.query,
-        qpid.map(|p| format!(" (person id {p})"))
+        f.query,
+        f.pid
+            .map(|p| format!(" (person id {p})"))
             .unwrap_or_default(),
-        hits.len()
+        f.hits.len()
     );
-    for hit in &hits {
-        let mark = match (qpid, hit.pid) {
+    for hit in &f.hits {
+        let mark = match (f.pid, hit.pid) {
             (Some(q), Some(p)) if known => {
                 if q == p {
                     "  ✓"
@@ -444,26 +405,20 @@ pub fn run(a: SearchArgs) -> Result<()> {
         let pid = hit.pid.map(|p| format!("  pid {p}")).unwrap_or_default();
         println!("{:>4}  {:.4}  {}{pid}{mark}", hit.rank, hit.score, hit.name);
     }
-    if let Some(p) = &a.html {
-        let html = search_html(&a.query, qpid.filter(|_| known), &hits, &gallery)?;
-        write_atomic(p, html.as_bytes()).map_err(|m| anyhow::anyhow!("{}: {m}", p.display()))?;
-        println!("wrote {}", p.display());
-    }
-    Ok(())
 }
 
-/// The results page: the query and one card per hit with the image embedded as a data URI,
-/// green/red borders when the query's person id is known.
-fn search_html(query: &str, qpid: Option<u64>, hits: &[Hit], g: &Gallery) -> Result<String> {
+/// One query's section of the results page: the query and one card per hit with the image
+/// embedded as a data URI, green/red borders when the query's person id is known.
+fn search_html(f: &Found, known: bool, g: &Gallery) -> Result<String> {
+    let qpid = f.pid.filter(|_| known);
     let mut b = String::new();
-    b.push_str("<h1>gadms search</h1>\n");
     b.push_str(&format!(
-        "<div class=\"q\">query: <b id=\"query\">{}</b>{}</div>\n<div class=\"grid\">\n",
-        escape(query),
+        "<div class=\"q\">query: <b class=\"query\">{}</b>{}</div>\n<div class=\"grid\">\n",
+        escape(&f.query),
         qpid.map(|p| format!(" &middot; person id {p} (green = same person, red = other)"))
             .unwrap_or_default()
     ));
-    for h in hits {
+    for h in &f.hits {
         let class = match (qpid, h.pid) {
             (Some(q), Some(p)) if q == p => "card hit",
             (Some(_), Some(_)) => "card miss",
@@ -482,5 +437,5 @@ fn search_html(query: &str, qpid: Option<u64>, hits: &[Hit], g: &Gallery) -> Res
         ));
     }
     b.push_str("</div>\n");
-    Ok(page(&format!("gadms search: {query}"), &b))
+    Ok(b)
 }
