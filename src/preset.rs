@@ -49,7 +49,8 @@ impl FromStr for Preset {
     }
 }
 
-/// Runs `$body` with `$M` bound to the model type of `$preset` (f32 on [`Dev`]).
+/// Runs `$body` with `$M` bound to the model type of `$preset` (f32; on [`Dev`], or on the
+/// device type `$D` with `with_preset!(preset, D, M => …)`).
 #[macro_export]
 macro_rules! with_preset {
     ($preset:expr, $M:ident => $body:expr) => {
@@ -60,6 +61,18 @@ macro_rules! with_preset {
             }
             $crate::preset::Preset::Tiny => {
                 type $M = gadms_nn::Tiny<f32, $crate::preset::Dev>;
+                $body
+            }
+        }
+    };
+    ($preset:expr, $D:ty, $M:ident => $body:expr) => {
+        match $preset {
+            $crate::preset::Preset::VitB16 => {
+                type $M = gadms_nn::ViTB16<f32, $D>;
+                $body
+            }
+            $crate::preset::Preset::Tiny => {
+                type $M = gadms_nn::Tiny<f32, $D>;
                 $body
             }
         }

@@ -5,7 +5,7 @@
 //! weight file in it ([`weight_file`]): a gadms run directory, an open_clip export folder or a
 //! Hugging Face model folder.
 
-use crate::preset::{Dev, Preset};
+use crate::preset::Preset;
 use anyhow::{Context, Result};
 use dfdx::nn::BuildModule;
 use dfdx::nn::tensor_collection::TensorCollection;
@@ -28,9 +28,10 @@ pub fn read_with_preset(path: &Path, flag: Option<Preset>) -> Result<(Weights, P
 }
 
 /// Builds a model of type `M` on `dev` and loads `w` into it; prints load notes to stderr.
-pub fn build_loaded<M>(dev: &Dev, w: Weights, source: &Path) -> Result<M>
+pub fn build_loaded<D, M>(dev: &D, w: Weights, source: &Path) -> Result<M>
 where
-    M: BuildModule<Dev, f32> + TensorCollection<f32, Dev> + HasClipSpec,
+    D: dfdx::prelude::Device<f32>,
+    M: BuildModule<D, f32> + TensorCollection<f32, D> + HasClipSpec,
 {
     let mut m = M::build(dev);
     let report = load_clip_weights(&mut m, &M::SPEC, w)?;

@@ -202,16 +202,24 @@ pub fn masked_rows_linear_ce_over<const W: usize, const V: usize, E: Float, D: D
 where
     T: Tape<E, D>,
 {
-    let w = if count == 0 { 0.0 } else { 1.0 / count as f64 };
-    let rows: Vec<usize> = labels.iter().map(|&l| l as usize).collect();
-    let row_w: Vec<f64> = labels
-        .iter()
-        .map(|&l| if l == 0 { 0.0 } else { w })
-        .collect();
+    let (rows, row_w) = label_rows(labels, count);
     match crate::fast::linear_cross_entropy(x, fc, &rows, &row_w) {
         Ok(loss) => loss,
         Err(x) => masked_rows_ce_over(crate::fast::linear2(fc, x), labels, count),
     }
+}
+
+/// The fused cross entropies' targets and row weights for masked-token `labels` (0 =
+/// unlabelled): every label as a class index, weight `1/count` on labelled rows and 0 on the
+/// others (`count = 0`: all 0).
+fn label_rows(labels: &[u32], count: usize) -> (Vec<usize>, Vec<f64>) {
+    let w = if count == 0 { 0.0 } else { 1.0 / count as f64 };
+    let rows = labels.iter().map(|&l| l as usize).collect();
+    let row_w = labels
+        .iter()
+        .map(|&l| if l == 0 { 0.0 } else { w })
+        .collect();
+    (rows, row_w)
 }
 
 /// [`masked_token_ce`] on logits already flattened to rows, [N, V] with `labels` [N]
@@ -249,12 +257,8 @@ pub fn masked_rows_ce_over<const V: usize, E: Float, D: Device<E>, T: Tape<E, D>
         labels.iter().all(|&l| (l as usize) < V),
         "masked_rows_ce: label out of the vocabulary (V = {V})"
     );
+    let (rows, row_w) = label_rows(labels, count);
     let w = if count == 0 { 0.0 } else { 1.0 / count as f64 };
-    let rows: Vec<usize> = labels.iter().map(|&l| l as usize).collect();
-    let row_w: Vec<f64> = labels
-        .iter()
-        .map(|&l| if l == 0 { 0.0 } else { w })
-        .collect();
     let logits = match crate::fast::cross_entropy(logits, &rows, &row_w) {
         Ok(loss) => return loss,
         Err(logits) => logits,

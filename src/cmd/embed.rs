@@ -2,7 +2,7 @@
 
 use crate::cmd::tokenize::read_captions;
 use crate::eval::{check_finite_rows, encode_captions, encode_images};
-use crate::preset::{Dev, Preset};
+use crate::preset::Preset;
 use crate::weights::{build_loaded, read_with_preset};
 use crate::with_preset;
 use anyhow::{Context, Result, bail};
@@ -21,6 +21,10 @@ use std::path::{Path, PathBuf};
 #[derive(FromArgs)]
 #[argh(subcommand, name = "embed")]
 pub struct EmbedArgs {
+    /// device: cpu or cuda[:N] (default cpu; cuda needs a build with the `cuda` feature,
+    /// scripts/build-cuda.sh)
+    #[argh(option, default = "Default::default()")]
+    pub device: crate::device::DeviceChoice,
     /// weight file (OpenAI/open_clip, HF CLIPModel or gadms safetensors)
     #[argh(option)]
     pub weights: PathBuf,
@@ -56,11 +60,10 @@ pub fn run(a: EmbedArgs) -> Result<()> {
     let (w, preset) = read_with_preset(&a.weights, a.preset)?;
     let spec = preset.spec();
     let pixels = load_images(&a.images, &spec)?;
-    let dev = Dev::default();
-    let (img, txt) = with_preset!(preset, M => {
+    let (img, txt) = crate::with_device!(a.device, 0, D, dev => with_preset!(preset, D, M => {
         let m: M = build_loaded(&dev, w, &a.weights)?;
-        embed_all(&m, &pixels, ids.as_deref(), a.batch_size)?
-    });
+        crate::eval::with_progress(|| embed_all(&m, &pixels, ids.as_deref(), a.batch_size))?
+    }))?;
     write_embeds(&a, &spec, img, txt)
 }
 
@@ -88,7 +91,7 @@ fn load_images(paths: &[PathBuf], spec: &ClipSpec) -> Result<Vec<Vec<f32>>> {
 /// (image embeddings, text embeddings), each flat [N, D] and L2-normalised.
 type Embeds = (Option<Vec<f32>>, Option<Vec<f32>>);
 
-fn embed_all<M: ClipInference<f32, Dev>>(
+fn embed_all<D: dfdx::prelude::Device<f32>, M: ClipInference<f32, D>>(
     m: &M,
     pixels: &[Vec<f32>],
     ids: Option<&[TokenIds]>,

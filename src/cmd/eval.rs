@@ -4,7 +4,7 @@
 
 use crate::eval::rank::{RankMetrics, order_of, random_problem, rank_metrics, similarity_par};
 use crate::eval::{EvalSet, encode_set, l2_normalize_rows};
-use crate::preset::{Dev, Preset};
+use crate::preset::Preset;
 use crate::train::data::{skip_damaged, skip_json};
 use crate::weights::{build_loaded, read_with_preset};
 use crate::with_preset;
@@ -24,6 +24,10 @@ use std::time::Instant;
 #[derive(FromArgs)]
 #[argh(subcommand, name = "eval")]
 pub struct EvalArgs {
+    /// device: cpu or cuda[:N] (default cpu; cuda needs a build with the `cuda` feature,
+    /// scripts/build-cuda.sh)
+    #[argh(option, default = "Default::default()")]
+    pub device: crate::device::DeviceChoice,
     /// weight file (OpenAI/open_clip, HF CLIPModel or gadms safetensors)
     #[argh(option)]
     pub weights: Option<PathBuf>,
@@ -118,12 +122,11 @@ pub fn run(a: EvalArgs) -> Result<()> {
     let (qp, gp) = (&set.caption_pid, &set.image_pid);
     check_pids(qp, gp, data, &c.dataset)?;
     let load_s = t0.elapsed().as_secs_f64();
-    let dev = Dev::default();
     let t1 = Instant::now();
-    let feats = with_preset!(preset, M => {
+    let feats = crate::with_device!(a.device, 0, D, dev => with_preset!(preset, D, M => {
         let m: M = build_loaded(&dev, w, weights)?;
-        encode_set(&m, &set, a.batch_size)?
-    });
+        crate::eval::with_progress(|| encode_set(&m, &set, a.batch_size))?
+    }))?;
     let enc_s = t1.elapsed().as_secs_f64();
     let t2 = Instant::now();
     let sims = feats.text_to_image()?;

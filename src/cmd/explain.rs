@@ -3,7 +3,7 @@
 //! and an HTML page that colours each word by its score.
 
 use crate::cmd::pretrain::GassNormArg;
-use crate::preset::{Dev, Preset};
+use crate::preset::Preset;
 use crate::report::{check_query, data_uri, escape, page, score_colour};
 use crate::weights::{build_loaded, read_with_preset};
 use crate::with_preset;
@@ -26,6 +26,10 @@ use std::path::PathBuf;
 #[derive(FromArgs)]
 #[argh(subcommand, name = "explain")]
 pub struct ExplainArgs {
+    /// device: cpu or cuda[:N] (default cpu; cuda needs a build with the `cuda` feature,
+    /// scripts/build-cuda.sh)
+    #[argh(option, default = "Default::default()")]
+    pub device: crate::device::DeviceChoice,
     /// weight file (OpenAI/open_clip, HF CLIPModel or gadms safetensors)
     #[argh(option)]
     pub weights: PathBuf,
@@ -148,11 +152,10 @@ pub fn run(a: ExplainArgs) -> Result<()> {
         norm: a.gass_norm.into(),
         ..GassConfig::default()
     };
-    let dev = Dev::default();
-    let (scores, cos) = with_preset!(preset, M => {
+    let (scores, cos) = crate::with_device!(a.device, 0, D, dev => with_preset!(preset, D, M => {
         let m: M = build_loaded(&dev, w, &a.weights)?;
         m.explain_pair(pixels, &ids, &cfg)?
-    });
+    }))?;
     let eos = ClipTokenizer::eos_index(&ids);
     if eos <= 1 {
         bail!("--text {:?}: the caption has no tokens", a.text);

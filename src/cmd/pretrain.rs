@@ -70,7 +70,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 mod options;
-pub use options::{GassNormArg, Objective, PidMode};
+pub use options::*;
 
 /// Pretrain a model (default: the Tiny preset from random init), evaluating zero-shot
 /// text->image retrieval (CLIP towers) before and after. --objective ga-dms (default): full
@@ -205,31 +205,6 @@ pub struct PretrainArgs {
     #[serde(default)]
     pub grad_checkpointing: bool,
 }
-
-/// Default `--epochs`.
-pub const DEFAULT_EPOCHS: usize = 24;
-/// Default `--batch-size`.
-pub const DEFAULT_BATCH: usize = 32;
-/// Default `--lr`.
-pub const DEFAULT_LR: f64 = 1e-3;
-/// Default `--out`.
-pub const DEFAULT_OUT: &str = "runs/pretrain-tiny";
-/// Default `--aug-flip`.
-pub const DEFAULT_AUG_FLIP: f64 = 0.5;
-/// Default `--aug-pad`.
-pub const DEFAULT_AUG_PAD: usize = 1;
-/// Default `--aug-erase`.
-pub const DEFAULT_AUG_ERASE: f64 = 0.0;
-/// Default `--beta`.
-pub const DEFAULT_BETA: f64 = 0.4;
-/// Default `--gass-layers`.
-pub const DEFAULT_GASS_LAYERS: usize = 8;
-/// Default `--alpha-n`.
-pub const DEFAULT_ALPHA_N: f64 = 0.2;
-/// Default `--alpha-i`.
-pub const DEFAULT_ALPHA_I: f64 = 0.3;
-/// Default `--mask-lambda`.
-pub const DEFAULT_MASK_LAMBDA: f64 = 20.0;
 
 /// The defaults of every flag (what `gadms pretrain` with no flags uses).
 impl Default for PretrainArgs {

@@ -56,6 +56,36 @@ pub fn check_finite_sims(sim: &[f32], g: usize, query: &str, gallery: &str) -> R
     Ok(())
 }
 
+thread_local! {
+    static PROGRESS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` with a progress bar on stderr for each encoding it does ([`encode_images`],
+/// [`encode_captions`]): the inference commands (`eval`, `embed`, `search`) do; the evaluations
+/// inside a training run, which has its own progress line, do not. The bar shows only when
+/// stderr is a terminal.
+pub fn with_progress<R>(f: impl FnOnce() -> R) -> R {
+    let old = PROGRESS.with(|c| c.replace(true));
+    let out = f();
+    PROGRESS.with(|c| c.set(old));
+    out
+}
+
+/// A bar over `n` items (hidden outside [`with_progress`]).
+fn progress_bar(n: usize, what: &str) -> indicatif::ProgressBar {
+    if !PROGRESS.with(|c| c.get()) {
+        return indicatif::ProgressBar::hidden();
+    }
+    let pb = indicatif::ProgressBar::new(n as u64);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{msg} {bar:30} {pos}/{len} [{elapsed_precise} < {eta}] {per_sec}",
+    ) {
+        pb.set_style(style);
+    }
+    pb.set_message(format!("encoding {what}"));
+    pb
+}
+
 /// Image features of `n` images, `batch` per forward pass, L2-normalised [n, D]: `pixels(r)`
 /// gives the CLIP-normalised pixels of images `r` (`r.len() × [3, H, W]`).
 pub fn encode_images<D, M>(
@@ -71,10 +101,13 @@ where
     let d = model.spec().embed();
     let batch = batch.max(1);
     let mut out = Vec::with_capacity(n * d);
+    let pb = progress_bar(n, "images");
     for start in (0..n).step_by(batch) {
         let end = (start + batch).min(n);
         out.extend(model.image_features(pixels(start..end)?, end - start));
+        pb.inc((end - start) as u64);
     }
+    pb.finish_and_clear();
     Ok(l2_normalize_rows(out, d))
 }
 
@@ -86,9 +119,12 @@ where
 {
     let d = model.spec().embed();
     let mut out = Vec::with_capacity(captions.len() * d);
+    let pb = progress_bar(captions.len(), "captions");
     for chunk in captions.chunks(batch.max(1)) {
         out.extend(model.text_features(chunk.as_flattened(), chunk.len()));
+        pb.inc(chunk.len() as u64);
     }
+    pb.finish_and_clear();
     l2_normalize_rows(out, d)
 }
 

@@ -14,7 +14,7 @@ pub mod split;
 
 pub use features::{
     Features, check_finite_rows, check_finite_sims, encode_captions, encode_images, encode_set,
-    l2_normalize_rows,
+    l2_normalize_rows, with_progress,
 };
 pub use rank::{RankError, RankMetrics, rank_metrics, similarity_on, similarity_par};
 pub use set::{EvalSet, Gallery};

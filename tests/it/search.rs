@@ -132,3 +132,57 @@ fn folder_gallery_is_searched_recursively() {
     }
     assert!(names.iter().any(|n| n.contains("day2")), "{names:?}");
 }
+
+/// `eval`, `embed`, `search` and `explain` take `--device`: `cpu` gives the results of the
+/// default, and `cuda` on a build without CUDA is a clear error, before anything is encoded.
+#[test]
+fn inference_commands_take_a_device() {
+    let d = TempDir::new("device");
+    let (cap, img, _) = first_test_caption();
+    let base = search_args(packed_test(), &cap, &d.join("cache"), &d.join("d.html"));
+    let with = |args: &[String], dev: &str| {
+        let mut v = args.to_vec();
+        v.extend(["--device".into(), dev.into()]);
+        v
+    };
+    assert_eq!(ok(&base).0, ok(&with(&base, "cpu")).0);
+    let w = s(&crate::reports::weights());
+    let out = s(&d.join("e.safetensors"));
+    let others: [Vec<String>; 3] = [
+        vec![
+            "eval".into(),
+            "--weights".into(),
+            w.clone(),
+            "--data".into(),
+            s(packed_test()),
+        ],
+        vec![
+            "embed".into(),
+            "--weights".into(),
+            w.clone(),
+            "--out".into(),
+            out,
+            s(&img),
+        ],
+        vec![
+            "explain".into(),
+            "--weights".into(),
+            w,
+            "--image".into(),
+            s(&img),
+            "--text".into(),
+            cap,
+        ],
+    ];
+    for args in &others {
+        ok(&with(args, "cpu"));
+    }
+    if !gadms::device::CUDA_BUILT {
+        for args in others.iter().chain([&base]) {
+            fails(
+                &with(args, "cuda"),
+                &["--device cuda", "built without CUDA"],
+            );
+        }
+    }
+}

@@ -1,4 +1,5 @@
-//! The choice-valued flags of `gadms pretrain`: `--objective`, `--pids`, `--gass-norm`.
+//! The choice-valued flags of `gadms pretrain` (`--objective`, `--pids`, `--gass-norm`) and the
+//! defaults of its other flags.
 
 use gadms_nn::gass::GassNorm;
 use serde::{Deserialize, Serialize};
@@ -79,3 +80,28 @@ impl From<GassNormArg> for GassNorm {
         }
     }
 }
+
+/// Default `--epochs`.
+pub const DEFAULT_EPOCHS: usize = 24;
+/// Default `--batch-size`.
+pub const DEFAULT_BATCH: usize = 32;
+/// Default `--lr`.
+pub const DEFAULT_LR: f64 = 1e-3;
+/// Default `--out`.
+pub const DEFAULT_OUT: &str = "runs/pretrain-tiny";
+/// Default `--aug-flip`.
+pub const DEFAULT_AUG_FLIP: f64 = 0.5;
+/// Default `--aug-pad`.
+pub const DEFAULT_AUG_PAD: usize = 1;
+/// Default `--aug-erase`.
+pub const DEFAULT_AUG_ERASE: f64 = 0.0;
+/// Default `--beta`.
+pub const DEFAULT_BETA: f64 = 0.4;
+/// Default `--gass-layers`.
+pub const DEFAULT_GASS_LAYERS: usize = 8;
+/// Default `--alpha-n`.
+pub const DEFAULT_ALPHA_N: f64 = 0.2;
+/// Default `--alpha-i`.
+pub const DEFAULT_ALPHA_I: f64 = 0.3;
+/// Default `--mask-lambda`.
+pub const DEFAULT_MASK_LAMBDA: f64 = 20.0;

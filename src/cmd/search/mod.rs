@@ -6,7 +6,7 @@
 
 use crate::eval::rank::top_k;
 use crate::eval::{check_finite_rows, check_finite_sims, encode_captions, encode_images};
-use crate::preset::{Dev, Preset};
+use crate::preset::Preset;
 use crate::report::{check_query, data_uri, escape, page};
 use crate::weights::{build_loaded, read_with_preset};
 use crate::with_preset;
@@ -26,6 +26,10 @@ use gallery::{Gallery, open_gallery};
 #[derive(FromArgs)]
 #[argh(subcommand, name = "search")]
 pub struct SearchArgs {
+    /// device: cpu or cuda[:N] (default cpu; cuda needs a build with the `cuda` feature,
+    /// scripts/build-cuda.sh)
+    #[argh(option, default = "Default::default()")]
+    pub device: crate::device::DeviceChoice,
     /// weight file (OpenAI/open_clip, HF CLIPModel or gadms safetensors)
     #[argh(option)]
     pub weights: PathBuf,
@@ -267,27 +271,26 @@ pub fn run(a: SearchArgs) -> Result<()> {
         _ => None,
     };
 
-    let dev = Dev::default();
     let t0 = std::time::Instant::now();
-    let (q, img, encoded) = with_preset!(preset, M => {
+    let (q, img, encoded) = crate::with_device!(a.device, 0, D, dev => with_preset!(preset, D, M => {
         let m: M = build_loaded(&dev, w, &a.weights)?;
         let q = encode_captions(&m, &ids, a.batch_size);
         check_finite_rows(&q, d, "query").context("the queries")?;
         match cached {
             Some(e) => (q, e, false),
             None => {
-                let img = encode_images(&m, n, a.batch_size, |r| {
+                let img = crate::eval::with_progress(|| encode_images(&m, n, a.batch_size, |r| {
                     let px: Vec<Vec<f32>> = r
                         .into_par_iter()
                         .map(|i| gallery.pixels(i, h, wd))
                         .collect::<Result<_>>()?;
                     Ok(px.concat())
-                })?;
+                }))?;
                 check_finite_rows(&img, d, "gallery image")?;
                 (q, img, true)
             }
         }
-    });
+    }))?;
     if encoded {
         eprintln!(
             "encoded {n} gallery images in {:.2} s",
