@@ -54,16 +54,7 @@ impl FromStr for Preset {
 #[macro_export]
 macro_rules! with_preset {
     ($preset:expr, $M:ident => $body:expr) => {
-        match $preset {
-            $crate::preset::Preset::VitB16 => {
-                type $M = gadms_nn::ViTB16<f32, $crate::preset::Dev>;
-                $body
-            }
-            $crate::preset::Preset::Tiny => {
-                type $M = gadms_nn::Tiny<f32, $crate::preset::Dev>;
-                $body
-            }
-        }
+        $crate::with_preset!($preset, $crate::preset::Dev, $M => $body)
     };
     ($preset:expr, $D:ty, $M:ident => $body:expr) => {
         match $preset {

@@ -67,10 +67,8 @@ impl Drop for Scope {
 
 /// Runs `f` with block checkpointing on or off on this thread, then restores the setting.
 pub fn with_checkpointing<R>(on: bool, f: impl FnOnce() -> R) -> R {
-    let old = ON.with(|c| c.replace(on));
-    let out = f();
-    ON.with(|c| c.set(old));
-    out
+    let _scope = scoped(on);
+    f()
 }
 
 /// `blk.forward(x, mask)` [B, S, W] → [B, S, W], keeping only `x` for the backward pass (see

@@ -258,15 +258,14 @@ pub fn masked_rows_ce_over<const V: usize, E: Float, D: Device<E>, T: Tape<E, D>
         "masked_rows_ce: label out of the vocabulary (V = {V})"
     );
     let (rows, row_w) = label_rows(labels, count);
-    let w = if count == 0 { 0.0 } else { 1.0 / count as f64 };
     let logits = match crate::fast::cross_entropy(logits, &rows, &row_w) {
         Ok(loss) => return loss,
         Err(logits) => logits,
     };
     let dev = logits.device().clone();
-    let weights: Vec<E> = labels
+    let weights: Vec<E> = row_w
         .iter()
-        .map(|&l| E::from_f64(if l == 0 { 0.0 } else { -w }).unwrap())
+        .map(|&w| E::from_f64(0.0 - w).unwrap())
         .collect();
     let weights = dev.tensor_from_vec(weights, (n,));
     let idx = dev.tensor_from_vec(rows, (n,));

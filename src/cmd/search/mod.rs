@@ -189,6 +189,11 @@ const MAX_QUERIES_BYTES: u64 = 64 << 20;
 fn read_queries(a: &SearchArgs) -> Result<Vec<String>> {
     let lines: Vec<(String, String)> = match (&a.query, &a.queries) {
         (Some(q), None) => vec![("--query".into(), q.clone())],
+        (None, Some(_)) if a.query_pid.is_some() => {
+            bail!(
+                "--query-pid goes with one --query (with --queries the pids come from the gallery)"
+            )
+        }
         (None, Some(f)) => {
             let where_ = f.display().to_string();
             let len = std::fs::metadata(f)
@@ -209,9 +214,6 @@ fn read_queries(a: &SearchArgs) -> Result<Vec<String>> {
     };
     if lines.is_empty() {
         bail!("--queries: the file holds no query");
-    }
-    if a.query_pid.is_some() && a.queries.is_some() {
-        bail!("--query-pid goes with one --query (with --queries the pids come from the gallery)");
     }
     let mut out = Vec::with_capacity(lines.len());
     for (at, q) in lines {
@@ -306,10 +308,16 @@ pub fn run(a: SearchArgs) -> Result<()> {
         eprintln!("gallery embeddings from the cache {}", p.display());
     }
     let known = gallery.items.iter().all(|i| i.pid.is_some());
+    // Each gallery caption's pid by its normalised text (the first caption wins), built once
+    // for all queries.
+    let mut caption_pid = std::collections::HashMap::new();
+    for (c, p) in &gallery.captions {
+        caption_pid.entry(c.trim().to_lowercase()).or_insert(*p);
+    }
     let found = queries
         .iter()
         .zip(q.chunks_exact(d))
-        .map(|(text, qv)| rank_one(&a, &gallery, &img, d, text, qv))
+        .map(|(text, qv)| rank_one(&a, &gallery, &caption_pid, &img, d, text, qv))
         .collect::<Result<Vec<_>>>()?;
     if a.json {
         let doc = serde_json::json!({
@@ -343,10 +351,12 @@ pub fn run(a: SearchArgs) -> Result<()> {
 }
 
 /// Ranks the gallery `img` [n, d] for the query feature `qv` [d]: the top `--top` hits and the
-/// query's person id (`--query-pid`, or the pid of the gallery caption equal to the query).
+/// query's person id (`--query-pid`, or from `caption_pid`, the gallery captions' pids by their
+/// trimmed, lower-cased text).
 fn rank_one(
     a: &SearchArgs,
     gallery: &Gallery,
+    caption_pid: &std::collections::HashMap<String, u64>,
     img: &[f32],
     d: usize,
     text: &str,
@@ -358,14 +368,9 @@ fn rank_one(
         .map(|g| g.iter().zip(qv).map(|(x, y)| x * y).sum())
         .collect();
     check_finite_sims(&scores, n, "the query", "gallery image")?;
-    let pid = a.query_pid.or_else(|| {
-        let want = text.trim().to_lowercase();
-        gallery
-            .captions
-            .iter()
-            .find(|(c, _)| c.trim().to_lowercase() == want)
-            .map(|&(_, p)| p)
-    });
+    let pid = a
+        .query_pid
+        .or_else(|| caption_pid.get(&text.trim().to_lowercase()).copied());
     let hits = top_k(&scores, a.top)
         .into_iter()
         .enumerate()
