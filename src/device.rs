@@ -76,6 +76,11 @@ impl BuildDevice for dfdx::prelude::Cpu {
 impl BuildDevice for dfdx::prelude::Cuda {
     fn create(choice: DeviceChoice, seed: u64) -> Result<Self> {
         match choice {
+            // In a data-parallel job each process of a node takes its own GPU: `cuda:N` is
+            // GPU N + the process's local rank (docs/distributed.md).
+            DeviceChoice::Cuda(n) if crate::dist::world().size() > 1 => {
+                cuda(n + crate::dist::local_rank(), seed)
+            }
             DeviceChoice::Cuda(n) => cuda(n, seed),
             DeviceChoice::Cpu => bail!("internal: a CUDA run was asked for the CPU"),
         }

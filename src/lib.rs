@@ -6,6 +6,7 @@
 pub mod build_info;
 pub mod cmd;
 pub mod device;
+pub mod dist;
 pub mod eval;
 pub mod preset;
 pub mod report;

@@ -46,10 +46,8 @@ fn main() {
         Ok(()) => dispatch(cli.command),
         Err(e) => Err(anyhow::anyhow!("cannot start the worker threads: {e}")),
     };
-    if let Err(e) = res {
-        eprintln!("error: {e:#}");
-        std::process::exit(1);
-    }
+    // Leaves a data-parallel job cleanly, or ends all of its ranks after an error.
+    gadms::dist::exit(res)
 }
 
 /// Tells glibc's malloc to keep freed memory: every step allocates and frees the same tensors,
@@ -70,8 +68,9 @@ fn keep_freed_memory() {
 
 fn dispatch(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Pretrain(a) => cmd::pretrain::run(a),
-        Command::Finetune(a) => cmd::finetune::run(a),
+        // The training commands join the job's world when a launcher started them.
+        Command::Pretrain(a) => gadms::dist::init().and_then(|_| cmd::pretrain::run(a)),
+        Command::Finetune(a) => gadms::dist::init().and_then(|_| cmd::finetune::run(a)),
         Command::Embed(a) => cmd::embed::run(a),
         Command::Tokenize(a) => cmd::tokenize::run(a),
         Command::Export(a) => cmd::export::run(a),

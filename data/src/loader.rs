@@ -9,7 +9,9 @@
 //! `shuffle_buffer` sample indices permutes the stream — simulated on indices only when the
 //! epoch starts (tens of ms for 10M samples). An element leaves the buffer fewer than
 //! `shuffle_buffer` positions before its stream position. Batch `k` is the `k`-th consecutive
-//! chunk of `batch_size` indices (the last partial one dropped when `drop_last`).
+//! chunk of `batch_size` indices (the last partial one dropped when `drop_last`). A loader
+//! for one rank of a data-parallel run ([`LoaderConfig::part`]) walks the same order and builds
+//! only its equal share of each batch's rows.
 //!
 //! **Per-sample randomness.** Augmentation and masking of global sample `i` in epoch `e` draw
 //! from [`SampleRng::for_sample`]`(seed, e, i, stream)`, so batches are bit-identical whatever
@@ -46,7 +48,7 @@ use std::thread::JoinHandle;
 
 mod config;
 pub use config::{
-    Batch, LoaderConfig, LoaderError, LoaderState, Masking, STREAM_AUGMENT, STREAM_MASK,
+    Batch, LoaderConfig, LoaderError, LoaderState, Masking, Part, STREAM_AUGMENT, STREAM_MASK,
     STREAM_ORDER,
 };
 
@@ -145,6 +147,16 @@ impl Loader {
         let usable = dataset.usable();
         if cfg.batch_size == 0 || cfg.workers == 0 {
             return bad("batch_size and workers must be at least 1".into());
+        }
+        let Part { index, count } = cfg.part;
+        if count == 0 || index >= count || !cfg.batch_size.is_multiple_of(count) {
+            return bad(format!(
+                "part {index} of {count}: a batch of {} does not split into {count} equal parts",
+                cfg.batch_size
+            ));
+        }
+        if count > 1 && !cfg.drop_last {
+            return bad("a loader that builds one part of every batch needs drop_last".into());
         }
         if n > u32::MAX as usize {
             return bad(format!("{n} samples: more than 2^32 are not supported"));
@@ -517,7 +529,9 @@ fn build_batch(sh: &Shared, k: u64) -> Result<Batch, LoaderError> {
     let (h, w) = (sh.height, sh.width);
     let start = k as usize * cfg.batch_size;
     let end = (start + cfg.batch_size).min(sh.order.len());
-    let idx = &sh.order[start..end];
+    // This loader's part of the batch (all of it unless data-parallel; drop_last then holds).
+    let rows = cfg.part.rows(end - start);
+    let idx = &sh.order[start + rows.start..start + rows.end];
     let b = idx.len();
     let px = 3 * h * w;
     let masked = !matches!(cfg.masking, Masking::None);

@@ -20,7 +20,7 @@
 
 use crate::device::{BuildDevice, DeviceChoice};
 use crate::preset::{Preset, de_preset, ser_preset};
-use crate::train::data::{self, open_run_data, train_loader};
+use crate::train::data::{self, open_run, train_loader};
 use crate::train::irra::{Classes, FtWeights, IrraRecipe};
 use crate::train::log::{DEFAULT_LOG_EVERY, default_log_every};
 use crate::train::optim::adam_config;
@@ -324,9 +324,8 @@ fn run_on<D: BuildDevice, M: TrainModel<D>>(
     }
 
     // Run directory (locked for the run's life) and data.
-    let _lock = run_dir::open_run_dir(&a.out, resume.is_none(), a.overwrite)?;
-    println!("run directory: {}", a.out.display());
-    let d = open_run_data(given, &a.eval_data, &a.out, &spec, a.skip_corrupt)?;
+    let fresh = (resume.is_none(), a.overwrite);
+    let (_lock, d) = open_run(given, &a.eval_data, &a.out, &spec, a.skip_corrupt, fresh)?;
     let classes = Classes::of(&d.train)?;
     print_data(&d, &classes);
     let (loader, steps_per_epoch) = train_loader(
@@ -344,7 +343,9 @@ fn run_on<D: BuildDevice, M: TrainModel<D>>(
             .with_context(|| format!("--resume {}", a.out.display()))?;
     }
     let config = config_json(&a, &d, warmup, steps_per_epoch, classes.len(), &spec);
-    run_dir::write_json(&a.out.join(run_dir::CONFIG_FILE), &config)?;
+    if crate::dist::is_root() {
+        run_dir::write_json(&a.out.join(run_dir::CONFIG_FILE), &config)?;
+    }
 
     // The recipe: the model and a new classifier (drawn after the model, as IRRA does); with
     // --resume, train::run then loads the checkpoint into it.

@@ -46,7 +46,7 @@
 use crate::device::{BuildDevice, DeviceChoice};
 use crate::eval::EvalSet;
 use crate::preset::{Preset, de_preset, ser_preset};
-use crate::train::data::{self, LOADER_WORKERS, SHUFFLE_BUFFER, open_run_data, train_loader};
+use crate::train::data::{self, LOADER_WORKERS, SHUFFLE_BUFFER, open_run, train_loader};
 use crate::train::gadms::{GaDmsRecipe, StepConfig};
 use crate::train::log::{DEFAULT_LOG_EVERY, default_log_every};
 use crate::train::optim::adam_config;
@@ -432,9 +432,8 @@ fn run_on<D: BuildDevice, M: TrainModel<D>>(
     };
 
     // Run directory (locked for the run's life) and data.
-    let _lock = run_dir::open_run_dir(&a.out, resume.is_none(), a.overwrite)?;
-    println!("run directory: {}", a.out.display());
-    let d = open_run_data(given, &a.eval_data, &a.out, &spec, a.skip_corrupt)?;
+    let fresh = (resume.is_none(), a.overwrite);
+    let (_lock, d) = open_run(given, &a.eval_data, &a.out, &spec, a.skip_corrupt, fresh)?;
     print_data(&d);
     // The probe of the fit: the first identities of the training set, as many as the test has.
     let probe_ids = d.evals.first().map_or(100, |s| s.set.n_ids());
@@ -465,7 +464,9 @@ fn run_on<D: BuildDevice, M: TrainModel<D>>(
             .with_context(|| format!("--resume {}", a.out.display()))?;
     }
     let config = config_json(&a, &d, warmup, steps_per_epoch, &spec);
-    run_dir::write_json(&a.out.join(run_dir::CONFIG_FILE), &config)?;
+    if crate::dist::is_root() {
+        run_dir::write_json(&a.out.join(run_dir::CONFIG_FILE), &config)?;
+    }
 
     // The recipe (with --resume, train::run then loads the checkpoint into it).
     let caption_pids = a.pid_mode() == PidMode::Caption;

@@ -156,3 +156,70 @@ pub fn splice<const EMBED: usize, D: Device<f32>>(
     }
     x
 }
+
+/// The data-parallel side of a step ([`crate::dist`]): a rank holds `N_r` rows of the global
+/// batch of `N = N_r · ranks` rows, rows `rank·N_r..(rank+1)·N_r`. In a one-process world
+/// every function here returns its input.
+pub mod global {
+    use super::Cached;
+    use crate::dist::{grads::timed, world};
+
+    /// The first global row of this rank's `local` rows.
+    pub fn offset(local: usize) -> usize {
+        world().rank() * local
+    }
+
+    /// The whole global batch's features from every rank's pass-1 cache.
+    pub fn features(local: Cached) -> Cached {
+        if world().size() == 1 {
+            return local;
+        }
+        timed(|| Cached {
+            image: world().all_gather_f32(&local.image),
+            text: world().all_gather_f32(&local.text),
+        })
+    }
+
+    /// Every rank's `local` values in global row order (ids, sample indices).
+    pub fn rows(local: &[u64]) -> Vec<u64> {
+        timed(|| world().all_gather_u64(local))
+    }
+
+    /// Every rank's `local` f64 values in global row order (GASS maps).
+    pub fn rows_f64(local: &[f64]) -> Vec<f64> {
+        timed(|| world().all_gather_f64(local))
+    }
+
+    /// The sum over the ranks of `x` (counts).
+    pub fn count(x: usize) -> usize {
+        let mut v = [x as f64];
+        timed(|| world().all_reduce_f64(&mut v));
+        v[0] as usize
+    }
+
+    /// The sum over the ranks of `x` (a rank's share of a mean).
+    pub fn sum(x: f32) -> f32 {
+        let mut v = [x as f64];
+        timed(|| world().all_reduce_f64(&mut v));
+        v[0] as f32
+    }
+
+    /// The sum over the ranks of `v`, in place (host gradients, e.g. the ID classifier's).
+    pub fn sum_in_place(v: &mut [f32]) {
+        timed(|| world().all_reduce_f32(v));
+    }
+
+    /// `x` where every rank's value is finite, else NaN on every rank (so every rank makes
+    /// the same apply-or-stop decision).
+    pub fn agree_finite(x: f32) -> f32 {
+        let bad = if x.is_finite() { 0.0 } else { 1.0 };
+        let mut v = [bad];
+        timed(|| world().all_reduce_f64(&mut v));
+        if v[0] == 0.0 { x } else { f32::NAN }
+    }
+
+    /// True when a step must take the two-pass path (accumulation or several ranks).
+    pub fn two_pass(k: usize) -> bool {
+        k > 1 || world().size() > 1
+    }
+}

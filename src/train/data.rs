@@ -8,7 +8,7 @@ use crate::eval::EvalSet;
 use crate::preset::Preset;
 use anyhow::{Context, Result, bail};
 use gadms_data::augment::AugmentConfig;
-use gadms_data::loader::{Loader, LoaderConfig, Masking};
+use gadms_data::loader::{Loader, LoaderConfig, Masking, Part};
 use gadms_data::manifest::Dataset;
 use gadms_data::pack::{Format, NoProgress, PackOptions, PackReport, pack};
 use gadms_data::synth::{IMG_H, IMG_W};
@@ -369,9 +369,43 @@ pub fn open_run_data(
     })
 }
 
+/// The run directory `out` (made and locked for the run's life,
+/// [`super::run_dir::open_run_dir`]) and the run's data ([`open_run_data`]). In a
+/// data-parallel job ([`crate::dist`]) rank 0 does both (the embedded set is unpacked and
+/// packed once) while the other ranks wait; they then open the same data, which they find
+/// ready, and hold no lock.
+///
+/// # Errors
+/// As [`super::run_dir::open_run_dir`] and [`open_run_data`].
+pub fn open_run(
+    data: GivenData,
+    eval_data: &[PathBuf],
+    out: &Path,
+    spec: &ClipSpec,
+    skip_corrupt: bool,
+    (fresh, overwrite): (bool, bool),
+) -> Result<(Option<super::run_dir::RunLock>, RunData)> {
+    let world = crate::dist::world();
+    if world.rank() == 0 {
+        let lock = super::run_dir::open_run_dir(out, fresh, overwrite)?;
+        println!("run directory: {}", out.display());
+        let d = open_run_data(data, eval_data, out, spec, skip_corrupt)?;
+        world.barrier();
+        Ok((Some(lock), d))
+    } else {
+        world.barrier();
+        Ok((
+            None,
+            open_run_data(data, eval_data, out, spec, skip_corrupt)?,
+        ))
+    }
+}
+
 /// The training loader of a run (deterministic order and per-sample augmentation from
-/// `seed`, full batches only) and its batches per epoch; `batch_size` is a step's pairs
-/// (`--batch-size` × `--accum-steps`, [`super::accum::loader_batch`]).
+/// `seed`, full batches only) and its batches per epoch; `batch_size` is a step's pairs on
+/// this process (`--batch-size` × `--accum-steps`, [`super::accum::loader_batch`]). In a
+/// data-parallel job ([`crate::dist`]) a step takes `batch_size` × ranks pairs in one global
+/// order, and this rank's loader builds its part of them (rows `rank·batch_size..`).
 pub fn train_loader(
     train: Arc<Dataset>,
     batch_size: usize,
@@ -380,6 +414,17 @@ pub fn train_loader(
     masking: Masking,
 ) -> Result<(Loader, usize)> {
     let captions = train.len();
+    let world = crate::dist::world();
+    let part = Part {
+        index: world.rank(),
+        count: world.size(),
+    };
+    let Some(batch_size) = batch_size.checked_mul(part.count) else {
+        bail!(
+            "{batch_size} pairs x {} processes per step is too large",
+            part.count
+        );
+    };
     let loader = Loader::new(
         train,
         LoaderConfig {
@@ -394,6 +439,7 @@ pub fn train_loader(
             masking,
             drop_last: true,
             image_size: None,
+            part,
             debug_panic_at_step: None,
         },
     )
@@ -401,8 +447,8 @@ pub fn train_loader(
     let steps_per_epoch = loader.batches_per_epoch() as usize;
     if steps_per_epoch == 0 {
         bail!(
-            "a step's {batch_size} pairs (--batch-size x --accum-steps) are more than the \
-             {captions} training captions: no full batch"
+            "a step's {batch_size} pairs (--batch-size x --accum-steps x processes) are more \
+             than the {captions} training captions: no full batch"
         );
     }
     Ok((loader, steps_per_epoch))

@@ -50,6 +50,7 @@
 //! `LoaderState` this resumes a run bit-exactly (tested). The final files are
 //! `last.safetensors` (CLIP), `gadms_model.safetensors` (CLIP + decoder) and `scores.f32`.
 
+use super::accum::global;
 use super::gadms_accum::{GaDmsAccum, train_step_accum};
 use super::optim::{Adam, Group, adam_config};
 use super::recipe::{ModelParts, Recipe, StepOut};
@@ -533,8 +534,10 @@ impl<D: Device<f32>, M: GaDmsAccum<D> + ModelParts<D>> Recipe<D> for GaDmsRecipe
         }
         let (model, lr) = (self.model.as_mut(), lr as f32);
         let r = match self.accum_steps {
-            1 => train_step(model, &mut self.opt, &batch, &self.scores, &self.cfg, lr),
-            k => train_step_accum(model, &mut self.opt, &batch, &self.scores, &self.cfg, lr, k)?,
+            k if global::two_pass(k) => {
+                train_step_accum(model, &mut self.opt, &batch, &self.scores, &self.cfg, lr, k)?
+            }
+            _ => train_step(model, &mut self.opt, &batch, &self.scores, &self.cfg, lr),
         };
         debug_assert_eq!(r.applied, r.loss.is_finite());
         Ok(StepOut {

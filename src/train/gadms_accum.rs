@@ -21,9 +21,10 @@
 //! pass starts from an empty leaky tape. The score table is written once, after the last
 //! micro-batch, with the rows of the whole batch; a non-finite loss changes nothing.
 
-use super::accum::{Cached, labelled, micro_batches, splice};
+use super::accum::{Cached, global, labelled, micro_batches, splice};
 use super::gadms::{GaDmsForward, LossParts, StepConfig, StepReport, mtp_loss, rows};
 use super::optim::{Adam, Group};
+use crate::dist::grads::all_reduce_grads;
 use anyhow::Result;
 use dfdx::prelude::*;
 use gadms_data::loader::Batch;
@@ -172,6 +173,8 @@ pub struct Accumulated<D: Storage<f32>> {
     pub parts: LossParts,
     /// GASS scores of the whole batch, [N·77], when requested.
     pub scores: Option<Vec<f32>>,
+    /// The score-table rows (sample indices) of the whole global batch, `[N]`.
+    pub rows: Vec<u64>,
 }
 
 /// Both passes over the `k` micro-batches of `batch` (module docs): the whole batch's
@@ -190,17 +193,23 @@ pub fn accum_forward<D: Device<f32>, M: GaDmsAccum<D>>(
     gass: bool,
 ) -> Result<Accumulated<D>> {
     let micro = micro_batches(batch, k)?;
-    let mut whole = Whole {
-        cached: Cached::default(),
-        pids: batch.pids.iter().map(|&p| p as usize).collect(),
-        masked: labelled(&batch.info_labels),
-    };
+    let mut cached = Cached::default();
     let mut emap = Vec::new();
     for m in &micro {
         let (img, txt, e) = model.micro_features(m, cfg, gass);
-        whole.cached.push(img, txt);
+        cached.push(img, txt);
         emap.extend(e.unwrap_or_default());
     }
+    // Data-parallel: features, identities, counts and GASS maps of the whole global batch.
+    let whole = Whole {
+        cached: global::features(cached),
+        pids: global::rows(&batch.pids)
+            .iter()
+            .map(|&p| p as usize)
+            .collect(),
+        masked: global::count(labelled(&batch.info_labels)),
+    };
+    let base = global::offset(batch.len());
     let mut grads = model.alloc_grads();
     let mut parts = LossParts {
         loss: 0.0,
@@ -209,7 +218,7 @@ pub fn accum_forward<D: Device<f32>, M: GaDmsAccum<D>>(
         masked_tokens: 0,
     };
     for (j, m) in micro.iter().enumerate() {
-        let (loss, p) = model.micro_loss(m, cfg, &whole, j * m.len(), grads);
+        let (loss, p) = model.micro_loss(m, cfg, &whole, base + j * m.len(), grads);
         grads = loss.backward();
         // Every micro-batch's L_sdm is the whole batch's; a non-finite one is kept.
         if j == 0 || !p.sdm.is_finite() {
@@ -218,12 +227,18 @@ pub fn accum_forward<D: Device<f32>, M: GaDmsAccum<D>>(
         parts.mtp += p.mtp;
         parts.masked_tokens += p.masked_tokens;
     }
+    all_reduce_grads(model, &mut grads)?;
+    parts.sdm = global::agree_finite(parts.sdm);
+    parts.mtp = global::sum(parts.mtp);
+    parts.masked_tokens = global::count(parts.masked_tokens);
     parts.loss = parts.sdm + cfg.beta as f32 * parts.mtp;
-    let scores = gass.then(|| batch_min_max(&emap));
+    // The batch min–max runs over the whole global batch's maps (§3.2 C), on every rank.
+    let scores = gass.then(|| batch_min_max(&global::rows_f64(&emap)));
     Ok(Accumulated {
         grads,
         parts,
         scores,
+        rows: global::rows(&batch.sample_index),
     })
 }
 
@@ -260,10 +275,11 @@ pub fn train_step_accum<D: Device<f32>, M: GaDmsAccum<D>>(
     let s = a.scores.expect("GASS was requested");
     assert_eq!(
         s.len(),
-        batch.len() * SCORE_CTX,
+        a.rows.len() * SCORE_CTX,
         "GASS context vs score table"
     );
-    for (row, s) in batch.sample_index.iter().zip(s.chunks_exact(SCORE_CTX)) {
+    // Every rank writes the rows of the whole global batch: the tables stay identical.
+    for (row, s) in a.rows.iter().zip(s.chunks_exact(SCORE_CTX)) {
         let s: &[f32; SCORE_CTX] = s.try_into().expect("a row of SCORE_CTX scores");
         scores.set(*row as usize, s);
     }

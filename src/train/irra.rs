@@ -30,6 +30,7 @@
 //! `gadms_model.safetensors`) holds CLIP, the decoder and `classifier.weight` [C, EMBED] /
 //! `classifier.bias` [C] (native names); Adam's state includes the classifier's moments.
 
+use super::accum::global;
 use super::gadms::mtp_loss;
 use super::irra_accum::{IrraAccum, finetune_step_accum};
 use super::optim::{Adam, Group, adam_config};
@@ -432,8 +433,10 @@ impl<D: Device<f32>, M: IrraAccum<D> + ModelParts<D>> Recipe<D> for IrraRecipe<D
         }
         let (model, cl, opt) = (self.model.as_mut(), &mut self.classifier, &mut self.opt);
         let r = match self.accum_steps {
-            1 => model.finetune_step(cl, opt, &batch, self.weights, lr as f32),
-            k => finetune_step_accum(model, cl, opt, &batch, self.weights, lr as f32, k)?,
+            k if global::two_pass(k) => {
+                finetune_step_accum(model, cl, opt, &batch, self.weights, lr as f32, k)?
+            }
+            _ => model.finetune_step(cl, opt, &batch, self.weights, lr as f32),
         };
         debug_assert_eq!(r.applied, r.loss.is_finite());
         Ok(StepOut {

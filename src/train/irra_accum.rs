@@ -14,11 +14,12 @@
 //! one Adam update of the model and the classifier (IRRA groups)
 //! ```
 
-use super::accum::{Cached, labelled, micro_batches, splice};
+use super::accum::{Cached, global, labelled, micro_batches, splice};
 use super::gadms::mtp_loss;
 use super::irra::{FtReport, FtWeights, IrraStep, update};
 use super::optim::Adam;
 use super::sdm::ctx_row;
+use crate::dist::grads::all_reduce_grads;
 use anyhow::Result;
 use dfdx::prelude::*;
 use gadms_data::loader::Batch;
@@ -182,15 +183,21 @@ pub fn accum_grads<D: Device<f32>, M: IrraAccum<D>>(
     k: usize,
 ) -> Result<(Gradients<f32, D>, IdGrads, FtReport)> {
     let micro = micro_batches(batch, k)?;
-    let mut whole = Whole {
-        cached: Cached::default(),
-        pids: batch.pids.iter().map(|&p| p as usize).collect(),
-        masked: labelled(&batch.info_labels),
-    };
+    let mut cached = Cached::default();
     for m in &micro {
         let (v, t) = model.micro_features(m);
-        whole.cached.push(v, t);
+        cached.push(v, t);
     }
+    // Data-parallel: features, classes and the MLM count of the whole global batch.
+    let whole = Whole {
+        cached: global::features(cached),
+        pids: global::rows(&batch.pids)
+            .iter()
+            .map(|&p| p as usize)
+            .collect(),
+        masked: global::count(labelled(&batch.info_labels)),
+    };
+    let base = global::offset(batch.len());
     let mut grads = model.alloc_grads();
     let mut id = IdGrads {
         weight: Vec::new(),
@@ -206,7 +213,7 @@ pub fn accum_grads<D: Device<f32>, M: IrraAccum<D>>(
         applied: false,
     };
     for (j, m) in micro.iter().enumerate() {
-        let out = model.micro_loss(classifier, m, w, &whole, j * m.len(), grads);
+        let out = model.micro_loss(classifier, m, w, &whole, base + j * m.len(), grads);
         grads = out.loss.backward();
         let (s, i, l) = out.parts;
         // Every micro-batch's L_sdm is the whole batch's; a non-finite one is kept.
@@ -219,6 +226,13 @@ pub fn accum_grads<D: Device<f32>, M: IrraAccum<D>>(
         add(&mut id.weight, &out.id_grads.weight);
         add(&mut id.bias, &out.id_grads.bias);
     }
+    all_reduce_grads(model, &mut grads)?;
+    global::sum_in_place(&mut id.weight);
+    global::sum_in_place(&mut id.bias);
+    r.loss_sdm = global::agree_finite(r.loss_sdm);
+    r.loss_id = global::sum(r.loss_id);
+    r.loss_mlm = global::sum(r.loss_mlm);
+    r.masked_tokens = global::count(r.masked_tokens);
     r.loss = r.loss_sdm + w.id as f32 * r.loss_id + w.mlm as f32 * r.loss_mlm;
     Ok((grads, id, r))
 }

@@ -101,8 +101,16 @@ where
     C: gadms_nn::ClipInference<f32, D> + gadms_nn::HasClipSpec,
     C: dfdx::nn::tensor_collection::TensorCollection<f32, D>,
 {
+    // In a data-parallel job every rank trains; rank 0 alone evaluates, logs and writes.
+    let root = crate::dist::is_root();
     let metrics_path = plan.out.join(run_dir::METRICS_FILE);
-    let (jsonl, old_lines) = Jsonl::open(&metrics_path, resume.as_ref().map(|(_, s)| s.step))?;
+    let (jsonl, old_lines) = match root {
+        true => {
+            let (j, l) = Jsonl::open(&metrics_path, resume.as_ref().map(|(_, s)| s.step))?;
+            (Some(j), l)
+        }
+        false => (None, Vec::new()),
+    };
     let mut at = Progress::default();
     let steps_per_epoch = loader.batches_per_epoch() as usize;
     if let Some((dir, st)) = &resume {
@@ -121,10 +129,20 @@ where
         };
     }
     let total = steps_per_epoch * plan.epochs;
-    let mut log = TrainLog::open(&plan.out, jsonl, plan.log_every, at.step, total)?;
-    let before = match resume {
-        None => evaluate_before(plan, recipe.clip(), evals, &mut log)?,
-        Some(_) => before_from_log(evals, &old_lines),
+    let mut log = match jsonl {
+        Some(j) => Some(TrainLog::open(
+            &plan.out,
+            j,
+            plan.log_every,
+            at.step,
+            total,
+        )?),
+        None => None,
+    };
+    let before = match (&mut log, &resume) {
+        (None, _) => Vec::new(),
+        (Some(log), None) => evaluate_before(plan, recipe.clip(), evals, log)?,
+        (Some(_), Some(_)) => before_from_log(evals, &old_lines),
     };
 
     let mut last_ckpt: Option<PathBuf> = resume.map(|(d, _)| d);
@@ -152,10 +170,11 @@ where
             let waited = t.elapsed().as_secs_f64();
             test_hooks::poison(&mut batch.images, at.step + 1);
             let b = batch.len();
+            let world = crate::dist::world().size();
             let tc = Instant::now();
             let out = recipe.step(batch, lr)?;
             if !out.loss.is_finite() {
-                log.clear();
+                log.iter().for_each(TrainLog::clear);
                 bail!(
                     "{}",
                     nan_message(&out, at.step + 1, epoch, last_ckpt.as_deref())
@@ -163,17 +182,22 @@ where
             }
             let computed = tc.elapsed().as_secs_f64();
             at.step += 1;
-            pairs += b;
+            pairs += b * world;
             loss_sum += out.loss as f64;
             steps += 1;
             clock.data_wait += waited;
             clock.compute += computed;
+            let Some(log) = log.as_mut() else {
+                // Another rank than 0 of a data-parallel job: only the step.
+                test_hooks::delay();
+                continue;
+            };
             log.step(&StepReport {
                 step: at.step,
                 epoch: (epoch, plan.epochs),
                 out: &out,
                 lr,
-                pairs: b,
+                pairs: b * world,
                 data_s: waited,
                 step_s: computed,
             })?;
@@ -192,7 +216,7 @@ where
                 let due =
                     (plan.eval_every > 0 && epoch % plan.eval_every == 0) || epoch == plan.epochs;
                 if due {
-                    line += &evaluate_epoch(plan, recipe.clip(), evals, &mut log, &mut at, epoch)?;
+                    line += &evaluate_epoch(plan, recipe.clip(), evals, log, &mut at, epoch)?;
                 }
                 log.say(&line)?;
             }
@@ -206,6 +230,9 @@ where
             }
         }
     }
+    let Some(mut log) = log else {
+        return test_hooks::save_rank(|d| recipe.save_checkpoint(d));
+    };
     log.finish()?;
     let train_secs = clock.start.elapsed().as_secs_f64();
 
@@ -236,9 +263,17 @@ where
     }
     let files = recipe.save_final(&plan.out)?;
 
+    let world = crate::dist::world();
+    let collectives = match world.size() {
+        1 => String::new(),
+        n => format!(
+            "; {n} processes, of the compute {:.1} s in collectives on rank 0",
+            crate::dist::grads::comm_seconds()
+        ),
+    };
     println!(
         "trained {} steps ({} epochs) in {train_secs:.1} s ({:.0} pairs/s; data wait {:.1} s, \
-         compute {:.1} s)",
+         compute {:.1} s{collectives})",
         at.step,
         plan.epochs,
         clock.pairs as f64 / train_secs,
@@ -479,6 +514,7 @@ pub fn print_table(rows: &[(&str, &RankMetrics)]) {
 ///
 /// * `GADMS_TEST_NAN_AT_STEP=N`: the images of step N (1-based) become NaN.
 /// * `GADMS_TEST_STEP_DELAY_MS=N`: sleep N ms after every step (so a test can kill a run).
+/// * `GADMS_TEST_RANK_DIR=DIR`: the other ranks of a data-parallel job save their final state.
 mod test_hooks {
     #[cfg(debug_assertions)]
     fn var(name: &str) -> Option<u64> {
@@ -492,6 +528,22 @@ mod test_hooks {
             images.iter_mut().for_each(|x| *x = f32::NAN);
         }
         let _ = (images, step);
+    }
+
+    /// With `GADMS_TEST_RANK_DIR=DIR`, a rank other than 0 of a data-parallel job writes its
+    /// final state with `save` into `DIR/rankR` (so a test can compare it with rank 0's).
+    pub fn save_rank(
+        save: impl FnOnce(&std::path::Path) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        #[cfg(debug_assertions)]
+        if let Some(dir) = std::env::var_os("GADMS_TEST_RANK_DIR") {
+            let dir =
+                std::path::Path::new(&dir).join(format!("rank{}", crate::dist::world().rank()));
+            std::fs::create_dir_all(&dir)?;
+            return save(&dir);
+        }
+        let _ = save;
+        Ok(())
     }
 
     /// Sleeps `GADMS_TEST_STEP_DELAY_MS` milliseconds.

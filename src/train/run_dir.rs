@@ -529,11 +529,22 @@ impl Drop for RunLock {
     }
 }
 
-/// Whether a process with this pid exists (Linux: `/proc/PID`; elsewhere assumed alive, so a
-/// lock is never stolen from a running process).
+/// Whether a process with this pid runs (Linux: `/proc/PID` exists and is not a zombie, a
+/// process that ended and whose parent has not collected it, e.g. a rank of a data-parallel
+/// job killed by its launcher; elsewhere assumed alive, so a lock is never stolen from a
+/// running process).
 fn process_alive(pid: u32) -> bool {
     if cfg!(target_os = "linux") {
-        Path::new(&format!("/proc/{pid}")).exists()
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            // `pid (comm) STATE …`: the state follows the last ')'.
+            Ok(stat) => {
+                stat.rsplit(')')
+                    .next()
+                    .and_then(|r| r.split_whitespace().next())
+                    != Some("Z")
+            }
+            Err(_) => Path::new(&format!("/proc/{pid}")).exists(),
+        }
     } else {
         true
     }

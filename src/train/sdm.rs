@@ -2,10 +2,11 @@
 //! loss alone (docs/method.md §5.1) on the clean captions. No caption masking, no GASS, no
 //! decoder.
 
-use super::accum::{Cached, micro_size, splice};
+use super::accum::{Cached, global, micro_size, splice};
 use super::optim::{Adam, Group, adam_config};
 use super::recipe::{Recipe, StepOut};
 use super::run_dir::{self, LAST_FILE};
+use crate::dist::grads::all_reduce_grads;
 use crate::preset::Dev;
 use anyhow::{Result, bail};
 use dfdx::nn::tensor_collection::TensorCollection;
@@ -279,10 +280,15 @@ pub fn accum_grads<D: Device<f32>, C: SdmLoss<D>>(
         let (img, txt) = model.sdm_features(px(j), &rows[j * b..(j + 1) * b]);
         cached.push(img, txt);
     }
+    // Data-parallel: the features and identities of the whole global batch.
+    let cached = global::features(cached);
+    let local: Vec<u64> = pids.iter().map(|&p| p as u64).collect();
+    let all: Vec<usize> = global::rows(&local).iter().map(|&p| p as usize).collect();
+    let base = global::offset(rows.len());
     let (mut grads, mut value) = (grads, f32::NAN);
     for j in 0..k {
         let r = &rows[j * b..(j + 1) * b];
-        let loss = model.sdm_loss_spliced(px(j), r, pids, &cached, j * b, grads);
+        let loss = model.sdm_loss_spliced(px(j), r, &all, &cached, base + j * b, grads);
         let l = loss.as_vec()[0];
         // Every micro-batch's loss is the whole batch's (its other rows are the cached ones).
         if j == 0 || !l.is_finite() {
@@ -290,7 +296,8 @@ pub fn accum_grads<D: Device<f32>, C: SdmLoss<D>>(
         }
         grads = loss.backward();
     }
-    Ok((grads, value))
+    all_reduce_grads(model, &mut grads)?;
+    Ok((grads, global::agree_finite(value)))
 }
 
 /// The micro-batch size and the values of one image for `pixels` values, `n` captions and
@@ -341,10 +348,11 @@ impl<D: Device<f32>, C: SdmLoss<D>> Recipe<D> for SdmRecipe<D, C> {
         let pids: Vec<usize> = ids.iter().map(|&p| p as usize).collect();
         self.trainer.set_lr(lr);
         let loss = match self.accum_steps {
-            1 => self.trainer.step(batch.images, &batch.ids_clean, &pids)?,
-            k => self
-                .trainer
-                .step_accum(batch.images, &batch.ids_clean, &pids, k)?,
+            k if global::two_pass(k) => {
+                self.trainer
+                    .step_accum(batch.images, &batch.ids_clean, &pids, k)?
+            }
+            _ => self.trainer.step(batch.images, &batch.ids_clean, &pids)?,
         };
         Ok(StepOut {
             loss,

@@ -9,6 +9,7 @@ mod accum;
 mod checkpointing;
 mod cli;
 mod corrupt;
+mod distributed;
 mod finetune;
 mod gadms_step;
 mod logs;

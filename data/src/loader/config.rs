@@ -59,9 +59,35 @@ pub struct LoaderConfig {
     pub drop_last: bool,
     /// Output `(height, width)`; `None` = the manifest's stored size (no resize).
     pub image_size: Option<(usize, usize)>,
+    /// The part of every batch this loader builds (data-parallel training): batch `k` of
+    /// `batch_size` samples is split into `part.count` equal runs of consecutive rows and only
+    /// run `part.index` is decoded and returned. A sample's augmentation and masks depend on
+    /// its global index only, so the parts of the `count` loaders concatenated in index order
+    /// are the batch a whole (`Part::WHOLE`) loader returns, bit for bit.
+    pub part: Part,
     /// Test hook: a worker panics while building this step (exercises panic handling).
     #[doc(hidden)]
     pub debug_panic_at_step: Option<u64>,
+}
+
+/// Which of `count` equal parts of every batch a loader builds ([`LoaderConfig::part`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Part {
+    /// This part, `0..count`.
+    pub index: usize,
+    /// Parts per batch; `batch_size` must be a multiple of it.
+    pub count: usize,
+}
+
+impl Part {
+    /// The whole batch.
+    pub const WHOLE: Part = Part { index: 0, count: 1 };
+
+    /// Rows `lo..hi` of a batch of `n` rows that this part holds.
+    pub fn rows(&self, n: usize) -> std::ops::Range<usize> {
+        let b = n / self.count;
+        self.index * b..(self.index + 1) * b
+    }
 }
 
 impl Default for LoaderConfig {
@@ -77,6 +103,7 @@ impl Default for LoaderConfig {
             augment: AugmentConfig::default(),
             masking: Masking::None,
             drop_last: true,
+            part: Part::WHOLE,
             image_size: None,
             debug_panic_at_step: None,
         }

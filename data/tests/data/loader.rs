@@ -3,7 +3,7 @@
 
 use gadms_data::image_prep::decode_normalized;
 use gadms_data::loader::{
-    Batch, Loader, LoaderConfig, LoaderError, LoaderState, Masking, epoch_order, shard_order,
+    Batch, Loader, LoaderConfig, LoaderError, LoaderState, Masking, Part, epoch_order, shard_order,
 };
 use gadms_data::manifest::{Dataset, Manifest};
 use gadms_data::masking::MaskingConfig;
@@ -504,4 +504,57 @@ fn skip_damaged_on_a_sound_dataset_changes_nothing() {
     let mut l = Loader::new(ds.clone(), config(&ds, 2)).unwrap();
     assert_eq!(*l.epoch_order(0), epoch_order(&[7, 5, 9], 42, 0, true, 6));
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The rows of `b` followed by the rows of `c` (two parts of one batch).
+fn concat(b: &Batch, c: &Batch) -> Batch {
+    fn cat<T: Clone>(x: &[T], y: &[T]) -> Vec<T> {
+        x.iter().chain(y).cloned().collect()
+    }
+    Batch {
+        images: cat(&b.images, &c.images),
+        ids_clean: cat(&b.ids_clean, &c.ids_clean),
+        ids_noise: cat(&b.ids_noise, &c.ids_noise),
+        ids_info: cat(&b.ids_info, &c.ids_info),
+        info_labels: cat(&b.info_labels, &c.info_labels),
+        pids: cat(&b.pids, &c.pids),
+        image_ids: cat(&b.image_ids, &c.image_ids),
+        caption_idx: cat(&b.caption_idx, &c.caption_idx),
+        sample_index: cat(&b.sample_index, &c.sample_index),
+        ..b.clone()
+    }
+}
+
+#[test]
+fn the_parts_of_a_batch_are_the_whole_batch() {
+    let dir = tmpdir("parts");
+    let ds = build(&dir, &[7, 5, 9], None);
+    let cfg = |part| LoaderConfig {
+        drop_last: true,
+        part,
+        ..config(&ds, 2)
+    };
+    let mut whole = Loader::new(ds.clone(), cfg(Part::WHOLE)).unwrap();
+    let mut parts: Vec<Loader> = (0..2)
+        .map(|index| Loader::new(ds.clone(), cfg(Part { index, count: 2 })).unwrap())
+        .collect();
+    assert_eq!(parts[1].batches_per_epoch(), whole.batches_per_epoch());
+    // Two epochs: 5 batches of 4 each (21 samples, the last one dropped).
+    for _ in 0..10 {
+        let w = whole.next_batch().unwrap();
+        let (a, b) = (
+            parts[0].next_batch().unwrap(),
+            parts[1].next_batch().unwrap(),
+        );
+        assert_eq!((a.len(), b.len()), (2, 2));
+        assert_ne!(a.sample_index, b.sample_index);
+        let joined = concat(&a, &b);
+        assert_eq!(image_bytes(&joined), image_bytes(&w));
+        assert_eq!(joined, w);
+    }
+    // A batch that does not split evenly, and a part outside the count, are refused.
+    for part in [Part { index: 0, count: 3 }, Part { index: 2, count: 2 }] {
+        let e = Loader::new(ds.clone(), cfg(part)).unwrap_err().to_string();
+        assert!(e.contains("does not split"), "{e}");
+    }
 }
