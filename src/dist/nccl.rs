@@ -8,7 +8,7 @@
 //! dfdx's device (cudarc's `CudaDevice`), so it is ordered after the backward pass's kernels
 //! and before the optimiser's.
 
-use super::world;
+use super::{Collective, world};
 use anyhow::{Context, Result, bail};
 use cudarc::driver::{CudaSlice, DeviceSlice};
 use cudarc::nccl::{Comm, Id, ReduceOp};
