@@ -68,14 +68,15 @@ fn keep_freed_memory() {
 
 fn dispatch(command: Command) -> anyhow::Result<()> {
     match command {
-        // The training commands join the job's world when a launcher started them.
+        // The training commands (and `bench train`) join the job's world when a launcher
+        // started them.
         Command::Pretrain(a) => gadms::dist::init().and_then(|_| cmd::pretrain::run(a)),
         Command::Finetune(a) => gadms::dist::init().and_then(|_| cmd::finetune::run(a)),
         Command::Embed(a) => cmd::embed::run(a),
         Command::Tokenize(a) => cmd::tokenize::run(a),
         Command::Export(a) => cmd::export::run(a),
         Command::Inspect(a) => cmd::inspect::run(a),
-        Command::Bench(a) => cmd::bench::run(a),
+        Command::Bench(a) => gadms::dist::init().and_then(|_| cmd::bench::run(a)),
         Command::Pack(a) => cmd::pack::run(a),
         Command::Eval(a) => cmd::eval::run(a),
         Command::Search(a) => cmd::search::run(a),

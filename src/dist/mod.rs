@@ -231,6 +231,8 @@ pub fn check_same(what: &str, value: u64) -> Result<()> {
 /// Ends the program after `res`: leaves the job cleanly on success; on an error prints it
 /// (with the rank when there are several) and ends every rank of the job.
 pub fn exit(res: Result<()>) -> ! {
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
     let w = world();
     match res {
         Ok(()) => {

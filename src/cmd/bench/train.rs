@@ -12,6 +12,8 @@ use super::args::BenchArgs;
 use crate::device::DeviceChoice;
 use crate::preset::Preset;
 use crate::train::gadms::{GaDmsForward, GaDmsTiny, GaDmsViTB16, StepConfig, train_step};
+use crate::dist::grads::comm_seconds;
+use crate::train::accum::global;
 use crate::train::gadms_accum::{GaDmsAccum, train_step_accum};
 use crate::train::optim::{Adam, AdamConfig};
 use anyhow::{Context, Result, bail};
@@ -77,23 +79,34 @@ where
     let scores = ScoreTable::in_memory(pairs);
     let cfg = StepConfig::default();
     let lr = 1e-5;
+    // Under mpirun (feature `mpi`) every rank steps on `pairs` pairs of one global batch, and
+    // the step is the data-parallel one (docs/distributed.md).
     let step = |model: &mut M, opt: &mut Adam| -> Result<f32> {
-        Ok(if a.accum_steps == 1 {
-            train_step(model, opt, &batch, &scores, &cfg, lr).loss
-        } else {
+        Ok(if global::two_pass(a.accum_steps) {
             train_step_accum(model, opt, &batch, &scores, &cfg, lr, a.accum_steps)?.loss
+        } else {
+            train_step(model, opt, &batch, &scores, &cfg, lr).loss
         })
     };
     for _ in 0..a.warmup {
         step(&mut model, &mut opt)?;
     }
-    let t = Instant::now();
+    let (t, comm0) = (Instant::now(), comm_seconds());
     let mut last = f32::NAN;
     for _ in 0..a.iters {
         last = step(&mut model, &mut opt)?;
     }
     sync(&model);
     let step_s = t.elapsed().as_secs_f64() / a.iters as f64;
+    let comm_s = (comm_seconds() - comm0) / a.iters as f64;
+    let ranks = crate::dist::world().size();
+    if ranks > 1 {
+        eprintln!(
+            "gadms: {ranks} processes: {:.4} s of each {step_s:.4} s step in collectives \
+             ({params} gradient values summed per step; rank 0)",
+            comm_s
+        );
+    }
 
     let gass_s = model.time_gass(&batch, &cfg, a.iters.min(3));
     let peak = cpu_peak_mib(a.device);
@@ -113,7 +126,7 @@ where
     }
     Ok(json!({
         "impl": "gadms", "mode": "f32", "preset": preset_name(a.preset), "batch": pairs,
-        "accum_steps": a.accum_steps,
+        "accum_steps": a.accum_steps, "ranks": ranks, "collective_s": comm_s, "params": params,
         "steps": a.iters, "step_s": step_s, "pairs_per_s": pairs as f64 / step_s,
         "peak_mem_mib": peak, "step_mem_mib": step_mib, "gass_fraction": gass_s / step_s,
         "grad_checkpointing": a.grad_checkpointing,
