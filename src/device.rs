@@ -126,13 +126,13 @@ pub const CUDA_BUILT: bool = cfg!(feature = "cuda");
 
 /// Fails with a clear message when `choice` names CUDA and this binary has none.
 pub fn check_available(choice: DeviceChoice) -> Result<()> {
-    if let DeviceChoice::Cuda(_) = choice {
-        if !CUDA_BUILT {
-            bail!(
-                "--device {choice}: this gadms binary was built without CUDA. Build one with \
+    if let DeviceChoice::Cuda(_) = choice
+        && !CUDA_BUILT
+    {
+        bail!(
+            "--device {choice}: this gadms binary was built without CUDA. Build one with \
                  `scripts/build-cuda.sh` (cargo feature `cuda`), or use --device cpu"
-            );
-        }
+        );
     }
     Ok(())
 }

@@ -150,10 +150,10 @@ fn custom_note(map: &TensorMap) -> &'static str {
 /// The grid of the file's vision positions: from gadms metadata, else a square, else the
 /// target grid when the counts agree.
 fn source_grid(map: &TensorMap, rows: usize, target: (usize, usize)) -> Result<(usize, usize)> {
-    if let Some(g) = map.metadata.get("gadms.grid").and_then(|g| parse_grid(g)) {
-        if g.0 * g.1 + 1 == rows {
-            return Ok(g);
-        }
+    if let Some(g) = map.metadata.get("gadms.grid").and_then(|g| parse_grid(g))
+        && g.0 * g.1 + 1 == rows
+    {
+        return Ok(g);
     }
     if target.0 * target.1 + 1 == rows {
         return Ok(target);
@@ -225,21 +225,22 @@ pub fn load_clip_weights<E: Float, D: Device<E>, M: TensorCollection<E, D>>(
     weights: Weights,
 ) -> Result<LoadReport> {
     let Weights { layout, mut native } = weights;
-    if let Ok(p) = infer_preset(&native) {
-        if p.name != spec.name && spec.name != "custom" {
-            let (key, found, expected) = first_mismatch(&native, model);
-            return Err(in_file_terms(
-                CkptError::WrongPreset {
-                    path: native.origin.clone(),
-                    file_preset: p.name.into(),
-                    model_preset: spec.name.into(),
-                    key,
-                    found,
-                    expected,
-                },
-                &native,
-            ));
-        }
+    if let Ok(p) = infer_preset(&native)
+        && p.name != spec.name
+        && spec.name != "custom"
+    {
+        let (key, found, expected) = first_mismatch(&native, model);
+        return Err(in_file_terms(
+            CkptError::WrongPreset {
+                path: native.origin.clone(),
+                file_preset: p.name.into(),
+                model_preset: spec.name.into(),
+                key,
+                found,
+                expected,
+            },
+            &native,
+        ));
     }
     // Shape errors name the tensor as the file holds it (key, shape, layout).
     let hint =
@@ -347,7 +348,9 @@ pub fn open_clip_model_cfg(spec: &ClipSpec) -> serde_json::Value {
 
 /// CLIP normalisation mean (RGB).
 pub const CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
-/// CLIP normalisation std (RGB).
+/// CLIP normalisation std (RGB), written as OpenAI's CLIP and open_clip write it (the f32
+/// value is the same with fewer digits).
+#[allow(clippy::excessive_precision)]
 pub const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_58, 0.275_777_11];
 
 fn write_json(path: &Path, v: &serde_json::Value) -> Result<()> {

@@ -138,10 +138,10 @@ fn read_bytes_as_map(path: &Path, bytes: &[u8], keep: impl Fn(&str) -> bool) -> 
         origin: path.to_path_buf(),
         ..Default::default()
     };
-    if let Ok((_, meta)) = SafeTensors::read_metadata(bytes) {
-        if let Some(m) = meta.metadata() {
-            map.metadata = m.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        }
+    if let Ok((_, meta)) = SafeTensors::read_metadata(bytes)
+        && let Some(m) = meta.metadata()
+    {
+        map.metadata = m.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     }
     for (key, view) in st.tensors() {
         if !keep(&key) {

@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 
 /// CLIP normalisation mean (RGB).
 pub const CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
-/// CLIP normalisation std (RGB).
+/// CLIP normalisation std (RGB), written as OpenAI's CLIP and open_clip write it (the f32
+/// value is the same with fewer digits).
+#[allow(clippy::excessive_precision)]
 pub const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_58, 0.275_777_11];
 
 /// An image that could not be used.

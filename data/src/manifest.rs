@@ -170,16 +170,16 @@ impl Dataset {
     pub fn open(dir: &Path, tokenizer_hash: Option<&str>) -> Result<Self, ManifestError> {
         let manifest = Manifest::read(dir)?;
         let mpath = dir.join(MANIFEST_FILE);
-        if let Some(h) = tokenizer_hash {
-            if manifest.config.tokenizer_hash != h {
-                return Err(ManifestError::Bad {
-                    path: mpath,
-                    what: format!(
-                        "tokenizer mismatch: packed with tokenizer {}, this build's is {h}; re-run gadms pack",
-                        manifest.config.tokenizer_hash
-                    ),
-                });
-            }
+        if let Some(h) = tokenizer_hash
+            && manifest.config.tokenizer_hash != h
+        {
+            return Err(ManifestError::Bad {
+                path: mpath,
+                what: format!(
+                    "tokenizer mismatch: packed with tokenizer {}, this build's is {h}; re-run gadms pack",
+                    manifest.config.tokenizer_hash
+                ),
+            });
         }
         let mut shards = Vec::with_capacity(manifest.shards.len());
         let mut starts = Vec::with_capacity(manifest.shards.len() + 1);

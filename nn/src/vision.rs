@@ -69,7 +69,7 @@ impl<
     /// Compile-time consistency of the derived sizes.
     pub const SHAPE_OK: () = {
         assert!(
-            PATCH > 0 && IMG_H % PATCH == 0 && IMG_W % PATCH == 0,
+            PATCH > 0 && IMG_H.is_multiple_of(PATCH) && IMG_W.is_multiple_of(PATCH),
             "vision: image size must be a multiple of the patch size"
         );
         assert!(

@@ -227,7 +227,7 @@ impl<
         // second use, empty tape, same id) feeds SDM and ID.
         let tokens = self.clip.visual.forward(images.traced(grads), None);
         let v = cls_token(tokens.with_empty_tape());
-        let clean: Vec<[u32; CTX]> = batch.ids_clean.iter().map(|r| ctx_row(r)).collect();
+        let clean: Vec<[u32; CTX]> = batch.ids_clean.iter().map(ctx_row).collect();
         let t = text_features_trimmed(text, &dev, &clean, tape_with(&dev, Gradients::leaky()));
         let l_sdm = sdm_loss(
             v.with_empty_tape(),

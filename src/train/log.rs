@@ -166,7 +166,7 @@ impl TrainLog {
         self.pb.set_position(r.step as u64);
         self.pb
             .set_message(bar_message(r.out, epoch, epochs, r.lr, rate));
-        if self.every > 0 && r.step % self.every == 0 {
+        if self.every > 0 && r.step.is_multiple_of(self.every) {
             let line = self.window_line(r, epoch, epochs);
             self.window = Window::default();
             if self.pb.is_hidden() {

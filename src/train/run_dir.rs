@@ -333,8 +333,7 @@ pub fn last_eval(path: &Path, data: &str, epoch: usize) -> Option<RankMetrics> {
         .unwrap_or_default()
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["data"] == data && v["epoch"] == epoch && v.get("r1").is_some())
-        .last()
+        .rfind(|v| v["data"] == data && v["epoch"] == epoch && v.get("r1").is_some())
         .and_then(|v| metrics_from_json(&v))
 }
 

@@ -101,7 +101,7 @@ where
         let images = dev.tensor_from_vec(pixels, (b, Const::<3>, Const::<IMG_H>, Const::<IMG_W>));
         // The image tape carries the model's gradient buffers; the text tape is merged into it.
         let img = cls_token(self.visual.forward(images.traced(grads), None));
-        let rows: Vec<[u32; CTX]> = rows.iter().map(|r| ctx_row(r)).collect();
+        let rows: Vec<[u32; CTX]> = rows.iter().map(ctx_row).collect();
         let txt = text_features_trimmed(&self.text, &dev, &rows, OwnedTape::default());
         sdm_loss(img, txt, pids, SDM_LOGIT_SCALE, SDM_EPS)
     }

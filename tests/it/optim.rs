@@ -90,9 +90,9 @@ fn saved_state_resumes_exactly() {
     let dev = Cpu::default();
     let lrs = tensor(FILE, "lrs").data;
     let (mut a, mut opt) = (init(&dev), Adam::new(AdamConfig::default()));
-    for i in 0..2 {
+    for (i, &lr) in lrs.iter().enumerate().take(2) {
         let g = grads_for(&dev, &a, i);
-        opt.update(&mut a, &g, lrs[i], &|_| Group::PLAIN);
+        opt.update(&mut a, &g, lr, &|_| Group::PLAIN);
     }
     let path = std::env::temp_dir().join(format!("gadms-adam-{}.safetensors", std::process::id()));
     opt.save(&path).unwrap();
@@ -170,9 +170,9 @@ fn tensor_path_keeps_ids_and_resumes() {
     let (mut a, mut opt) = (init(&dev), Adam::new(AdamConfig::default()));
     opt.tensor_path = true;
     let store = a.alloc_grads();
-    for i in 0..2 {
+    for (i, &lr) in lrs.iter().enumerate().take(2) {
         let g = grads_for(&dev, &a, i);
-        opt.update(&mut a, &g, lrs[i], &|_| Group::PLAIN);
+        opt.update(&mut a, &g, lr, &|_| Group::PLAIN);
     }
     // Panics if the update replaced the tensors (new ids) instead of writing them in place.
     let _ = (store.get(&a.weight), store.get(&a.bias));

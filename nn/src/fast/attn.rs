@@ -40,7 +40,7 @@ where
         && contiguous(&v)
         && mask.is_none_or(|m| contiguous(m))
         && heads > 0
-        && W % heads == 0;
+        && W.is_multiple_of(heads);
     match kind::<E, D>() {
         Some(Kind::F32) if ok => Ok(run::<f32, B, Sq, Sk, W, E, D, T>((q, k, v), mask, heads)),
         Some(Kind::F64) if ok => Ok(run::<f64, B, Sq, Sk, W, E, D, T>((q, k, v), mask, heads)),
@@ -113,6 +113,7 @@ where
         .enumerate()
         .for_each(|(t, p)| {
             let (qo, ko) = d.offs(t);
+            #[allow(clippy::redundant_locals)] // capture the Send wrapper, not its raw field
             let op = op;
             // SAFETY: `p` is this task's own buffer; `out` rows × head columns are this task's.
             unsafe {
@@ -159,6 +160,7 @@ where
             );
             (0..b * heads).into_par_iter().for_each(|t| {
                 let p = &probs[t * sq * sk..][..sq * sk];
+                #[allow(clippy::redundant_locals)] // capture the Send wrapper, not its fields
                 let g = g;
                 // SAFETY: the three gradient buffers have the q/k/v sizes and each task
                 // writes its own (sample, head) block.

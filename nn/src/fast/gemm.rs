@@ -183,6 +183,7 @@ unsafe fn gemm_raw<R: Real>(
                 let (ic, mc) = (ib * mcb, mcb.min(m - ib * mcb));
                 let (p0, p1) = (js * per, ((js + 1) * per).min(panels));
                 if p0 < p1 {
+                    #[allow(clippy::redundant_locals)] // capture the Send wrapper, not its field
                     let cp = cp;
                     let ap = &apack[ic * kc..(ic + mc.div_ceil(MR) * MR) * kc];
                     macro_block(&tile, (ic, mc), ap, &bpack, (p0, p1), cp.0);

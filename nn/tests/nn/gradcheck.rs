@@ -12,8 +12,8 @@ fn rows() -> Vec<[u32; 77]> {
         .map(|b| {
             let mut r = [0u32; 77];
             r[0] = 48;
-            for j in 1..(4 + 5 * b) {
-                r[j] = ((j * 7 + b * 3) % 47 + 1) as u32;
+            for (j, x) in r.iter_mut().enumerate().take(4 + 5 * b).skip(1) {
+                *x = ((j * 7 + b * 3) % 47 + 1) as u32;
             }
             r[4 + 5 * b] = 49;
             r

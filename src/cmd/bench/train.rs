@@ -10,10 +10,10 @@
 
 use super::args::BenchArgs;
 use crate::device::DeviceChoice;
-use crate::preset::Preset;
-use crate::train::gadms::{GaDmsForward, GaDmsTiny, GaDmsViTB16, StepConfig, train_step};
 use crate::dist::grads::comm_seconds;
+use crate::preset::Preset;
 use crate::train::accum::global;
+use crate::train::gadms::{GaDmsForward, GaDmsTiny, GaDmsViTB16, StepConfig, train_step};
 use crate::train::gadms_accum::{GaDmsAccum, train_step_accum};
 use crate::train::optim::{Adam, AdamConfig};
 use anyhow::{Context, Result, bail};
