@@ -80,7 +80,11 @@ impl Report {
         ));
     }
     fn finish(self, test: &str) {
-        let bad: Vec<_> = self.rows.iter().filter(|(_, e)| e.is_nan() || *e > TOL).collect();
+        let bad: Vec<_> = self
+            .rows
+            .iter()
+            .filter(|(_, e)| e.is_nan() || *e > TOL)
+            .collect();
         for (n, e) in &self.rows {
             let mark = if *e <= TOL { "ok " } else { "BAD" };
             println!("[{test}] {mark} {e:.3e}  {n}");

@@ -6,6 +6,7 @@
 mod common;
 
 mod accum;
+mod advisories;
 mod checkpointing;
 mod cli;
 mod corrupt;
