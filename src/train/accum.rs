@@ -42,6 +42,32 @@ impl Cached {
     }
 }
 
+/// What pass 2 needs of the whole batch (of every rank, in a data-parallel job).
+pub struct Whole {
+    /// Pass-1 features of every micro-batch, `[N, EMBED]` each.
+    pub cached: Cached,
+    /// SDM identities (fine-tuning: ID classes) of the whole batch, `[N]`.
+    pub pids: Vec<usize>,
+    /// Labelled tokens of the whole batch (the MTP / MLM mean's divisor).
+    pub masked: usize,
+}
+
+impl Whole {
+    /// The whole batch's features, identities and labelled-token count from this rank's
+    /// pass-1 features `cached` and its part `batch` ([`global`]; in one process, `batch` is
+    /// the whole batch).
+    pub fn gather(cached: Cached, batch: &Batch) -> Self {
+        Whole {
+            cached: global::features(cached),
+            pids: global::rows(&batch.pids)
+                .iter()
+                .map(|&p| p as usize)
+                .collect(),
+            masked: global::count(labelled(&batch.info_labels)),
+        }
+    }
+}
+
 /// The default `--accum-steps` (no accumulation); also what a run recorded before the flag
 /// existed resumes with.
 pub fn default_steps() -> usize {

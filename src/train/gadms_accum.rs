@@ -21,7 +21,7 @@
 //! pass starts from an empty leaky tape. The score table is written once, after the last
 //! micro-batch, with the rows of the whole batch; a non-finite loss changes nothing.
 
-use super::accum::{Cached, global, labelled, micro_batches, splice};
+use super::accum::{Cached, Whole, global, micro_batches, splice};
 use super::gadms::{GaDmsForward, LossParts, StepConfig, StepReport, mtp_loss, rows};
 use super::optim::{Adam, Group};
 use crate::dist::grads::all_reduce_grads;
@@ -35,16 +35,6 @@ use gadms_nn::{
     Clip, GaDms, MtpDecoder, TextInput, TextTower, VisionTower, cls_token, tape_with,
     text_features_trimmed,
 };
-
-/// What pass 2 needs of the whole batch.
-pub struct Whole {
-    /// Pass-1 features of every micro-batch, `[N, EMBED]` each.
-    pub cached: Cached,
-    /// SDM identities of the whole batch, `[N]`.
-    pub pids: Vec<usize>,
-    /// Labelled tokens of the whole batch (the MTP mean's divisor).
-    pub masked: usize,
-}
 
 /// A GA-DMS model whose step can run over micro-batches. Implemented for every model that has
 /// [`GaDmsForward`] (both presets).
@@ -200,15 +190,7 @@ pub fn accum_forward<D: Device<f32>, M: GaDmsAccum<D>>(
         cached.push(img, txt);
         emap.extend(e.unwrap_or_default());
     }
-    // Data-parallel: features, identities, counts and GASS maps of the whole global batch.
-    let whole = Whole {
-        cached: global::features(cached),
-        pids: global::rows(&batch.pids)
-            .iter()
-            .map(|&p| p as usize)
-            .collect(),
-        masked: global::count(labelled(&batch.info_labels)),
-    };
+    let whole = Whole::gather(cached, batch);
     let base = global::offset(batch.len());
     let mut grads = model.alloc_grads();
     let mut parts = LossParts {

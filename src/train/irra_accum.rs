@@ -14,7 +14,7 @@
 //! one Adam update of the model and the classifier (IRRA groups)
 //! ```
 
-use super::accum::{Cached, global, labelled, micro_batches, splice};
+use super::accum::{Cached, Whole, global, micro_batches, splice};
 use super::gadms::mtp_loss;
 use super::irra::{FtReport, FtWeights, IrraStep, update};
 use super::optim::Adam;
@@ -28,16 +28,6 @@ use gadms_nn::{
     Clip, GaDms, IdClassifier, IdGrads, MtpDecoder, TextTower, VisionTower, cls_token, tape_with,
     text_features_trimmed,
 };
-
-/// What pass 2 needs of the whole batch.
-pub struct Whole {
-    /// Pass-1 features `[N, EMBED]` each.
-    pub cached: Cached,
-    /// Classes of the whole batch, `[N]`.
-    pub pids: Vec<usize>,
-    /// Labelled MLM tokens of the whole batch.
-    pub masked: usize,
-}
 
 /// One micro-batch's pass 2: its loss (with the tape), its loss terms and the classifier's
 /// gradients of its ID share.
@@ -188,15 +178,7 @@ pub fn accum_grads<D: Device<f32>, M: IrraAccum<D>>(
         let (v, t) = model.micro_features(m);
         cached.push(v, t);
     }
-    // Data-parallel: features, classes and the MLM count of the whole global batch.
-    let whole = Whole {
-        cached: global::features(cached),
-        pids: global::rows(&batch.pids)
-            .iter()
-            .map(|&p| p as usize)
-            .collect(),
-        masked: global::count(labelled(&batch.info_labels)),
-    };
+    let whole = Whole::gather(cached, batch);
     let base = global::offset(batch.len());
     let mut grads = model.alloc_grads();
     let mut id = IdGrads {
