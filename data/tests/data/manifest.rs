@@ -1,7 +1,8 @@
 //! Manifest checks: shard file names confined to the dataset directory, no shard twice.
 
+use crate::shard::config;
 use gadms_data::manifest::{Dataset, Manifest};
-use gadms_data::shard::{SampleIn, ShardConfig, ShardInfo, ShardWriter};
+use gadms_data::shard::{SampleIn, ShardInfo, ShardWriter};
 use std::path::{Path, PathBuf};
 
 fn tmpdir(tag: &str) -> PathBuf {
@@ -9,17 +10,6 @@ fn tmpdir(tag: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
-}
-
-fn config() -> ShardConfig {
-    ShardConfig {
-        dataset: "test".into(),
-        split: "train".into(),
-        image_h: 4,
-        image_w: 2,
-        encoding: "png".into(),
-        tokenizer_hash: "abc".into(),
-    }
 }
 
 fn write(path: &Path) -> ShardInfo {

@@ -11,7 +11,8 @@ fn tmpdir(tag: &str) -> PathBuf {
     d
 }
 
-fn config() -> ShardConfig {
+/// The shard settings of the data tests (shared with `manifest` and `shard_v2`).
+pub(crate) fn config() -> ShardConfig {
     ShardConfig {
         dataset: "test".into(),
         split: "train".into(),

@@ -88,14 +88,7 @@ fn new_shards_are_version_3_with_a_json_config() {
     let dir = std::env::temp_dir().join(format!("gadms-shard-v3-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let cfg = ShardConfig {
-        dataset: "test".into(),
-        split: "train".into(),
-        image_h: 4,
-        image_w: 2,
-        encoding: "png".into(),
-        tokenizer_hash: "abc".into(),
-    };
+    let cfg = crate::shard::config();
     let path = dir.join("a.gshard");
     let mut w = ShardWriter::create(&path, &cfg).unwrap();
     let mut ids = [0u32; 77];
