@@ -33,6 +33,7 @@ mod mpi;
 pub mod nccl;
 
 use anyhow::{Result, bail};
+#[cfg(feature = "mpi")]
 use std::sync::OnceLock;
 
 /// A group of processes training one model: collectives over host buffers. Every rank must
@@ -58,8 +59,6 @@ pub trait Collective: Send + Sync {
     fn abort(&self, code: i32) -> !;
     /// Leaves the job cleanly (`MPI_Finalize`); nothing may be called afterwards.
     fn finish(&self);
-    /// What carries the collectives (`single process`, `MPI (Open MPI …)`).
-    fn describe(&self) -> String;
 }
 
 /// The one-process world: every collective returns its input.
@@ -89,26 +88,19 @@ impl Collective for Single {
         std::process::exit(code)
     }
     fn finish(&self) {}
-    fn describe(&self) -> String {
-        "single process".into()
-    }
 }
 
-static WORLD: OnceLock<Box<dyn Collective>> = OnceLock::new();
 #[cfg(feature = "mpi")]
 static MPI_WORLD: OnceLock<mpi::MpiWorld> = OnceLock::new();
 static SINGLE: Single = Single;
 
-/// The job's world: MPI's when [`init`] joined one, else one [`install`]ed, else [`Single`].
+/// The job's world: MPI's when [`init`] joined one, else [`Single`].
 pub fn world() -> &'static dyn Collective {
     #[cfg(feature = "mpi")]
     if let Some(w) = MPI_WORLD.get() {
         return w;
     }
-    match WORLD.get() {
-        Some(w) => w.as_ref(),
-        None => &SINGLE,
-    }
+    &SINGLE
 }
 
 /// The MPI world, when [`init`] joined one.
@@ -120,16 +112,6 @@ fn mpi_world() -> Option<&'static mpi::MpiWorld> {
 /// True on the rank that writes the run directory and prints (rank 0).
 pub fn is_root() -> bool {
     world().rank() == 0
-}
-
-/// Installs `w` as the job's world (tests of the collectives; [`init`] for the program).
-///
-/// # Errors
-/// If a world is installed already.
-pub fn install(w: Box<dyn Collective>) -> Result<()> {
-    WORLD
-        .set(w)
-        .map_err(|_| anyhow::anyhow!("the process already joined a world"))
 }
 
 /// How many processes a launcher started and which environment variable says so, when this
@@ -214,18 +196,6 @@ fn quiet_stdout() {
             libc::dup2(null.as_raw_fd(), 1);
         }
     }
-}
-
-/// Checks that `what` (a count that must agree on every rank) is the same everywhere.
-///
-/// # Errors
-/// Naming the ranks' values when they differ.
-pub fn check_same(what: &str, value: u64) -> Result<()> {
-    let all = world().all_gather_u64(&[value]);
-    if all.iter().any(|&v| v != value) {
-        bail!("the ranks disagree on {what}: {all:?} (rank order)");
-    }
-    Ok(())
 }
 
 /// Ends the program after `res`: leaves the job cleanly on success; on an error prints it

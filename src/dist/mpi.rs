@@ -146,9 +146,4 @@ impl Collective for MpiWorld {
             .take();
         drop(u);
     }
-    fn describe(&self) -> String {
-        let lib = mpi::environment::library_version().unwrap_or_else(|_| "MPI".into());
-        let lib = lib.lines().next().unwrap_or("MPI").trim().to_string();
-        format!("{} processes over MPI ({lib})", self.size)
-    }
 }
