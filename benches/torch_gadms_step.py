@@ -560,8 +560,11 @@ def run_mode(mode, a, c, data, device, dev_name):
     sync(device)
     gass_s = (time.perf_counter() - t0) / max(a.steps, 1)
     peak = torch.cuda.max_memory_allocated(device) / 2 ** 20 if cuda else None
+    # What the caching allocator held at its peak (allocated + cached free blocks).
+    reserved = torch.cuda.max_memory_reserved(device) / 2 ** 20 if cuda else None
     out = dict(base)
     out.update(step_s=step_s, pairs_per_s=a.batch / step_s, peak_mem_mib=peak,
+               peak_reserved_mib=reserved,
                gass_fraction=gass_s / step_s, gass_s=gass_s, compiled=compiled,
                attention=a.attention, adam=a.adam, loss=final_loss)
     del model, opt, params, fwd, score_table, cls

@@ -5,6 +5,7 @@
 //! in binaries built with the `cuda` cargo feature (`scripts/build-cuda.sh`); asking for it in
 //! a CPU build is a clear error, as is asking for a GPU that is not there.
 
+use crate::precision::Precision;
 use anyhow::{Result, bail};
 use std::fmt;
 use std::str::FromStr;
@@ -64,11 +65,17 @@ impl<'de> serde::Deserialize<'de> for DeviceChoice {
 pub trait BuildDevice: dfdx::prelude::Device<f32> + 'static {
     /// The device for `choice` (which must name this kind), seeded with `seed`.
     fn create(choice: DeviceChoice, seed: u64) -> Result<Self>;
+    /// Makes the device's matrix products use `precision` ([`crate::precision`]); an error
+    /// where the device has no such mode.
+    fn set_precision(&self, precision: Precision) -> Result<()>;
 }
 
 impl BuildDevice for dfdx::prelude::Cpu {
     fn create(_: DeviceChoice, seed: u64) -> Result<Self> {
         Ok(dfdx::prelude::Cpu::seed_from_u64(seed))
+    }
+    fn set_precision(&self, precision: Precision) -> Result<()> {
+        Precision::resolve(Some(precision), DeviceChoice::Cpu).map(|_| ())
     }
 }
 
@@ -84,6 +91,15 @@ impl BuildDevice for dfdx::prelude::Cuda {
             DeviceChoice::Cuda(n) => cuda(n, seed),
             DeviceChoice::Cpu => bail!("internal: a CUDA run was asked for the CPU"),
         }
+    }
+    fn set_precision(&self, precision: Precision) -> Result<()> {
+        use dfdx::tensor::MatmulPrecision as M;
+        self.set_matmul_precision(match precision {
+            Precision::F32 => M::F32,
+            Precision::Tf32 => M::Tf32,
+            Precision::Bf16 => M::Bf16,
+        });
+        Ok(())
     }
 }
 

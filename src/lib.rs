@@ -8,6 +8,7 @@ pub mod cmd;
 pub mod device;
 pub mod dist;
 pub mod eval;
+pub mod precision;
 pub mod preset;
 pub mod report;
 pub mod screenshot;

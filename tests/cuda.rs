@@ -17,6 +17,9 @@ use gadms_nn::gass::gass_scores;
 use gadms_nn::loss::{SDM_EPS, SDM_LOGIT_SCALE, masked_rows_ce, sdm_loss};
 use gadms_nn::{TextInput, cls_token, eos_token};
 
+#[path = "cuda/kernels.rs"]
+mod kernels;
+
 const TOL: f64 = 1e-4;
 
 type CpuModel = GaDmsTiny<f32, Cpu>;

@@ -362,18 +362,18 @@ fn gass_raw<
 
     // ---- A.2: the last n blocks re-run with one head over all W dims, on a fresh leaky tape.
     let mut h = h0.leaky_traced();
-    let mut saved: Vec<Saved<E>> = Vec::with_capacity(n);
+    let mut qkv = Vec::with_capacity(n);
     let mut outs = Vec::with_capacity(n);
     for blk in &blocks[first..] {
         let x = blk.ln_1.forward3(h.with_empty_tape());
         let q = crate::fast::linear(&blk.attn.q_proj, x.with_empty_tape()); // [B, S, W]
         let k = crate::fast::linear(&blk.attn.k_proj, x.with_empty_tape());
         let v = crate::fast::linear(&blk.attn.v_proj, x);
-        saved.push(Saved {
-            q: q.as_vec(),
-            k: k.as_vec(),
-            v: v.as_vec(),
-        });
+        qkv.push([
+            q.retaped::<NoneTape>(),
+            k.retaped::<NoneTape>(),
+            v.retaped::<NoneTape>(),
+        ]);
         let o = single_head_attention(q, k, v, &mask); // o_l [B, S, W], pre-out_proj
         outs.push(o.retaped::<NoneTape>());
         h = h + crate::fast::linear(&blk.attn.out_proj, o);
@@ -391,7 +391,7 @@ fn gass_raw<
     let ihv = img_hat.as_vec();
     let objective = (l2_normalize(t) * img_hat).sum::<Rank0, _>();
     let grads = objective.backward();
-    let g_full: Vec<Vec<E>> = outs.iter().map(|o| grads.get(o).as_vec()).collect();
+    let g_layers: Vec<_> = outs.iter().map(|o| grads.get(o)).collect();
     drop(grads); // the whole GASS tape goes here: nothing reaches any optimiser
 
     // cos = C[b,b], for diagnostics
@@ -409,73 +409,13 @@ fn gass_raw<
         })
         .collect();
 
-    // ---- B: per-layer maps on the host (f64).
+    // ---- B: per-layer maps, on the GPU where it can (fast::cuda), else on the host (f64).
     let s = CTX;
     let valid = |bi: usize, j: usize| j > 0 && j < eos[bi];
-    let mut total = vec![0.0f64; b * s];
-    let mut per_layer = cfg.keep_layers.then(Vec::new);
-    let mut qb = vec![0.0f64; s * W];
-    let mut kb = vec![0.0f64; s * W];
-    for (li, (sv, gl)) in saved.iter().zip(&g_full).enumerate() {
-        let mut rec = cfg.keep_layers.then(|| GassLayer {
-            block: first + li,
-            g: Vec::with_capacity(b * W),
-            w: Vec::with_capacity(b * s),
-            r: Vec::with_capacity(b * s),
-            a: Vec::with_capacity(b * s),
-            map: Vec::with_capacity(b * s),
-        });
-        for bi in 0..b {
-            let e = eos[bi];
-            let base = bi * s * W;
-            for (dst, src) in qb.iter_mut().zip(&sv.q[base..base + s * W]) {
-                *dst = f(*src);
-            }
-            for (dst, src) in kb.iter_mut().zip(&sv.k[base..base + s * W]) {
-                *dst = f(*src);
-            }
-            let qm = multi_scale_pool(&qb, s, W, &cfg.scales);
-            let km = multi_scale_pool(&kb, s, W, &cfg.scales);
-            let w = enhanced_sim(&qm[e * W..(e + 1) * W], &km, s, W);
-            let g: Vec<f64> = gl[base + e * W..base + (e + 1) * W]
-                .iter()
-                .map(|&x| f(x))
-                .collect();
-            let r: Vec<f64> = (0..s)
-                .map(|j| {
-                    let vrow = &sv.v[base + j * W..base + (j + 1) * W];
-                    g.iter().zip(vrow).map(|(&gd, &vd)| gd * f(vd)).sum::<f64>() * w[j]
-                })
-                .collect();
-            let a = eos_attention_row(
-                &sv.q[base..base + s * W],
-                &sv.k[base..base + s * W],
-                e,
-                s,
-                W,
-            );
-            let z = match cfg.norm {
-                GassNorm::Official => r.iter().sum::<f64>(),
-                GassNorm::Paper => (0..s).filter(|&j| valid(bi, j)).map(|j| a[j]).sum(),
-            } + 1e-8;
-            for j in 0..s {
-                let m = if valid(bi, j) { r[j] * a[j] / z } else { 0.0 };
-                total[bi * s + j] += m;
-                if let Some(rec) = rec.as_mut() {
-                    rec.map.push(m as f32);
-                }
-            }
-            if let Some(rec) = rec.as_mut() {
-                rec.g.extend(g.iter().map(|&x| x as f32));
-                rec.w.extend(w.iter().map(|&x| x as f32));
-                rec.r.extend(r.iter().map(|&x| x as f32));
-                rec.a.extend(a.iter().map(|&x| x as f32));
-            }
-        }
-        if let (Some(all), Some(rec)) = (per_layer.as_mut(), rec) {
-            all.push(rec);
-        }
-    }
+    let (total, per_layer) = match device_maps(&qkv, &g_layers, &eos, (CTX, W), cfg) {
+        Some(total) => (total, None),
+        None => host_maps(&qkv, &g_layers, &eos, first, (CTX, W), cfg),
+    };
 
     // ---- C: ReLU of the layer sum and mask (the batch min–max is the caller's).
     let emap: Vec<f64> = total
@@ -494,6 +434,131 @@ fn gass_raw<
         per_layer,
     };
     Ok((out, emap))
+}
+
+/// One re-run layer's `q`, `k`, `v` [B, S, W] (no tape).
+type LayerQkv<S, E, D> = [Tensor<S, E, D>; 3];
+
+/// Step B on the host in f64: the sum over layers of the per-layer maps [B·S], and the
+/// per-layer intermediates when `cfg.keep_layers` is set. `qkv` and `g_layers` (the
+/// gradients of the `o_l`) are copied to the host one layer at a time.
+fn host_maps<S: Shape, E: Float, D: Device<E>>(
+    qkv: &[LayerQkv<S, E, D>],
+    g_layers: &[Tensor<S, E, D>],
+    eos: &[usize],
+    first: usize,
+    (s, w): (usize, usize),
+    cfg: &GassConfig,
+) -> (Vec<f64>, Option<Vec<GassLayer>>) {
+    let f = |x: E| x.to_f64().unwrap();
+    let b = eos.len();
+    let valid = |bi: usize, j: usize| j > 0 && j < eos[bi];
+    let mut total = vec![0.0f64; b * s];
+    let mut per_layer = cfg.keep_layers.then(Vec::new);
+    let mut qb = vec![0.0f64; s * w];
+    let mut kb = vec![0.0f64; s * w];
+    for (li, ([q, k, v], g)) in qkv.iter().zip(g_layers).enumerate() {
+        let sv = Saved {
+            q: q.as_vec(),
+            k: k.as_vec(),
+            v: v.as_vec(),
+        };
+        let gl = g.as_vec();
+        let mut rec = cfg.keep_layers.then(|| GassLayer {
+            block: first + li,
+            g: Vec::with_capacity(b * w),
+            w: Vec::with_capacity(b * s),
+            r: Vec::with_capacity(b * s),
+            a: Vec::with_capacity(b * s),
+            map: Vec::with_capacity(b * s),
+        });
+        for bi in 0..b {
+            let e = eos[bi];
+            let base = bi * s * w;
+            for (dst, src) in qb.iter_mut().zip(&sv.q[base..base + s * w]) {
+                *dst = f(*src);
+            }
+            for (dst, src) in kb.iter_mut().zip(&sv.k[base..base + s * w]) {
+                *dst = f(*src);
+            }
+            let qm = multi_scale_pool(&qb, s, w, &cfg.scales);
+            let km = multi_scale_pool(&kb, s, w, &cfg.scales);
+            let wj = enhanced_sim(&qm[e * w..(e + 1) * w], &km, s, w);
+            let g: Vec<f64> = gl[base + e * w..base + (e + 1) * w]
+                .iter()
+                .map(|&x| f(x))
+                .collect();
+            let r: Vec<f64> = (0..s)
+                .map(|j| {
+                    let vrow = &sv.v[base + j * w..base + (j + 1) * w];
+                    g.iter().zip(vrow).map(|(&gd, &vd)| gd * f(vd)).sum::<f64>() * wj[j]
+                })
+                .collect();
+            let a = eos_attention_row(
+                &sv.q[base..base + s * w],
+                &sv.k[base..base + s * w],
+                e,
+                s,
+                w,
+            );
+            let z = match cfg.norm {
+                GassNorm::Official => r.iter().sum::<f64>(),
+                GassNorm::Paper => (0..s).filter(|&j| valid(bi, j)).map(|j| a[j]).sum(),
+            } + 1e-8;
+            for j in 0..s {
+                let m = if valid(bi, j) { r[j] * a[j] / z } else { 0.0 };
+                total[bi * s + j] += m;
+                if let Some(rec) = rec.as_mut() {
+                    rec.map.push(m as f32);
+                }
+            }
+            if let Some(rec) = rec.as_mut() {
+                rec.g.extend(g.iter().map(|&x| x as f32));
+                rec.w.extend(wj.iter().map(|&x| x as f32));
+                rec.r.extend(r.iter().map(|&x| x as f32));
+                rec.a.extend(a.iter().map(|&x| x as f32));
+            }
+        }
+        if let (Some(all), Some(rec)) = (per_layer.as_mut(), rec) {
+            all.push(rec);
+        }
+    }
+    (total, per_layer)
+}
+
+/// Step B on the GPU ([`crate::fast`]'s CUDA arm) when it applies: `f32` on CUDA, fused
+/// kernels on, no per-layer intermediates asked for, at most 4 MSP scales.
+#[cfg(feature = "cuda")]
+fn device_maps<S: Shape, E: Float, D: Device<E>>(
+    qkv: &[LayerQkv<S, E, D>],
+    g_layers: &[Tensor<S, E, D>],
+    eos: &[usize],
+    dims: (usize, usize),
+    cfg: &GassConfig,
+) -> Option<Vec<f64>> {
+    use crate::fast::cuda;
+    if !cuda::gass_on_device::<E, D>(&cfg.scales, cfg.keep_layers) {
+        return None;
+    }
+    let layers: Vec<cuda::GassLayerTensors<S, E, D>> = qkv
+        .iter()
+        .zip(g_layers)
+        .map(|([q, k, v], g)| [q.clone(), k.clone(), v.clone(), g.clone()])
+        .collect();
+    let official = cfg.norm == GassNorm::Official;
+    cuda::gass_maps(&layers, eos, dims, &cfg.scales, official)
+}
+
+/// Step B on the GPU: not in a build without CUDA.
+#[cfg(not(feature = "cuda"))]
+fn device_maps<S: Shape, E: Float, D: Device<E>>(
+    _: &[LayerQkv<S, E, D>],
+    _: &[Tensor<S, E, D>],
+    _: &[usize],
+    _: (usize, usize),
+    _: &GassConfig,
+) -> Option<Vec<f64>> {
+    None
 }
 
 /// Multi-scale pooling over the sequence axis of one sample's features `x` [S, W] (row-major),

@@ -19,6 +19,7 @@
 //! ([`TrainModel`]), chosen once per command.
 
 use crate::device::{BuildDevice, DeviceChoice};
+use crate::precision::Precision;
 use crate::preset::{Preset, de_preset, ser_preset};
 use crate::train::data::{self, open_run, train_loader};
 use crate::train::irra::{Classes, FtWeights, IrraRecipe};
@@ -92,6 +93,12 @@ pub struct FinetuneArgs {
     #[argh(option, default = "Default::default()")]
     #[serde(default)]
     pub device: DeviceChoice,
+    /// precision of the matrix products: f32, tf32 or bf16 (mixed: bf16 products with f32
+    /// sums, everything else f32) (default bf16 on CUDA, f32 on the CPU, its only choice;
+    /// docs/gpu.md). A resumed run may change it.
+    #[argh(option)]
+    #[serde(default)]
+    pub precision: Option<Precision>,
     /// run directory (default runs/finetune-PRESET)
     #[argh(option, default = "PathBuf::from(DEFAULT_OUT)")]
     pub out: PathBuf,
@@ -159,6 +166,7 @@ impl Default for FinetuneArgs {
             mlm_weight: 1.0,
             seed: 0,
             device: DeviceChoice::Cpu,
+            precision: None,
             out: PathBuf::from(DEFAULT_OUT),
             save_every: 0,
             log_every: DEFAULT_LOG_EVERY,
@@ -189,6 +197,7 @@ impl FinetuneArgs {
     /// Checks the flags; returns the warm-up length.
     pub fn validate(&self) -> Result<usize> {
         data::check_default_data(self.preset, self.data.is_some())?;
+        Precision::resolve(self.precision, self.device)?;
         if self.init.is_none() && self.resume.is_none() {
             bail!(
                 "finetune starts from pretrained weights: pass --init RUN_DIR|WEIGHTS (e.g. a \
@@ -251,6 +260,9 @@ impl RunArgs for FinetuneArgs {
     fn invocation(&mut self) -> (&mut DeviceChoice, &mut PathBuf, &mut Option<PathBuf>) {
         (&mut self.device, &mut self.out, &mut self.resume)
     }
+    fn precision_mut(&mut self) -> &mut Option<Precision> {
+        &mut self.precision
+    }
 }
 
 /// Runs the command: resolves `--resume` (which fixes the preset) and checks the flags, then
@@ -310,6 +322,9 @@ fn run_on<D: BuildDevice, M: TrainModel<D>>(
     // weights (loaded into the freshly initialised model).
     let given = data::check_packed(a.data.as_deref(), &a.eval_data, &spec, a.skip_corrupt)?;
     let dev = D::create(a.device, a.seed)?;
+    let precision = Precision::resolve(a.precision, a.device)?;
+    dev.set_precision(precision)?;
+    println!("matrix products: {precision} (--precision; docs/gpu.md)");
     let mut model = M::build(&dev);
     if resume.is_none() {
         let init = a.init.as_ref().expect("validated");

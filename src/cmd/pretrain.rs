@@ -45,6 +45,7 @@
 
 use crate::device::{BuildDevice, DeviceChoice};
 use crate::eval::EvalSet;
+use crate::precision::Precision;
 use crate::preset::{Preset, de_preset, ser_preset};
 use crate::train::data::{self, LOADER_WORKERS, SHUFFLE_BUFFER, open_run, train_loader};
 use crate::train::gadms::{GaDmsRecipe, StepConfig};
@@ -110,6 +111,12 @@ pub struct PretrainArgs {
     #[argh(option, default = "Default::default()")]
     #[serde(default)]
     pub device: DeviceChoice,
+    /// precision of the matrix products: f32, tf32 or bf16 (mixed: bf16 products with f32
+    /// sums, everything else f32) (default bf16 on CUDA, f32 on the CPU, its only choice;
+    /// docs/gpu.md). A resumed run may change it.
+    #[argh(option)]
+    #[serde(default)]
+    pub precision: Option<Precision>,
     /// run directory (default runs/pretrain-PRESET); existing files in it are overwritten
     #[argh(option, default = "PathBuf::from(DEFAULT_OUT)")]
     pub out: PathBuf,
@@ -217,6 +224,7 @@ impl Default for PretrainArgs {
             warmup_epochs: None,
             seed: 0,
             device: DeviceChoice::Cpu,
+            precision: None,
             out: PathBuf::from(DEFAULT_OUT),
             data: None,
             eval_data: Vec::new(),
@@ -249,6 +257,7 @@ impl PretrainArgs {
     /// Checks the flags; returns the warm-up length to use.
     pub fn validate(&self) -> Result<usize> {
         data::check_default_data(self.preset, self.data.is_some())?;
+        Precision::resolve(self.precision, self.device)?;
         if self.epochs == 0 {
             bail!("--epochs must be at least 1");
         }
@@ -374,6 +383,9 @@ impl RunArgs for PretrainArgs {
     fn invocation(&mut self) -> (&mut DeviceChoice, &mut PathBuf, &mut Option<PathBuf>) {
         (&mut self.device, &mut self.out, &mut self.resume)
     }
+    fn precision_mut(&mut self) -> &mut Option<Precision> {
+        &mut self.precision
+    }
 }
 
 /// Runs the command: resolves `--resume` (which fixes the preset) and checks the flags, then
@@ -410,6 +422,9 @@ fn run_on<D: BuildDevice, M: TrainModel<D>>(
     // weights (loaded into the freshly initialised model).
     let given = data::check_packed(a.data.as_deref(), &a.eval_data, &spec, a.skip_corrupt)?;
     let dev = D::create(a.device, a.seed)?;
+    let precision = Precision::resolve(a.precision, a.device)?;
+    dev.set_precision(precision)?;
+    println!("matrix products: {precision} (--precision; docs/gpu.md)");
     let init_from = a.init.as_ref().filter(|_| resume.is_none());
     let start = match a.objective {
         Objective::Sdm => {

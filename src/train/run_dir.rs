@@ -29,7 +29,7 @@
 //! whole RNG state, and both are stored.
 //!
 //! **Resume** (`--resume RUN_DIR`, [`resolve_args`]): the run's own arguments come back from
-//! its latest checkpoint; only the device may change.
+//! its latest checkpoint; only the device and the precision may change.
 
 use crate::device::DeviceChoice;
 use crate::eval::RankMetrics;
@@ -361,6 +361,8 @@ pub trait RunArgs: Serialize + serde::de::DeserializeOwned + Default {
     fn validate(&self) -> Result<usize>;
     /// What belongs to the invocation rather than to the run: `--device`, `--out`, `--resume`.
     fn invocation(&mut self) -> (&mut DeviceChoice, &mut PathBuf, &mut Option<PathBuf>);
+    /// `--precision`, which also belongs to the invocation (a resumed run may change it).
+    fn precision_mut(&mut self) -> &mut Option<crate::precision::Precision>;
 }
 
 /// The arguments to run with, the checkpoint to resume from (with `--resume`) and the
@@ -368,7 +370,7 @@ pub trait RunArgs: Serialize + serde::de::DeserializeOwned + Default {
 pub type Resolved<A> = (A, Option<(PathBuf, TrainState)>, usize);
 
 /// The arguments to run with: `given`, or with `--resume` the run's own (from its latest
-/// checkpoint, [`resume_args`]) with this invocation's device; checked. Without `--out`, a
+/// checkpoint, [`resume_args`]) with this invocation's device and precision; checked. Without `--out`, a
 /// fresh run goes to `runs/COMMAND-PRESET`.
 pub fn resolve_args<A: RunArgs>(mut given: A, command: &str) -> Result<Resolved<A>> {
     let Some(dir) = given.invocation().2.clone() else {
@@ -389,7 +391,8 @@ pub fn resolve_args<A: RunArgs>(mut given: A, command: &str) -> Result<Resolved<
             out.display()
         );
     }
-    let (mut a, ckdir, state) = resume_args(&given, &dir, command, &["device", "preset"])?;
+    let (mut a, ckdir, state) =
+        resume_args(&given, &dir, command, &["device", "precision", "preset"])?;
     let (asked, stored) = (given.preset(), a.preset());
     if asked != A::default().preset() && asked != stored {
         bail!(
@@ -407,6 +410,7 @@ pub fn resolve_args<A: RunArgs>(mut given: A, command: &str) -> Result<Resolved<
     *device = *given.invocation().0;
     *out = dir.clone();
     *resume = Some(dir);
+    *a.precision_mut() = *given.precision_mut();
     let warmup = a.validate()?;
     Ok((a, Some((ckdir, state)), warmup))
 }

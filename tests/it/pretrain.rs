@@ -384,6 +384,14 @@ fn bad_flags_are_clear_errors() {
             "--epochs",
         ),
         (
+            // A reduced precision needs the tensor cores of a GPU.
+            PretrainArgs {
+                precision: Some(gadms::precision::Precision::Bf16),
+                ..PretrainArgs::default()
+            },
+            "--precision bf16 needs a GPU",
+        ),
+        (
             PretrainArgs {
                 lr: f64::NAN,
                 ..PretrainArgs::default()

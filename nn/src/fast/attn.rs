@@ -44,6 +44,18 @@ where
     match kind::<E, D>() {
         Some(Kind::F32) if ok => Ok(run::<f32, B, Sq, Sk, W, E, D, T>((q, k, v), mask, heads)),
         Some(Kind::F64) if ok => Ok(run::<f64, B, Sq, Sk, W, E, D, T>((q, k, v), mask, heads)),
+        #[cfg(feature = "cuda")]
+        Some(Kind::CudaF32)
+            if ok
+                && super::cuda::attention_fits(
+                    q.shape().0.size(),
+                    k.shape().1.size(),
+                    W,
+                    heads,
+                ) =>
+        {
+            Ok(super::cuda::attention((q, k, v), mask, heads))
+        }
         _ => Err((q, k, v)),
     }
 }

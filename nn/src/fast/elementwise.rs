@@ -18,6 +18,8 @@ pub fn quick_gelu<S: Shape, E: Dtype, D: Device<E>, T: Tape<E, D>>(
     match kind::<E, D>() {
         Some(Kind::F32) if contiguous(&x) => Ok(run::<f32, S, E, D, T>(x)),
         Some(Kind::F64) if contiguous(&x) => Ok(run::<f64, S, E, D, T>(x)),
+        #[cfg(feature = "cuda")]
+        Some(Kind::CudaF32) if contiguous(&x) => Ok(super::cuda::quick_gelu(x)),
         _ => Err(x),
     }
 }

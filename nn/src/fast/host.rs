@@ -12,9 +12,16 @@ use std::any::{Any, TypeId};
 pub(crate) enum Kind {
     F32,
     F64,
+    /// `f32` on dfdx's `Cuda` (the kernels of [`super::cuda`]).
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    CudaF32,
 }
 
 pub(crate) fn kind<E: 'static, D: 'static>() -> Option<Kind> {
+    #[cfg(feature = "cuda")]
+    if super::cuda::is_cuda_f32::<E, D>() && fused_enabled() {
+        return Some(Kind::CudaF32);
+    }
     if TypeId::of::<D>() != TypeId::of::<Cpu>() || !fused_enabled() {
         return None;
     }

@@ -3,9 +3,13 @@
 //! QuickGELU, the attention core `softmax(q kᵀ/√d + mask) v` on per-head strided views, and the
 //! SDM and cross-entropy losses ([`loss`]).
 //!
+//! On CUDA (feature `cuda`), QuickGELU, LayerNorm and the attention core have kernels of their
+//! own (`kernels/fused.cu`, launched by `cuda.rs`; tests/cuda.rs checks them against these
+//! CPU kernels); the other ops run as dfdx's composition there.
+//!
 //! The towers call these through small wrappers that fall back to the plain dfdx composition
-//! when the fast path does not apply: a device other than [`Cpu`] (CUDA), an element type other
-//! than `f32`/`f64`, a non-contiguous input, attention probabilities requested by the caller
+//! when the fast path does not apply: a device without a kernel for the op, an element type
+//! other than `f32`/`f64` (`f32` only on CUDA), a non-contiguous input, attention probabilities requested by the caller
 //! (GASS, the MTP decoder), or the switch turned off ([`set_fused`], [`with_fused`], or the
 //! environment variable `GADMS_FUSED=0`). Both paths compute the same function; the tests in
 //! `nn/tests/nn/fast_ops.rs` and `nn/tests/nn/fast_loss.rs` compare them (forward and every
@@ -16,6 +20,8 @@
 //! `expf`) and its `gemm` crate reaches about 58 % of the FMA peak; see `benches/RESULTS.md`.
 
 pub mod attn;
+#[cfg(feature = "cuda")]
+pub(crate) mod cuda;
 pub mod elementwise;
 pub mod gemm;
 pub mod head_ce;

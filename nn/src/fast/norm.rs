@@ -30,6 +30,8 @@ where
     match kind::<E, D>() {
         Some(Kind::F32) if ok => Ok(run::<f32, S, M, E, D, T>(x, weight, bias, eps)),
         Some(Kind::F64) if ok => Ok(run::<f64, S, M, E, D, T>(x, weight, bias, eps)),
+        #[cfg(feature = "cuda")]
+        Some(Kind::CudaF32) if ok => Ok(super::cuda::layer_norm(x, weight, bias, eps)),
         _ => Err(x),
     }
 }

@@ -9,8 +9,9 @@
 //! writes, then a table.
 
 use super::args::BenchArgs;
-use crate::device::DeviceChoice;
+use crate::device::{BuildDevice, DeviceChoice};
 use crate::dist::grads::comm_seconds;
+use crate::precision::Precision;
 use crate::preset::Preset;
 use crate::train::accum::global;
 use crate::train::gadms::{GaDmsForward, GaDmsTiny, GaDmsViTB16, StepConfig, train_step};
@@ -29,9 +30,13 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     if a.batch == 0 || a.iters == 0 || a.accum_steps == 0 {
         bail!("--batch, --iters and --accum-steps must be at least 1");
     }
-    let ours = crate::with_device!(a.device, 0, D, dev => match a.preset {
-        Preset::Tiny => bench::<D, GaDmsTiny<f32, D>>(&dev, a)?,
-        Preset::VitB16 => bench::<D, GaDmsViTB16<f32, D>>(&dev, a)?,
+    let precision = Precision::resolve(a.precision, a.device)?;
+    let ours = crate::with_device!(a.device, 0, D, dev => {
+        dev.set_precision(precision)?;
+        match a.preset {
+            Preset::Tiny => bench::<D, GaDmsTiny<f32, D>>(&dev, a, precision)?,
+            Preset::VitB16 => bench::<D, GaDmsViTB16<f32, D>>(&dev, a, precision)?,
+        }
     })?;
     println!("{ours}");
     let mut rows = vec![ours];
@@ -47,14 +52,14 @@ pub fn run(a: &BenchArgs) -> Result<()> {
 }
 
 /// Builds the model on `dev`, runs the timed steps, returns the JSON line.
-fn bench<D: Device<f32>, M>(dev: &D, a: &BenchArgs) -> Result<Value>
+fn bench<D: Device<f32>, M>(dev: &D, a: &BenchArgs, precision: Precision) -> Result<Value>
 where
     M: GaDmsForward<f32, D> + GaDmsAccum<D> + BuildModule<D, f32>,
 {
     let spec = a.preset.spec();
     let threads = rayon::current_num_threads();
     eprintln!(
-        "gadms: bench train, preset {:?}, batch {}, device {}, {} warm-up + {} timed steps{}",
+        "gadms: bench train, preset {:?}, batch {}, device {}, precision {precision}, {} warm-up + {} timed steps{}",
         a.preset,
         a.batch,
         a.device,
@@ -125,7 +130,7 @@ where
         );
     }
     Ok(json!({
-        "impl": "gadms", "mode": "f32", "preset": preset_name(a.preset), "batch": pairs,
+        "impl": "gadms", "mode": precision.to_string(), "preset": preset_name(a.preset), "batch": pairs,
         "accum_steps": a.accum_steps, "ranks": ranks, "collective_s": comm_s, "params": params,
         "steps": a.iters, "step_s": step_s, "pairs_per_s": pairs as f64 / step_s,
         "peak_mem_mib": peak, "step_mem_mib": step_mib, "gass_fraction": gass_s / step_s,

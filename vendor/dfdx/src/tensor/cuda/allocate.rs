@@ -22,7 +22,7 @@ impl Cuda {
         Ok(self.build_tensor(shape, shape.strides(), slice))
     }
 
-    pub(crate) fn build_tensor<S: Shape, E: Unit>(
+    pub fn build_tensor<S: Shape, E: Unit>(
         &self,
         shape: S,
         strides: S::Concrete,

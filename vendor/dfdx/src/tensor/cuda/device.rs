@@ -12,9 +12,48 @@ use cudarc::{
 };
 
 use std::{
-    sync::{Arc, Mutex, MutexGuard},
+    sync::{
+        atomic::{AtomicU8, Ordering},
+        Arc, Mutex, MutexGuard,
+    },
     vec::Vec,
 };
+
+/// How the device's `f32` matrix products use the GPU (gadms patch, vendor/README.md).
+///
+/// Every other operation stays in `f32`; only cuBLAS's compute type changes:
+/// `F32` is `cublasSgemm` (exact `f32` products and sums), `Tf32` is
+/// `CUBLAS_COMPUTE_32F_FAST_TF32` (inputs rounded to TF32's 10-bit mantissa on the tensor
+/// cores, `f32` accumulation), `Bf16` is `CUBLAS_COMPUTE_32F_FAST_16BF` (inputs rounded to
+/// bf16, `f32` accumulation): the arithmetic of a bf16 matrix product under PyTorch's
+/// autocast, with `f32` inputs and outputs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum MatmulPrecision {
+    /// Exact `f32` (the default).
+    #[default]
+    F32,
+    /// TF32 tensor cores, `f32` accumulation.
+    Tf32,
+    /// bf16 tensor cores, `f32` accumulation.
+    Bf16,
+}
+
+impl MatmulPrecision {
+    fn to_u8(self) -> u8 {
+        match self {
+            MatmulPrecision::F32 => 0,
+            MatmulPrecision::Tf32 => 1,
+            MatmulPrecision::Bf16 => 2,
+        }
+    }
+    fn from_u8(v: u8) -> Self {
+        match v {
+            1 => MatmulPrecision::Tf32,
+            2 => MatmulPrecision::Bf16,
+            _ => MatmulPrecision::F32,
+        }
+    }
+}
 
 /// A Cuda device that enables constructing tensors on GPUs
 /// & running GPU kernels.
@@ -30,6 +69,8 @@ pub struct Cuda {
     pub(crate) par_stream: Arc<CudaStream>,
     pub(crate) workspace: Arc<Mutex<CudaSlice<u8>>>,
     pub(crate) cache: Arc<TensorCache<CUdeviceptr>>,
+    /// The compute type of `f32` matrix products ([MatmulPrecision], shared by clones).
+    pub(crate) matmul_precision: Arc<AtomicU8>,
 }
 
 #[derive(Debug)]
@@ -101,7 +142,24 @@ impl Cuda {
             par_stream,
             workspace,
             cache: Default::default(),
+            matmul_precision: Default::default(),
         })
+    }
+
+    /// Sets how this device (and its clones) compute `f32` matrix products.
+    pub fn set_matmul_precision(&self, precision: MatmulPrecision) {
+        self.matmul_precision
+            .store(precision.to_u8(), Ordering::Relaxed);
+    }
+
+    /// How this device computes `f32` matrix products.
+    pub fn matmul_precision(&self) -> MatmulPrecision {
+        MatmulPrecision::from_u8(self.matmul_precision.load(Ordering::Relaxed))
+    }
+
+    /// The cudarc device (gadms patch: custom kernels are loaded and launched on it).
+    pub fn cuda_device(&self) -> &Arc<CudaDevice> {
+        &self.dev
     }
 }
 
@@ -109,7 +167,7 @@ impl Cuda {
     /// Allocates an empty [CudaSlice] either from the cache or by allocating new memory.
     /// In either case, the memory will have uninitialized values, meaning the user must
     /// initialize it before using it.
-    pub(crate) unsafe fn alloc_empty<E: DeviceRepr>(
+    pub unsafe fn alloc_empty<E: DeviceRepr>(
         &self,
         len: usize,
     ) -> Result<CudaSlice<E>, CudaError> {

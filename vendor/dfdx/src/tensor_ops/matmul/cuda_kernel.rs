@@ -1,13 +1,14 @@
 use crate::{
     dtypes::*,
     shapes::*,
-    tensor::{cuda::Cuda, Tensor},
+    tensor::{cuda::Cuda, CudaError, MatmulPrecision, Storage, Tensor},
 };
 
 use cudarc::{
     cublas::{
-        result::CublasError, sys::cublasOperation_t, CudaBlas, Gemm, GemmConfig,
-        StridedBatchedConfig,
+        result::CublasError,
+        sys::{cublasComputeType_t, cublasGemmAlgo_t, cublasOperation_t, cudaDataType_t},
+        CudaBlas, Gemm, GemmConfig, StridedBatchedConfig,
     },
     driver::{DevicePtr, DevicePtrMut},
 };
@@ -173,10 +174,63 @@ impl Cuda {
         CudaBlas: Gemm<E>,
     {
         let (cfg, swap_ops) = gemm_cfg((m, k, n), lhs_strides, rhs_strides, beta, out_strides);
+        let (a, b) = if !swap_ops {
+            (lhs.device_ptr(), rhs.device_ptr())
+        } else {
+            (rhs.device_ptr(), lhs.device_ptr())
+        };
+        if let Some(compute) = self.fast_compute::<E>() {
+            return self.gemm_fast(&cfg, None, *a, *b, *out.device_ptr_mut(), compute);
+        }
         if !swap_ops {
             self.blas.gemm(cfg, lhs, rhs, out)
         } else {
             self.blas.gemm(cfg, rhs, lhs, out)
+        }
+    }
+
+    /// The tensor-core compute type of `E`'s matrix products under this device's
+    /// [MatmulPrecision], or `None` for the plain cuBLAS call (gadms patch).
+    fn fast_compute<E: Dtype>(&self) -> Option<cublasComputeType_t> {
+        if std::any::TypeId::of::<E>() != std::any::TypeId::of::<f32>() {
+            return None;
+        }
+        match self.matmul_precision() {
+            MatmulPrecision::F32 => None,
+            MatmulPrecision::Tf32 => Some(cublasComputeType_t::CUBLAS_COMPUTE_32F_FAST_TF32),
+            MatmulPrecision::Bf16 => Some(cublasComputeType_t::CUBLAS_COMPUTE_32F_FAST_16BF),
+        }
+    }
+
+    /// One `f32` GEMM (or a strided batch of them when `batch` is given as
+    /// `(stride_a, stride_b, stride_c, count)`) through `cublasGemmEx` with `compute`
+    /// (gadms patch). `cfg`'s element type must be `f32`: [Self::fast_compute] checked it.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn gemm_fast<E: Dtype>(
+        &self,
+        cfg: &GemmConfig<E>,
+        batch: Option<(i64, i64, i64, i32)>,
+        a: cudarc::driver::sys::CUdeviceptr,
+        b: cudarc::driver::sys::CUdeviceptr,
+        c: cudarc::driver::sys::CUdeviceptr,
+        compute: cublasComputeType_t,
+    ) -> Result<(), CublasError> {
+        let alpha: f32 = *(&cfg.alpha as *const E as *const f32);
+        let beta: f32 = *(&cfg.beta as *const E as *const f32);
+        let f32_t = cudaDataType_t::CUDA_R_32F;
+        let algo = cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT_TENSOR_OP;
+        let (alpha, beta) = (&alpha as *const f32 as *const _, &beta as *const f32 as *const _);
+        let (a, b, c) = (a as *const _, b as *const _, c as *mut _);
+        let h = *self.blas.handle();
+        match batch {
+            None => cudarc::cublas::result::gemm_ex(
+                h, cfg.transa, cfg.transb, cfg.m, cfg.n, cfg.k, alpha, a, f32_t, cfg.lda, b,
+                f32_t, cfg.ldb, beta, c, f32_t, cfg.ldc, compute, algo,
+            ),
+            Some((sa, sb, sc, count)) => cudarc::cublas::result::gemm_strided_batched_ex(
+                h, cfg.transa, cfg.transb, cfg.m, cfg.n, cfg.k, alpha, a, f32_t, cfg.lda, sa, b,
+                f32_t, cfg.ldb, sb, beta, c, f32_t, cfg.ldc, sc, count, compute, algo,
+            ),
         }
     }
 
@@ -215,6 +269,16 @@ impl Cuda {
             [out_strides[1], out_strides[2]],
         );
 
+        if let Some(compute) = self.fast_compute::<E>() {
+            let (a, b, sa, sb) = if !swap_ops {
+                (lhs.device_ptr(), rhs.device_ptr(), lhs_strides[0], rhs_strides[0])
+            } else {
+                (rhs.device_ptr(), lhs.device_ptr(), rhs_strides[0], lhs_strides[0])
+            };
+            let strides = (sa as i64, sb as i64, out_strides[0] as i64, batch.size() as i32);
+            let c = *out.device_ptr_mut();
+            return self.gemm_fast(&gemm, Some(strides), *a, *b, c, compute);
+        }
         if !swap_ops {
             let cfg = StridedBatchedConfig {
                 gemm,
@@ -312,6 +376,61 @@ where
     }
 }
 
+/// The 2-D strides of `[B, M, K]` seen as one `[B·M, K]` matrix, when its batch stride is
+/// `M` rows (gadms patch: the batch of a linear layer's input folds into its rows).
+fn fold_batch(m: usize, strides: [usize; 3]) -> Option<[usize; 2]> {
+    (strides[1] != 0 && strides[0] == m * strides[1]).then_some([strides[1], strides[2]])
+}
+
+impl Cuda {
+    /// The backward of `[B, M, K] · [K, N]` when the batch folds into the rows
+    /// ([fold_batch]): two GEMMs, `dlhs += dout · rhsᵀ` and `drhs += lhsᵀ · dout`, instead of
+    /// one strided batch and `B` sequential products (gadms patch).
+    fn br_backward_folded<E: Dtype, B: Dim, M: Dim, K: Dim, N: Dim>(
+        &self,
+        lhs: &Tensor<(B, M, K), E, Self>,
+        ls: [usize; 2],
+        grad_lhs: &mut <Self as Storage<E>>::Vec,
+        rhs: &Tensor<(K, N), E, Self>,
+        grad_rhs: &mut <Self as Storage<E>>::Vec,
+        grad_out: &<Self as Storage<E>>::Vec,
+    ) -> Result<(), CudaError>
+    where
+        CudaBlas: Gemm<E>,
+    {
+        let (batch, m, _) = lhs.shape;
+        let (k, n) = rhs.shape;
+        let bm = batch.size() * m.size();
+        self.par_stream.wait_for_default()?;
+        unsafe {
+            self.blas.set_stream(Some(self.par_stream.as_ref()))?;
+            self.gemm(
+                (k, bm, n),
+                lhs.data.as_ref(),
+                [ls[1], ls[0]],
+                grad_out,
+                [n.size(), 1],
+                E::ONE,
+                grad_rhs,
+                rhs.strides,
+            )?;
+            self.blas.set_stream(None)?;
+            self.gemm(
+                (bm, n, k),
+                grad_out,
+                [n.size(), 1],
+                rhs.data.as_ref(),
+                [rhs.strides[1], rhs.strides[0]],
+                E::ONE,
+                grad_lhs,
+                ls,
+            )?;
+        }
+        self.dev.wait_for(self.par_stream.as_ref())?;
+        Ok(())
+    }
+}
+
 impl<E: Dtype> super::MatMatBrKernel<E> for Cuda
 where
     CudaBlas: Gemm<E>,
@@ -326,6 +445,24 @@ where
         let shape = (batch, m, n);
         let strides = shape.strides();
         let mut storage = unsafe { self.alloc_empty::<E>(shape.num_elements()) }?;
+        if let Some(ls) = fold_batch(m.size(), lhs.strides) {
+            // gadms patch: [B, M, K] with rows at a fixed stride is one [B·M, K] matrix,
+            // so one GEMM does the whole batch.
+            let bm = batch.size() * m.size();
+            unsafe {
+                self.gemm(
+                    (bm, k, n),
+                    lhs.data.as_ref(),
+                    ls,
+                    rhs.data.as_ref(),
+                    rhs.strides,
+                    Default::default(),
+                    &mut storage,
+                    [n.size(), 1],
+                )?;
+            }
+            return Ok(self.build_tensor(shape, strides, storage));
+        }
         unsafe {
             self.gemm_batch(
                 (batch, m, k, n),
@@ -351,6 +488,9 @@ where
         let (batch, m, _) = lhs.shape;
         let (k, n) = rhs.shape;
         let strides = (batch, m, n).strides();
+        if let Some(ls) = fold_batch(m.size(), lhs.strides) {
+            return self.br_backward_folded(lhs, ls, grad_lhs, rhs, grad_rhs, grad_out);
+        }
         self.par_stream.wait_for_default()?;
         unsafe {
             self.blas.set_stream(Some(self.par_stream.as_ref()))?;

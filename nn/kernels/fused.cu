@@ -1,0 +1,378 @@
+// Fused CUDA kernels of gadms-nn (the CUDA arm of `src/fast`): QuickGELU, LayerNorm and the
+// attention core, each a forward and a backward, all in f32. Compiled to PTX by build.rs
+// (nvcc --ptx) and launched from src/fast/cuda.rs; the CPU kernels of src/fast compute the
+// same functions and tests/cuda.rs compares the two.
+//
+// Conventions: every backward ADDS into its gradient buffers (dfdx accumulates gradients);
+// row-major, contiguous tensors; reductions run in a fixed order (no atomics), so results
+// are the same on every run.
+
+#define WARP 32
+#define NEG_INF __int_as_float(0xff800000)
+
+__device__ __forceinline__ float warp_sum(float v) {
+    for (int o = WARP / 2; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+__device__ __forceinline__ float warp_max(float v) {
+    for (int o = WARP / 2; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+// The sum of `v` over the whole block (blockDim.x a multiple of 32, at most 1024); every
+// thread gets the result.
+__device__ float block_sum(float v) {
+    __shared__ float part[WARP];
+    const int lane = threadIdx.x % WARP, warp = threadIdx.x / WARP;
+    const int warps = blockDim.x / WARP;
+    v = warp_sum(v);
+    __syncthreads();  // `part` may still be read by a previous call
+    if (lane == 0) part[warp] = v;
+    __syncthreads();
+    float t = lane < warps ? part[lane] : 0.0f;
+    return warp_sum(t);
+}
+
+// ---- QuickGELU (OpenAI CLIP): y = x·σ(1.702x) -------------------------------------------
+
+extern "C" __global__ void quick_gelu_fwd(const unsigned long long n, const float *x, float *y) {
+    for (unsigned long long i = blockIdx.x * (unsigned long long)blockDim.x + threadIdx.x; i < n;
+         i += (unsigned long long)blockDim.x * gridDim.x) {
+        const float v = x[i];
+        y[i] = v / (1.0f + expf(-1.702f * v));
+    }
+}
+
+// dx += dy·(s + 1.702·x·s·(1 − s)), s = σ(1.702x)
+extern "C" __global__ void quick_gelu_bwd(const unsigned long long n, const float *x,
+                                          const float *dy, float *dx) {
+    for (unsigned long long i = blockIdx.x * (unsigned long long)blockDim.x + threadIdx.x; i < n;
+         i += (unsigned long long)blockDim.x * gridDim.x) {
+        const float v = x[i];
+        const float s = 1.0f / (1.0f + expf(-1.702f * v));
+        dx[i] += dy[i] * (s + 1.702f * v * s * (1.0f - s));
+    }
+}
+
+// ---- LayerNorm over the last dimension m (biased variance, ε inside the root) -------------
+// One block per row. stats[2r] = mean, stats[2r+1] = r = 1/√(σ² + ε).
+
+extern "C" __global__ void layer_norm_fwd(const int rows, const int m, const float eps,
+                                          const float *x, const float *w, const float *b,
+                                          float *y, float *stats) {
+    const int r = blockIdx.x;
+    if (r >= rows) return;
+    const float *xr = x + (size_t)r * m;
+    float *yr = y + (size_t)r * m;
+    float s = 0.0f;
+    for (int j = threadIdx.x; j < m; j += blockDim.x) s += xr[j];
+    const float mean = block_sum(s) / m;
+    float q = 0.0f;
+    for (int j = threadIdx.x; j < m; j += blockDim.x) {
+        const float d = xr[j] - mean;
+        q += d * d;
+    }
+    const float rstd = 1.0f / sqrtf(block_sum(q) / m + eps);
+    for (int j = threadIdx.x; j < m; j += blockDim.x) yr[j] = (xr[j] - mean) * rstd * w[j] + b[j];
+    if (threadIdx.x == 0) {
+        stats[2 * r] = mean;
+        stats[2 * r + 1] = rstd;
+    }
+}
+
+// dx += r·(g − mean(g) − x̂·mean(g·x̂)), g = dy·γ, x̂ = (x − μ)·r. One block per row.
+extern "C" __global__ void layer_norm_bwd_x(const int rows, const int m, const float *x,
+                                            const float *w, const float *stats, const float *dy,
+                                            float *dx) {
+    const int r = blockIdx.x;
+    if (r >= rows) return;
+    const float mean = stats[2 * r], rstd = stats[2 * r + 1];
+    const float *xr = x + (size_t)r * m, *gr = dy + (size_t)r * m;
+    float *dr = dx + (size_t)r * m;
+    float sg = 0.0f, sgx = 0.0f;
+    for (int j = threadIdx.x; j < m; j += blockDim.x) {
+        const float g = gr[j] * w[j];
+        sg += g;
+        sgx += g * (xr[j] - mean) * rstd;
+    }
+    const float mg = block_sum(sg) / m;
+    const float mgx = block_sum(sgx) / m;
+    for (int j = threadIdx.x; j < m; j += blockDim.x) {
+        const float xh = (xr[j] - mean) * rstd;
+        dr[j] += rstd * (gr[j] * w[j] - mg - xh * mgx);
+    }
+}
+
+// Partial sums of dγ = Σ dy·x̂ and dβ = Σ dy over the rows of chunk blockIdx.y:
+// part[(c·2 + 0)·m + j] and part[(c·2 + 1)·m + j]. Thread = column.
+extern "C" __global__ void layer_norm_bwd_params(const int rows, const int m, const int chunk,
+                                                 const float *x, const float *stats,
+                                                 const float *dy, float *part) {
+    const int j = blockIdx.x * blockDim.x + threadIdx.x;
+    const int c = blockIdx.y;
+    if (j >= m) return;
+    const int r0 = c * chunk;
+    const int r1 = min(rows, r0 + chunk);
+    float gw = 0.0f, gb = 0.0f;
+    for (int r = r0; r < r1; ++r) {
+        const float g = dy[(size_t)r * m + j];
+        gw += g * (x[(size_t)r * m + j] - stats[2 * r]) * stats[2 * r + 1];
+        gb += g;
+    }
+    part[(size_t)(2 * c) * m + j] = gw;
+    part[(size_t)(2 * c + 1) * m + j] = gb;
+}
+
+// dγ[j] += Σ_c part[2c][j], dβ[j] += Σ_c part[2c+1][j], chunks in order.
+extern "C" __global__ void layer_norm_bwd_reduce(const int chunks, const int m, const float *part,
+                                                 float *dw, float *db) {
+    const int j = blockIdx.x * blockDim.x + threadIdx.x;
+    if (j >= m) return;
+    float gw = 0.0f, gb = 0.0f;
+    for (int c = 0; c < chunks; ++c) {
+        gw += part[(size_t)(2 * c) * m + j];
+        gb += part[(size_t)(2 * c + 1) * m + j];
+    }
+    dw[j] += gw;
+    db[j] += gb;
+}
+
+// ---- Attention core: out = softmax(q·kᵀ·scale + mask)·v for every head ------------------
+// q [B, Sq, W], k, v [B, Sk, W], out [B, Sq, W]; head h owns columns h·hd .. (h+1)·hd.
+// mask [Sq, Sk] is added to the scaled scores (may be null). One warp per query row:
+// grid (ceil(Sq / warps per block), heads, B); dynamic shared memory: one row of Sk scores
+// per warp. The probabilities are not kept: lse [B, heads, Sq] = max + ln Σ exp lets the
+// backward recompute them (the flash-attention scheme).
+
+struct Attn {
+    int sq, sk, w, heads, hd;
+    float scale;
+};
+
+__device__ __forceinline__ float dot_head(const float *a, const float *b, int hd) {
+    float s = 0.0f;
+    for (int d = threadIdx.x % WARP; d < hd; d += WARP) s += a[d] * b[d];
+    return warp_sum(s);
+}
+
+extern "C" __global__ void attn_fwd(const Attn p, const float *q, const float *k, const float *v,
+                                    const float *mask, float *out, float *lse) {
+    extern __shared__ float shm[];
+    const int lane = threadIdx.x % WARP, warp = threadIdx.x / WARP;
+    const int i = blockIdx.x * (blockDim.x / WARP) + warp;
+    const int h = blockIdx.y, b = blockIdx.z;
+    if (i >= p.sq) return;  // whole warps leave together; no block-wide barrier follows
+    float *s = shm + (size_t)warp * p.sk;
+    const float *qi = q + ((size_t)b * p.sq + i) * p.w + h * p.hd;
+    const float *kb = k + (size_t)b * p.sk * p.w + h * p.hd;
+    const float *vb = v + (size_t)b * p.sk * p.w + h * p.hd;
+    float mx = NEG_INF;
+    for (int j = 0; j < p.sk; ++j) {
+        float t = dot_head(qi, kb + (size_t)j * p.w, p.hd) * p.scale;
+        if (mask) t += mask[(size_t)i * p.sk + j];
+        if (lane == 0) s[j] = t;
+        mx = fmaxf(mx, t);
+    }
+    __syncwarp();
+    float sum = 0.0f;
+    for (int j = lane; j < p.sk; j += WARP) {
+        const float e = expf(s[j] - mx);
+        s[j] = e;
+        sum += e;
+    }
+    sum = warp_sum(sum);
+    __syncwarp();
+    const float inv = 1.0f / sum;
+    float *oi = out + ((size_t)b * p.sq + i) * p.w + h * p.hd;
+    for (int d = lane; d < p.hd; d += WARP) {
+        float o = 0.0f;
+        for (int j = 0; j < p.sk; ++j) o += s[j] * vb[(size_t)j * p.w + d];
+        oi[d] = o * inv;
+    }
+    if (lane == 0) lse[((size_t)b * p.heads + h) * p.sq + i] = mx + logf(sum);
+}
+
+// Backward, query side: with P recomputed from lse, dP_ij = dO_i·v_j, Δ_i = Σ_j P_ij·dP_ij,
+// dS_ij = P_ij·(dP_ij − Δ_i)·scale; dq_i += Σ_j dS_ij·k_j; Δ is stored for the key side.
+// Same grid as attn_fwd; dynamic shared memory: two rows of Sk (P and dP) per warp.
+extern "C" __global__ void attn_bwd_q(const Attn p, const float *q, const float *k,
+                                      const float *v, const float *mask, const float *lse,
+                                      const float *dout, float *delta, float *dq) {
+    extern __shared__ float shm[];
+    const int lane = threadIdx.x % WARP, warp = threadIdx.x / WARP;
+    const int i = blockIdx.x * (blockDim.x / WARP) + warp;
+    const int h = blockIdx.y, b = blockIdx.z;
+    if (i >= p.sq) return;
+    float *pr = shm + (size_t)warp * 2 * p.sk;
+    float *dpr = pr + p.sk;
+    const size_t row = ((size_t)b * p.sq + i) * p.w + h * p.hd;
+    const float *qi = q + row, *gi = dout + row;
+    const float *kb = k + (size_t)b * p.sk * p.w + h * p.hd;
+    const float *vb = v + (size_t)b * p.sk * p.w + h * p.hd;
+    const float l = lse[((size_t)b * p.heads + h) * p.sq + i];
+    for (int j = 0; j < p.sk; ++j) {
+        float t = dot_head(qi, kb + (size_t)j * p.w, p.hd) * p.scale;
+        if (mask) t += mask[(size_t)i * p.sk + j];
+        const float dp = dot_head(gi, vb + (size_t)j * p.w, p.hd);
+        if (lane == 0) {
+            pr[j] = expf(t - l);
+            dpr[j] = dp;
+        }
+    }
+    __syncwarp();
+    float dl = 0.0f;
+    for (int j = lane; j < p.sk; j += WARP) dl += pr[j] * dpr[j];
+    dl = warp_sum(dl);
+    for (int j = lane; j < p.sk; j += WARP) dpr[j] = pr[j] * (dpr[j] - dl) * p.scale;
+    __syncwarp();
+    float *dqi = dq + row;
+    for (int d = lane; d < p.hd; d += WARP) {
+        float g = 0.0f;
+        for (int j = 0; j < p.sk; ++j) g += dpr[j] * kb[(size_t)j * p.w + d];
+        dqi[d] += g;
+    }
+    if (lane == 0) delta[((size_t)b * p.heads + h) * p.sq + i] = dl;
+}
+
+// Backward, key side: one warp per key row j (grid (ceil(Sk / warps per block), heads, B)):
+// dk_j += Σ_i dS_ij·q_i, dv_j += Σ_i P_ij·dO_i, P and dS recomputed from lse and Δ.
+// hd ≤ 32·ATTN_HD_LANES (512: GASS's single head over all of W).
+#define ATTN_HD_LANES 16
+extern "C" __global__ void attn_bwd_kv(const Attn p, const float *q, const float *k,
+                                       const float *v, const float *mask, const float *lse,
+                                       const float *delta, const float *dout, float *dk,
+                                       float *dv) {
+    const int lane = threadIdx.x % WARP, warp = threadIdx.x / WARP;
+    const int j = blockIdx.x * (blockDim.x / WARP) + warp;
+    const int h = blockIdx.y, b = blockIdx.z;
+    if (j >= p.sk) return;
+    const size_t krow = ((size_t)b * p.sk + j) * p.w + h * p.hd;
+    const float *kj = k + krow, *vj = v + krow;
+    const float *qb = q + (size_t)b * p.sq * p.w + h * p.hd;
+    const float *gb = dout + (size_t)b * p.sq * p.w + h * p.hd;
+    const float *lb = lse + ((size_t)b * p.heads + h) * p.sq;
+    const float *db = delta + ((size_t)b * p.heads + h) * p.sq;
+    float ak[ATTN_HD_LANES], av[ATTN_HD_LANES];
+    for (int t = 0; t < ATTN_HD_LANES; ++t) ak[t] = av[t] = 0.0f;
+    for (int i = 0; i < p.sq; ++i) {
+        const float *qi = qb + (size_t)i * p.w, *gi = gb + (size_t)i * p.w;
+        float t = dot_head(qi, kj, p.hd) * p.scale;
+        if (mask) t += mask[(size_t)i * p.sk + j];
+        const float pij = expf(t - lb[i]);
+        const float dp = dot_head(gi, vj, p.hd);
+        const float ds = pij * (dp - db[i]) * p.scale;
+        for (int u = 0; u < ATTN_HD_LANES; ++u) {
+            const int d = lane + u * WARP;
+            if (d < p.hd) {
+                ak[u] += ds * qi[d];
+                av[u] += pij * gi[d];
+            }
+        }
+    }
+    for (int u = 0; u < ATTN_HD_LANES; ++u) {
+        const int d = lane + u * WARP;
+        if (d < p.hd) {
+            dk[krow + d] += ak[u];
+            dv[krow + d] += av[u];
+        }
+    }
+}
+
+// ---- GASS per-layer maps (paper §3.2, Eq. 1–3), the device twin of part B of nn/src/gass.rs -
+// One block per sample; in f64 like the host version, and with the same summation orders.
+// For layer l and sample b with EOS index e, rows j of that sample's q, k, v, g [S, W]:
+//   w_j = minmax_j cos(MSP(q)_e, MSP(k)_j), r_j = (g_e·v_j)·w_j,
+//   a_j = softmax_{n ≤ e}(q_e·k_n/√W)_j (0 beyond e), Z = Σ_{0<j<e} a_j (paper) or Σ_j r_j
+//   (official), total[b, j] += [0 < j < e]·r_j·a_j/(Z + 1e-8).
+#define GASS_MAX_SCALES 4
+struct Gass {
+    int b, s, w, nscales, official;
+    int scales[GASS_MAX_SCALES];
+};
+
+// Mean of column d over window i of scale c (the last window takes the S mod c leftovers).
+__device__ double window_mean(const Gass &p, const float *x, int c, int full, int i, int d) {
+    const int lo = i < full ? i * c : full * c;
+    const int hi = i < full ? (i + 1) * c : p.s;
+    double sum = 0.0;
+    for (int t = lo; t < hi; ++t) sum += (double)x[(size_t)t * p.w + d];
+    return sum * (1.0 / (double)(hi - lo));
+}
+
+// Multi-scale pooling of row j, column d (nn/src/gass.rs `multi_scale_pool`): per scale, the
+// window means resized back to S by linear interpolation (align_corners = False); the mean
+// over the scales.
+__device__ double msp(const Gass &p, const float *x, int j, int d) {
+    const double inv = 1.0 / (double)p.nscales;
+    double out = 0.0;
+    for (int t = 0; t < p.nscales; ++t) {
+        const int c = p.scales[t];
+        const int full = p.s / c;
+        const int np = full + (p.s % c != 0 ? 1 : 0);
+        const double src = fmax(((double)j + 0.5) * ((double)np / (double)p.s) - 0.5, 0.0);
+        const int i0 = min((int)floor(src), np - 1);
+        const int i1 = min(i0 + 1, np - 1);
+        const double lam = src - (double)i0;
+        const double v = (1.0 - lam) * window_mean(p, x, c, full, i0, d) +
+                         lam * window_mean(p, x, c, full, i1, d);
+        out += v * inv;
+    }
+    return out;
+}
+
+// Adds layer l's map into total [B, S]. q, k, v, g: [B, S, W] (g = ∂trace(C)/∂o_l); eos [B].
+// Dynamic shared memory: (W + 3·S) doubles.
+extern "C" __global__ void gass_layer_map(const Gass p, const float *q, const float *k,
+                                          const float *v, const float *g, const int *eos,
+                                          double *total) {
+    extern __shared__ double gsh[];
+    const int b = blockIdx.x;
+    if (b >= p.b) return;
+    double *qm = gsh, *cs = qm + p.w, *rr = cs + p.s, *al = rr + p.s;
+    const size_t base = (size_t)b * p.s * p.w;
+    const float *qb = q + base, *kb = k + base, *vb = v + base, *gb = g + base;
+    const int e = eos[b];
+    for (int d = threadIdx.x; d < p.w; d += blockDim.x) qm[d] = msp(p, qb, e, d);
+    __syncthreads();
+    for (int j = threadIdx.x; j < p.s; j += blockDim.x) {
+        double nq = 0.0, dot = 0.0, nk = 0.0, gv = 0.0, qk = 0.0;
+        for (int d = 0; d < p.w; ++d) {
+            const double km = msp(p, kb, j, d);
+            nq += qm[d] * qm[d];
+            dot += qm[d] * km;
+            nk += km * km;
+            gv += (double)gb[(size_t)e * p.w + d] * (double)vb[(size_t)j * p.w + d];
+            qk += (double)qb[(size_t)e * p.w + d] * (double)kb[(size_t)j * p.w + d];
+        }
+        cs[j] = dot / (fmax(sqrt(nq), 1e-12) * fmax(sqrt(nk), 1e-12));
+        rr[j] = gv;
+        al[j] = qk * (1.0 / sqrt((double)p.w));
+    }
+    __syncthreads();
+    if (threadIdx.x != 0) return;
+    double lo = cs[0], hi = cs[0], top = al[0];
+    for (int j = 1; j < p.s; ++j) {
+        lo = fmin(lo, cs[j]);
+        hi = fmax(hi, cs[j]);
+    }
+    for (int j = 1; j <= e; ++j) top = fmax(top, al[j]);
+    double ez = 0.0;
+    for (int j = 0; j <= e; ++j) {
+        al[j] = exp(al[j] - top);
+        ez += al[j];
+    }
+    for (int j = 0; j < p.s; ++j) {
+        al[j] = j <= e ? al[j] / ez : 0.0;
+        rr[j] *= (cs[j] - lo) / (hi - lo + 1e-8);
+    }
+    double z = 0.0;
+    for (int j = 0; j < p.s; ++j) {
+        if (p.official) z += rr[j];
+        else if (j > 0 && j < e) z += al[j];
+    }
+    z += 1e-8;
+    for (int j = 0; j < p.s; ++j) {
+        total[(size_t)b * p.s + j] += (j > 0 && j < e) ? rr[j] * al[j] / z : 0.0;
+    }
+}

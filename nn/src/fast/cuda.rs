@@ -1,0 +1,418 @@
+//! The CUDA arm of the fused ops: QuickGELU, LayerNorm and the attention core on dfdx's
+//! `Cuda` device, each one kernel forward and one or two backward (`kernels/fused.cu`,
+//! compiled to PTX by `build.rs`). The wrappers in [`super`] call these when the tensors are
+//! contiguous `f32` on CUDA and the switch is on ([`super::set_fused`], `GADMS_FUSED=0`);
+//! otherwise dfdx's composition runs, and `tests/cuda.rs` compares the two.
+//!
+//! The kernels run on the device's stream, like dfdx's own, so they are ordered with cuBLAS
+//! and dfdx's kernels. Backward kernels add into the gradient buffers. A failed launch is a
+//! panic with the kernel's name, as in dfdx's own infallible ops: it means a broken device.
+
+use cudarc::driver::{
+    CudaFunction, DevicePtr, DevicePtrMut, DeviceRepr, LaunchAsync, LaunchConfig,
+};
+use dfdx::prelude::*;
+use dfdx::tensor::{Cuda, Tensorlike};
+use std::any::Any;
+use std::sync::Mutex;
+
+/// The kernels' PTX (empty in a `ci-check` build, which never runs them).
+const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/fused.ptx"));
+const MODULE: &str = "gadms_fused";
+const NAMES: [&str; 10] = [
+    "quick_gelu_fwd",
+    "quick_gelu_bwd",
+    "layer_norm_fwd",
+    "layer_norm_bwd_x",
+    "layer_norm_bwd_params",
+    "layer_norm_bwd_reduce",
+    "attn_fwd",
+    "attn_bwd_q",
+    "attn_bwd_kv",
+    "gass_layer_map",
+];
+/// Threads per block of the elementwise and row kernels.
+const THREADS: u32 = 256;
+/// Warps per block of the attention kernels (one query or key row per warp).
+const ATTN_WARPS: u32 = 4;
+/// Largest key count of the fused attention (its rows of scores live in shared memory).
+pub(crate) const ATTN_MAX_KEYS: usize = 1024;
+/// Largest head width of the fused attention (`ATTN_HD_LANES` · 32 in the kernel; GASS's
+/// single head over all of `W` = 512 fits).
+pub(crate) const ATTN_MAX_HEAD: usize = 512;
+/// Rows per partial sum of LayerNorm's `dγ`, `dβ`.
+const LN_CHUNK: usize = 64;
+
+type Vec32 = <Cuda as Storage<f32>>::Vec;
+
+/// Whether `D` is dfdx's `Cuda` and `E` is `f32`.
+pub(crate) fn is_cuda_f32<E: 'static, D: 'static>() -> bool {
+    use std::any::TypeId;
+    TypeId::of::<D>() == TypeId::of::<Cuda>() && TypeId::of::<E>() == TypeId::of::<f32>()
+}
+
+/// The kernel `name`, loading the module into the device's context on first use.
+fn func(dev: &Cuda, name: &'static str) -> CudaFunction {
+    static LOAD: Mutex<()> = Mutex::new(());
+    let d = dev.cuda_device();
+    if !d.has_func(MODULE, name) {
+        let _once = LOAD.lock().unwrap_or_else(|e| e.into_inner());
+        if !d.has_func(MODULE, name) {
+            d.load_ptx(PTX.into(), MODULE, &NAMES)
+                .unwrap_or_else(|e| panic!("loading the fused CUDA kernels: {e:?}"));
+        }
+    }
+    d.get_func(MODULE, name)
+        .expect("the module holds every kernel of NAMES")
+}
+
+/// Launches `name` with `params` on the device's stream.
+fn launch<P>(dev: &Cuda, name: &'static str, cfg: LaunchConfig, params: P)
+where
+    CudaFunction: LaunchAsync<P>,
+{
+    // SAFETY: every caller passes the kernel's parameter list in order, with device
+    // pointers to buffers of the sizes the kernel reads and writes.
+    unsafe { func(dev, name).launch(cfg, params) }
+        .unwrap_or_else(|e| panic!("CUDA kernel {name}: {e:?}"));
+}
+
+/// A 1-D launch of `n` threads' work in blocks of [`THREADS`] (grid-stride kernels).
+fn linear_cfg(n: usize) -> LaunchConfig {
+    let blocks = n.div_ceil(THREADS as usize).clamp(1, 1 << 20) as u32;
+    LaunchConfig {
+        grid_dim: (blocks, 1, 1),
+        block_dim: (THREADS, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+/// The `Cuda` device behind `dev` (the caller checked [`is_cuda_f32`]).
+fn cuda<D: 'static>(dev: &D) -> &Cuda {
+    (dev as &dyn Any)
+        .downcast_ref::<Cuda>()
+        .expect("fused CUDA path on a device that is not Cuda")
+}
+
+/// The device pointer of a CUDA `f32` tensor's data.
+fn ptr<S: Shape, E: Dtype, D: Storage<E>>(t: &impl Tensorlike<S, E, D>) -> u64 {
+    let v: &D::Vec = t.data().expect("a tensor always has data");
+    let v = (v as &dyn Any).downcast_ref::<Vec32>();
+    *v.expect("fused CUDA path: not an f32 CUDA tensor")
+        .device_ptr()
+}
+
+/// The device pointer of `t`'s gradient (allocated, zeroed, on first use).
+fn grad_ptr<S: Shape, E: Dtype, D: Storage<E>>(
+    grads: &mut Gradients<E, D>,
+    t: &impl Tensorlike<S, E, D>,
+) -> Result<u64, D::Err> {
+    let g = grads.get_or_alloc_mut(t)?;
+    let g = (g as &mut dyn Any).downcast_mut::<Vec32>();
+    Ok(*g
+        .expect("fused CUDA path: gradient is not f32 CUDA storage")
+        .device_ptr())
+}
+
+/// A new uninitialised CUDA tensor of `shape` (every element is written by the caller's
+/// kernel) and its device pointer.
+fn empty<S: Shape, E: Dtype, D: Device<E>>(dev: &Cuda, shape: S) -> (Tensor<S, E, D>, u64) {
+    let n = shape.num_elements();
+    // SAFETY: the launching kernel writes all `n` elements before anything reads them.
+    let slice = unsafe { dev.alloc_empty::<f32>(n) }
+        .unwrap_or_else(|e| panic!("CUDA allocation of {n} floats: {e:?}"));
+    let t = dev.build_tensor(shape, shape.strides(), slice);
+    let p = ptr(&t);
+    let t = *(Box::new(t) as Box<dyn Any>)
+        .downcast::<Tensor<S, E, D>>()
+        .expect("fused CUDA path: element type mismatch");
+    (t, p)
+}
+
+/// Scratch memory of `n` floats that lives as long as the returned slice.
+fn scratch(dev: &Cuda, n: usize) -> (cudarc::driver::CudaSlice<f32>, u64) {
+    // SAFETY: the kernels write every element before reading it.
+    let s = unsafe { dev.cuda_device().alloc::<f32>(n.max(1)) }
+        .unwrap_or_else(|e| panic!("CUDA allocation of {n} floats: {e:?}"));
+    let p = *s.device_ptr();
+    (s, p)
+}
+
+/// QuickGELU `x·σ(1.702x)` on CUDA (`x` contiguous `f32`).
+pub(crate) fn quick_gelu<S: Shape, E: Dtype, D: Device<E>, T: Tape<E, D>>(
+    x: Tensor<S, E, D, T>,
+) -> Tensor<S, E, D, T> {
+    let shape = *x.shape();
+    let n = shape.num_elements();
+    let (x, mut tape) = x.split_tape();
+    let dev = cuda(x.dev()).clone();
+    let (out, yp) = empty::<S, E, D>(&dev, shape);
+    launch(
+        &dev,
+        "quick_gelu_fwd",
+        linear_cfg(n),
+        (n as u64, ptr(&x), yp),
+    );
+    if T::OWNS_TAPE {
+        let ghost = out.ghost();
+        tape.add_backward_op(move |grads| {
+            let gy = grad_ptr(grads, &ghost)?;
+            let gx = grad_ptr(grads, &x)?;
+            launch(
+                &dev,
+                "quick_gelu_bwd",
+                linear_cfg(n),
+                (n as u64, ptr(&x), gy, gx),
+            );
+            Ok(())
+        });
+    }
+    out.put_tape(tape)
+}
+
+/// LayerNorm over the last dimension `M` on CUDA (all three tensors contiguous `f32`).
+pub(crate) fn layer_norm<S: Shape, const M: usize, E: Dtype, D: Device<E>, T: Tape<E, D>>(
+    x: Tensor<S, E, D, T>,
+    weight: &Tensor<Rank1<M>, E, D>,
+    bias: &Tensor<Rank1<M>, E, D>,
+    eps: f64,
+) -> Tensor<S, E, D, T> {
+    let shape = *x.shape();
+    let rows = shape.num_elements() / M;
+    let (x, mut tape) = x.split_tape();
+    let dev = cuda(x.dev()).clone();
+    let (out, yp) = empty::<S, E, D>(&dev, shape);
+    let (stats, sp) = scratch(&dev, 2 * rows);
+    let row_cfg = LaunchConfig {
+        grid_dim: (rows.max(1) as u32, 1, 1),
+        block_dim: (THREADS, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    let (r, m) = (rows as i32, M as i32);
+    let (wp, bp) = (ptr(weight), ptr(bias));
+    let params = (r, m, eps as f32, ptr(&x), wp, bp, yp, sp);
+    launch(&dev, "layer_norm_fwd", row_cfg, params);
+    if T::OWNS_TAPE {
+        let (w, b, ghost) = (weight.clone(), bias.clone(), out.ghost());
+        tape.add_backward_op(move |grads| {
+            let _keep = &stats;
+            let gy = grad_ptr(grads, &ghost)?;
+            let gx = grad_ptr(grads, &x)?;
+            let (gw, gb) = (grad_ptr(grads, &w)?, grad_ptr(grads, &b)?);
+            let xp = ptr(&x);
+            launch(
+                &dev,
+                "layer_norm_bwd_x",
+                row_cfg,
+                (r, m, xp, ptr(&w), sp, gy, gx),
+            );
+            let chunk = LN_CHUNK.max(rows.div_ceil(65_535));
+            let chunks = rows.div_ceil(chunk).max(1);
+            let (_part, pp) = scratch(&dev, 2 * chunks * M);
+            let cols = M.div_ceil(THREADS as usize) as u32;
+            let cfg = LaunchConfig {
+                grid_dim: (cols, chunks as u32, 1),
+                block_dim: (THREADS, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            let params = (r, m, chunk as i32, xp, sp, gy, pp);
+            launch(&dev, "layer_norm_bwd_params", cfg, params);
+            let cfg = LaunchConfig {
+                grid_dim: (cols, 1, 1),
+                ..cfg
+            };
+            launch(
+                &dev,
+                "layer_norm_bwd_reduce",
+                cfg,
+                (chunks as i32, m, pp, gw, gb),
+            );
+            Ok(())
+        });
+    }
+    out.put_tape(tape)
+}
+
+/// The attention kernels' sizes (the `Attn` struct of `kernels/fused.cu`).
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Attn {
+    sq: i32,
+    sk: i32,
+    w: i32,
+    heads: i32,
+    hd: i32,
+    scale: f32,
+}
+
+// SAFETY: a plain `repr(C)` struct of 4-byte fields, laid out as the kernel's `Attn`.
+unsafe impl DeviceRepr for Attn {}
+
+/// The grid of the attention kernels over `rows` query or key rows.
+fn attn_cfg(rows: usize, heads: usize, batch: usize, shared_floats: usize) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: (
+            rows.div_ceil(ATTN_WARPS as usize).max(1) as u32,
+            heads as u32,
+            batch as u32,
+        ),
+        block_dim: (32 * ATTN_WARPS, 1, 1),
+        shared_mem_bytes: (shared_floats * ATTN_WARPS as usize * 4) as u32,
+    }
+}
+
+/// Whether the fused CUDA attention takes these sizes.
+pub(crate) fn attention_fits(batch: usize, sk: usize, w: usize, heads: usize) -> bool {
+    heads > 0
+        && w.is_multiple_of(heads)
+        && w / heads <= ATTN_MAX_HEAD
+        && sk <= ATTN_MAX_KEYS
+        && batch <= 65_535
+        && heads <= 65_535
+}
+
+type Qkv<B, Sq, Sk, const W: usize, E, D, T> = (
+    Tensor<(B, Sq, Const<W>), E, D, T>,
+    Tensor<(B, Sk, Const<W>), E, D, T>,
+    Tensor<(B, Sk, Const<W>), E, D, T>,
+);
+
+/// The attention core on CUDA (see [`super::attention`]); `q`, `k`, `v` and `mask`
+/// contiguous `f32`, sizes checked by [`attention_fits`].
+pub(crate) fn attention<B: Dim, Sq: Dim, Sk: Dim, const W: usize, E, D, T>(
+    (q, k, v): Qkv<B, Sq, Sk, W, E, D, T>,
+    mask: Option<&Tensor<(Sq, Sk), E, D>>,
+    heads: usize,
+) -> Tensor<(B, Sq, Const<W>), E, D, T>
+where
+    E: Dtype,
+    D: Device<E>,
+    T: Tape<E, D> + Merge<T>,
+{
+    let shape = *q.shape();
+    let (b, sq, sk) = (shape.0.size(), shape.1.size(), k.shape().1.size());
+    let hd = W / heads;
+    let p = Attn {
+        sq: sq as i32,
+        sk: sk as i32,
+        w: W as i32,
+        heads: heads as i32,
+        hd: hd as i32,
+        scale: (1.0 / (hd as f64).sqrt()) as f32,
+    };
+    let (q, tq) = q.split_tape();
+    let (k, tk) = k.split_tape();
+    let (v, tv) = v.split_tape();
+    let mut tape = tq.merge(tk).merge(tv);
+    let dev = cuda(q.dev()).clone();
+    let (out, op) = empty::<_, E, D>(&dev, shape);
+    let (lse, lp) = scratch(&dev, b * heads * sq);
+    let mask = mask.cloned();
+    let mp = mask.as_ref().map_or(0, |m| ptr(m));
+    let (qp, kp, vp) = (ptr(&q), ptr(&k), ptr(&v));
+    let cfg = attn_cfg(sq, heads, b, sk);
+    launch(&dev, "attn_fwd", cfg, (p, qp, kp, vp, mp, op, lp));
+    if T::OWNS_TAPE {
+        let ghost = out.ghost();
+        tape.add_backward_op(move |grads| {
+            let _keep = (&lse, &mask);
+            let gy = grad_ptr(grads, &ghost)?;
+            let (gq, gk, gv) = (
+                grad_ptr(grads, &q)?,
+                grad_ptr(grads, &k)?,
+                grad_ptr(grads, &v)?,
+            );
+            let (_delta, dp) = scratch(&dev, b * heads * sq);
+            let cfg = attn_cfg(sq, heads, b, 2 * sk);
+            launch(&dev, "attn_bwd_q", cfg, (p, qp, kp, vp, mp, lp, gy, dp, gq));
+            let cfg = attn_cfg(sk, heads, b, 0);
+            let params = (p, qp, kp, vp, mp, lp, dp, gy, gk, gv);
+            launch(&dev, "attn_bwd_kv", cfg, params);
+            Ok(())
+        });
+    }
+    out.put_tape(tape)
+}
+
+/// Most MSP scales the GASS kernel takes (`GASS_MAX_SCALES`).
+pub(crate) const GASS_MAX_SCALES: usize = 4;
+
+/// The GASS kernel's sizes (the `Gass` struct of `kernels/fused.cu`).
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Gass {
+    b: i32,
+    s: i32,
+    w: i32,
+    nscales: i32,
+    official: i32,
+    scales: [i32; GASS_MAX_SCALES],
+}
+
+// SAFETY: a plain `repr(C)` struct of 4-byte fields, laid out as the kernel's `Gass`.
+unsafe impl DeviceRepr for Gass {}
+
+/// One re-run layer's device tensors for GASS: `q`, `k`, `v` and `g = ∂trace(C)/∂o_l`, each
+/// `[B, S, W]`.
+pub(crate) type GassLayerTensors<S, E, D> = [Tensor<S, E, D>; 4];
+
+/// GASS step B on the device (nn/src/gass.rs, `gass_layer_map` in `kernels/fused.cu`): the sum
+/// over `layers` of the per-layer maps, `[B·S]` in f64, the only copy back to the host; `None`
+/// when a tensor is not contiguous. `eos` [B] must be `< s`, `scales` 1..=[`GASS_MAX_SCALES`]
+/// values ≥ 1 (the caller checked).
+pub(crate) fn gass_maps<S: Shape, E: Dtype, D: Device<E>>(
+    layers: &[GassLayerTensors<S, E, D>],
+    eos: &[usize],
+    (s, w): (usize, usize),
+    scales: &[usize],
+    official: bool,
+) -> Option<Vec<f64>> {
+    let b = eos.len();
+    if !layers.iter().flatten().all(|t| super::host::contiguous(t)) {
+        return None;
+    }
+    let Some(first) = layers.first() else {
+        return Some(vec![0.0; b * s]);
+    };
+    let dev = cuda(first[0].dev()).clone();
+    let d = dev.cuda_device();
+    let eos32: Vec<i32> = eos.iter().map(|&e| e as i32).collect();
+    let eos_dev = d
+        .htod_copy(eos32)
+        .unwrap_or_else(|e| panic!("copying GASS's EOS indices to the GPU: {e:?}"));
+    let mut total = d
+        .alloc_zeros::<f64>(b * s)
+        .unwrap_or_else(|e| panic!("CUDA allocation of GASS's map: {e:?}"));
+    let mut sc = [1i32; GASS_MAX_SCALES];
+    sc.iter_mut().zip(scales).for_each(|(d, &c)| *d = c as i32);
+    let p = Gass {
+        b: b as i32,
+        s: s as i32,
+        w: w as i32,
+        nscales: scales.len() as i32,
+        official: i32::from(official),
+        scales: sc,
+    };
+    let cfg = LaunchConfig {
+        grid_dim: (b as u32, 1, 1),
+        block_dim: (128, 1, 1),
+        shared_mem_bytes: ((w + 3 * s) * 8) as u32,
+    };
+    let (ep, tp) = (*eos_dev.device_ptr(), *total.device_ptr_mut());
+    for [q, k, v, g] in layers {
+        let params = (p, ptr(q), ptr(k), ptr(v), ptr(g), ep, tp);
+        launch(&dev, "gass_layer_map", cfg, params);
+    }
+    let total = d
+        .dtoh_sync_copy(&total)
+        .unwrap_or_else(|e| panic!("copying GASS's map from the GPU: {e:?}"));
+    Some(total)
+}
+
+/// Whether [`gass_maps`] takes this configuration on `(E, D)`.
+pub(crate) fn gass_on_device<E: 'static, D: 'static>(scales: &[usize], keep_layers: bool) -> bool {
+    is_cuda_f32::<E, D>()
+        && super::fused_enabled()
+        && !keep_layers
+        && (1..=GASS_MAX_SCALES).contains(&scales.len())
+}

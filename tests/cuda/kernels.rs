@@ -1,0 +1,260 @@
+//! The fused CUDA kernels (`nn/kernels/fused.cu`) against the CPU's fused kernels, and the
+//! CUDA composition (the switch off) against the CPU, outputs and every input gradient; and
+//! the reduced-precision matrix products (`--precision tf32|bf16`) against the CPU product
+//! of inputs rounded the way the tensor cores round them.
+
+use super::{Report, TOL, cuda, rel_err};
+use dfdx::nn::ToDevice;
+use dfdx::prelude::*;
+use dfdx::tensor::MatmulPrecision;
+use gadms_nn::LayerNorm;
+use gadms_nn::fast::with_fused;
+
+/// Deterministic values in about [−2, 2].
+fn values(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..n)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
+        })
+        .collect()
+}
+
+/// `(y, [gradients])` of `Σ y·w` for `op` applied on device `dev` to `xs` (each input traced).
+type Run = (Vec<f32>, Vec<Vec<f32>>);
+
+const ROWS: usize = 37;
+const WIDTH: usize = 768;
+
+fn gelu<D: Device<f32>>(dev: &D, fused: bool) -> Run {
+    with_fused(fused, || {
+        let x = dev.tensor_from_vec(values(ROWS * WIDTH, 1), (ROWS, Const::<WIDTH>));
+        let w = dev.tensor_from_vec(values(ROWS * WIDTH, 2), (ROWS, Const::<WIDTH>));
+        let y = gadms_nn::quick_gelu(x.leaky_trace());
+        let out = y.retaped::<NoneTape>().as_vec();
+        let g = (y * w).sum().backward();
+        (out, vec![g.get(&x).as_vec()])
+    })
+}
+
+fn layer_norm<D: Device<f32>>(dev: &D, ln: &LayerNorm<WIDTH, f32, D>, fused: bool) -> Run {
+    with_fused(fused, || {
+        let shape = (3usize, 13usize, Const::<WIDTH>);
+        let x = dev.tensor_from_vec(values(3 * 13 * WIDTH, 3), shape);
+        let x = x * 3.0 + 0.5;
+        let w = dev.tensor_from_vec(values(3 * 13 * WIDTH, 4), shape);
+        let y = ln.forward3(x.trace(ln.alloc_grads()));
+        let out = y.retaped::<NoneTape>().as_vec();
+        let g = (y * w).sum().backward();
+        let (gx, gw, gb) = (g.get(&x), g.get(&ln.weight), g.get(&ln.bias));
+        (out, vec![gx.as_vec(), gw.as_vec(), gb.as_vec()])
+    })
+}
+
+/// The attention core on `[2, S, W]` with `H` heads, causal mask when `causal`.
+fn attention<const S: usize, const W: usize, D: Device<f32>>(
+    dev: &D,
+    heads: usize,
+    causal: bool,
+    fused: bool,
+) -> Run {
+    with_fused(fused, || {
+        let shape = (2usize, Const::<S>, Const::<W>);
+        let n = 2 * S * W;
+        let q = dev.tensor_from_vec(values(n, 5), shape);
+        let k = dev.tensor_from_vec(values(n, 6), shape);
+        let v = dev.tensor_from_vec(values(n, 7), shape);
+        let w = dev.tensor_from_vec(values(n, 8), shape);
+        let mask: Option<Tensor<(Const<S>, Const<S>), f32, D>> = causal.then(|| {
+            let m: Vec<f32> = (0..S * S)
+                .map(|t| {
+                    if t % S > t / S {
+                        f32::NEG_INFINITY
+                    } else {
+                        0.0
+                    }
+                })
+                .collect();
+            dev.tensor_from_vec(m, (Const::<S>, Const::<S>))
+        });
+        let tape = (q.leaky_trace(), k.leaky_trace(), v.leaky_trace());
+        let y = match gadms_nn::fast::attention(tape, mask.as_ref(), heads) {
+            Ok(y) => y,
+            Err((q, k, v)) => composed(q, k, v, mask.as_ref(), heads),
+        };
+        let out = y.retaped::<NoneTape>().as_vec();
+        let g = (y * w).sum().backward();
+        (
+            out,
+            vec![g.get(&q).as_vec(), g.get(&k).as_vec(), g.get(&v).as_vec()],
+        )
+    })
+}
+
+/// The plain dfdx composition of the attention core (what `Attention` runs when the fused
+/// path does not apply), written out for `heads` heads.
+fn composed<const S: usize, const W: usize, D: Device<f32>, T: Tape<f32, D> + Merge<T>>(
+    q: Tensor<(usize, Const<S>, Const<W>), f32, D, T>,
+    k: Tensor<(usize, Const<S>, Const<W>), f32, D, T>,
+    v: Tensor<(usize, Const<S>, Const<W>), f32, D, T>,
+    mask: Option<&Tensor<(Const<S>, Const<S>), f32, D>>,
+    heads: usize,
+) -> Tensor<(usize, Const<S>, Const<W>), f32, D, T> {
+    let b = q.shape().0;
+    let hd = W / heads;
+    let split = |t: Tensor<(usize, Const<S>, Const<W>), f32, D, T>| {
+        t.reshape_like(&(b, Const::<S>, heads, hd))
+            .permute::<_, Axes4<0, 2, 1, 3>>()
+    };
+    let (q, k, v) = (split(q), split(k), split(v));
+    let scores = q.matmul(k.permute::<_, Axes4<0, 1, 3, 2>>()) * (1.0 / (hd as f64).sqrt()) as f32;
+    let scores = match mask {
+        Some(m) => {
+            let sh = *scores.shape();
+            scores + m.clone().broadcast_like(&sh)
+        }
+        None => scores,
+    };
+    scores
+        .softmax::<Axis<3>>()
+        .matmul(v)
+        .permute::<_, Axes4<0, 2, 1, 3>>()
+        .reshape_like(&(b, Const::<S>, Const::<W>))
+}
+
+fn compare(r: &mut Report, what: &str, gpu: &Run, cpu: &Run, names: &[&str]) {
+    r.cmp(&format!("{what}: output"), &gpu.0, &cpu.0);
+    for ((a, b), n) in gpu.1.iter().zip(&cpu.1).zip(names) {
+        r.cmp(&format!("{what}: d{n}"), a, b);
+    }
+}
+
+#[test]
+fn fused_kernels_match_the_cpu() {
+    let (cpu, gpu) = (Cpu::seed_from_u64(1), cuda());
+    let mut r = Report::default();
+    for fused in [true, false] {
+        let how = if fused {
+            "fused CUDA"
+        } else {
+            "CUDA composition"
+        };
+        let reference = gelu(&cpu, true);
+        compare(
+            &mut r,
+            &format!("QuickGELU {how}"),
+            &gelu(&gpu, fused),
+            &reference,
+            &["x"],
+        );
+
+        let mut ln = LayerNorm::<WIDTH, f32, Cpu>::build(&cpu);
+        ln.weight = cpu.tensor_from_vec(values(WIDTH, 9), (Const::<WIDTH>,)) + 1.0;
+        ln.bias = cpu.tensor_from_vec(values(WIDTH, 10), (Const::<WIDTH>,));
+        let ln_gpu = ln.to_device(&gpu);
+        let (a, b) = (
+            layer_norm(&gpu, &ln_gpu, fused),
+            layer_norm(&cpu, &ln, true),
+        );
+        compare(
+            &mut r,
+            &format!("LayerNorm {how}"),
+            &a,
+            &b,
+            &["x", "γ", "β"],
+        );
+
+        let a = attention::<77, 512, _>(&gpu, 8, true, fused);
+        let b = attention::<77, 512, _>(&cpu, 8, true, true);
+        compare(
+            &mut r,
+            &format!("attention text 77×512/8 causal, {how}"),
+            &a,
+            &b,
+            &["q", "k", "v"],
+        );
+        let a = attention::<193, 768, _>(&gpu, 12, false, fused);
+        let b = attention::<193, 768, _>(&cpu, 12, false, true);
+        compare(
+            &mut r,
+            &format!("attention vision 193×768/12, {how}"),
+            &a,
+            &b,
+            &["q", "k", "v"],
+        );
+    }
+    r.finish("fused kernels");
+}
+
+/// `x` rounded to nearest-even with `keep` mantissa bits (bf16: 7, TF32: 10).
+fn round_mantissa(x: f32, keep: u32) -> f32 {
+    if keep >= 23 {
+        return x;
+    }
+    let drop = 23 - keep;
+    let b = x.to_bits();
+    let lsb = (b >> drop) & 1;
+    let half = (1u32 << (drop - 1)) - 1;
+    f32::from_bits(b.wrapping_add(half + lsb) & !((1u32 << drop) - 1))
+}
+
+#[test]
+fn reduced_precision_products_round_their_inputs() {
+    const M: usize = 64;
+    const K: usize = 768;
+    const N: usize = 96;
+    let (cpu, gpu) = (Cpu::seed_from_u64(1), cuda());
+    let (a, b) = (values(M * K, 11), values(K * N, 12));
+    let product = |a: &[f32], b: &[f32]| {
+        let a = cpu.tensor_from_vec(a.to_vec(), (Const::<M>, Const::<K>));
+        let b = cpu.tensor_from_vec(b.to_vec(), (Const::<K>, Const::<N>));
+        a.matmul(b).as_vec()
+    };
+    let exact = product(&a, &b);
+    let mut r = Report::default();
+    for (p, keep, name) in [
+        (MatmulPrecision::F32, 23, "f32"),
+        (MatmulPrecision::Tf32, 10, "tf32"),
+        (MatmulPrecision::Bf16, 7, "bf16"),
+    ] {
+        gpu.set_matmul_precision(p);
+        let ag = gpu.tensor_from_vec(a.clone(), (Const::<M>, Const::<K>));
+        let bg = gpu.tensor_from_vec(b.clone(), (Const::<K>, Const::<N>));
+        let got = ag.matmul(bg.clone()).as_vec();
+        // Batched with a broadcast right side: the folded [B·M, K] GEMM of linear layers.
+        let ab = gpu.tensor_from_vec(a.clone(), (2usize, Const::<{ M / 2 }>, Const::<K>));
+        let got_br = ab.matmul(bg).as_vec();
+        let round = |v: &[f32]| {
+            v.iter()
+                .map(|&x| round_mantissa(x, keep))
+                .collect::<Vec<_>>()
+        };
+        let rounded = product(&round(&a), &round(&b));
+        r.cmp(
+            &format!("{name} product vs CPU on rounded inputs"),
+            &got,
+            &rounded,
+        );
+        r.cmp(
+            &format!("{name} batched product vs CPU on rounded inputs"),
+            &got_br,
+            &rounded,
+        );
+        if keep < 23 {
+            // The reduced precision must show: farther from the exact product than TOL.
+            let off = rel_err(&got, &exact);
+            println!("[precision] {name}: {off:.3e} from the exact f32 product");
+            assert!(
+                off > TOL,
+                "{name}: {off:.3e} from exact: the precision did not apply"
+            );
+        }
+    }
+    gpu.set_matmul_precision(MatmulPrecision::F32);
+    r.finish("precision");
+}
