@@ -1,5 +1,6 @@
-// Fused CUDA kernels of gadms-nn (the CUDA arm of `src/fast`): QuickGELU, LayerNorm and the
-// attention core, each a forward and a backward, all in f32. Compiled to PTX by build.rs
+// Fused CUDA kernels of gadms-nn (the CUDA arm of `src/fast`): QuickGELU, LayerNorm, a linear
+// layer's bias, the attention core and GASS's per-layer maps, each with its backward where it
+// has one; f32 (GASS's maps in f64). Compiled to PTX by build.rs
 // (nvcc --ptx) and launched from src/fast/cuda.rs; the CPU kernels of src/fast compute the
 // same functions and tests/cuda.rs compares the two.
 //
@@ -136,6 +137,44 @@ extern "C" __global__ void layer_norm_bwd_reduce(const int chunks, const int m, 
     }
     dw[j] += gw;
     db[j] += gb;
+}
+
+// ---- Bias of a linear layer: out = y + b over rows of m -----------------------------------
+
+extern "C" __global__ void bias_add_fwd(const unsigned long long n, const int m, const float *y,
+                                        const float *b, float *out) {
+    for (unsigned long long i = blockIdx.x * (unsigned long long)blockDim.x + threadIdx.x; i < n;
+         i += (unsigned long long)blockDim.x * gridDim.x)
+        out[i] = y[i] + b[i % m];
+}
+
+// dst += src, element-wise.
+extern "C" __global__ void add_assign(const unsigned long long n, const float *src, float *dst) {
+    for (unsigned long long i = blockIdx.x * (unsigned long long)blockDim.x + threadIdx.x; i < n;
+         i += (unsigned long long)blockDim.x * gridDim.x)
+        dst[i] += src[i];
+}
+
+// Column sums of src [rows, m] over the rows of chunk blockIdx.y: part[c·m + j]. Thread = column.
+extern "C" __global__ void col_sum_partial(const int rows, const int m, const int chunk,
+                                           const float *src, float *part) {
+    const int j = blockIdx.x * blockDim.x + threadIdx.x;
+    const int c = blockIdx.y;
+    if (j >= m) return;
+    const int r1 = min(rows, (c + 1) * chunk);
+    float s = 0.0f;
+    for (int r = c * chunk; r < r1; ++r) s += src[(size_t)r * m + j];
+    part[(size_t)c * m + j] = s;
+}
+
+// dst[j] += Σ_c part[c·m + j], chunks in order.
+extern "C" __global__ void col_sum_reduce(const int chunks, const int m, const float *part,
+                                          float *dst) {
+    const int j = blockIdx.x * blockDim.x + threadIdx.x;
+    if (j >= m) return;
+    float s = 0.0f;
+    for (int c = 0; c < chunks; ++c) s += part[(size_t)c * m + j];
+    dst[j] += s;
 }
 
 // ---- Attention core: out = softmax(q·kᵀ·scale + mask)·v for every head ------------------
@@ -375,4 +414,47 @@ extern "C" __global__ void gass_layer_map(const Gass p, const float *q, const fl
     for (int j = 0; j < p.s; ++j) {
         total[(size_t)b * p.s + j] += (j > 0 && j < e) ? rr[j] * al[j] / z : 0.0;
     }
+}
+
+// ---- Adam (src/train/optim.rs, `adam_chunk`: the same operations in the same order) -------
+
+struct AdamK {
+    float b1, b2, eps, bc1, bc2_sqrt, lr, l2, decoupled, scale;
+};
+
+// One parameter tensor in place: p, m, v updated from g.
+extern "C" __global__ void adam_step(const unsigned long long n, const AdamK k, float *p,
+                                     const float *g, float *m, float *v) {
+    for (unsigned long long i = blockIdx.x * (unsigned long long)blockDim.x + threadIdx.x; i < n;
+         i += (unsigned long long)blockDim.x * gridDim.x) {
+        const float gi = g[i] * k.scale + k.l2 * p[i];
+        float pi = p[i];
+        if (k.decoupled != 0.0f) pi *= 1.0f - k.lr * k.decoupled;
+        const float mi = k.b1 * m[i] + (1.0f - k.b1) * gi;
+        const float vi = k.b2 * v[i] + (1.0f - k.b2) * gi * gi;
+        const float denom = sqrtf(vi) / k.bc2_sqrt + k.eps;
+        m[i] = mi;
+        v[i] = vi;
+        p[i] = pi - k.lr / k.bc1 * mi / denom;
+    }
+}
+
+// Σ g² of one tensor in f64: block b of the fixed grid writes part[b] (grid-stride over n, then
+// a block sum), so the sum's order never changes.
+extern "C" __global__ void sum_squares_partial(const unsigned long long n, const float *g,
+                                               double *part) {
+    __shared__ double red[256];
+    double s = 0.0;
+    for (unsigned long long i = blockIdx.x * (unsigned long long)blockDim.x + threadIdx.x; i < n;
+         i += (unsigned long long)blockDim.x * gridDim.x) {
+        const double x = (double)g[i];
+        s += x * x;
+    }
+    red[threadIdx.x] = s;
+    __syncthreads();
+    for (int o = blockDim.x / 2; o > 0; o >>= 1) {
+        if (threadIdx.x < o) red[threadIdx.x] += red[threadIdx.x + o];
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) part[blockIdx.x] = red[0];
 }

@@ -14,8 +14,10 @@
 //! * **Tensor path** (dfdx `Cuda`, always; `Cpu` with [`Adam::tensor_path`]): the same update as
 //!   dfdx tensor ops on the parameter's device, moments kept there as tensors of the
 //!   parameter's shape, the parameter written in place (`axpy`, so its id and buffer stay).
-//!   Nothing crosses to the host but one scalar per tensor for the gradient norm. The two
-//!   paths agree to rounding (`tests/optim.rs`, and CPU vs CUDA in `tests/cuda.rs`).
+//!   Nothing crosses to the host but one scalar per tensor for the gradient norm. On CUDA
+//!   with the fused kernels on, one kernel per tensor instead (`optim_cuda.rs`), and one copy
+//!   for the whole norm. The paths agree to rounding (`tests/optim.rs`, and CPU vs CUDA in
+//!   `tests/cuda.rs`).
 //!   Checkpoints ([`Adam::save`]) copy device moments to the host; a loaded state moves to the
 //!   device on first use.
 
@@ -28,6 +30,10 @@ use gadms_nn::Float;
 use std::any::{Any, TypeId};
 use std::collections::BTreeMap;
 use std::path::Path;
+
+#[cfg(feature = "cuda")]
+#[path = "optim_cuda.rs"]
+mod cuda;
 
 /// How weight decay enters the update.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -165,6 +171,8 @@ struct NormPass<'a, E: Dtype, D: Storage<E>> {
     grads: &'a Gradients<E, D>,
     sq: f64,
     on_device: bool,
+    #[cfg(feature = "cuda")]
+    cuda: cuda::NormGrads<'a>,
 }
 
 impl<E: Float, D: Device<E>> TensorVisitor<E, D> for NormPass<'_, E, D> {
@@ -178,6 +186,10 @@ impl<E: Float, D: Device<E>> TensorVisitor<E, D> for NormPass<'_, E, D> {
         t: &Tensor<S, E, D>,
     ) -> Result<Option<Tensor<S, E, D>>, D::Err> {
         if !opts.do_gradient_update {
+            return Ok(None);
+        }
+        #[cfg(feature = "cuda")]
+        if self.on_device && self.cuda.take(self.grads, t) {
             return Ok(None);
         }
         self.sq += if self.on_device {
@@ -409,6 +421,10 @@ fn tensor_update<S: Shape, E: Dtype, D: Device<E>>(
     if !uses_tensor_path::<E, D>(opt.tensor_path) {
         return false;
     }
+    #[cfg(feature = "cuda")]
+    if cuda::update(opt, t, grads, name, k) {
+        return true;
+    }
     let g: Box<dyn Any> = Box::new(grads.get(t));
     let t: &mut dyn Any = t;
     device_step!(Cpu, opt, t, g, name, k);
@@ -530,12 +546,18 @@ impl Adam {
             grads,
             sq: 0.0,
             on_device: uses_tensor_path::<E, D>(self.tensor_path),
+            #[cfg(feature = "cuda")]
+            cuda: Default::default(),
         };
         let walked = M::iter_tensors(&mut RecursiveWalker {
             m: &*model,
             f: &mut norm,
         });
         walked.unwrap_or_else(|_| unreachable!("host reads cannot fail"));
+        #[cfg(feature = "cuda")]
+        {
+            norm.sq += norm.cuda.sum();
+        }
         let grad_norm = norm.sq.sqrt() as f32;
         let scale = match self.cfg.clip_norm {
             Some(max) => (max / (grad_norm + 1e-6)).min(1.0),

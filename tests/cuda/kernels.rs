@@ -1,10 +1,12 @@
-//! The fused CUDA kernels (`nn/kernels/fused.cu`) against the CPU's fused kernels, and the
+//! The fused CUDA kernels (`nn/kernels/fused.cu`: QuickGELU, LayerNorm, linear layers, the
+//! attention core) against the CPU's fused kernels, and the
 //! CUDA composition (the switch off) against the CPU, outputs and every input gradient; and
 //! the reduced-precision matrix products (`--precision tf32|bf16`) against the CPU product
 //! of inputs rounded the way the tensor cores round them.
 
 use super::{Report, TOL, cuda, rel_err};
 use dfdx::nn::ToDevice;
+use dfdx::nn::modules::Linear;
 use dfdx::prelude::*;
 use dfdx::tensor::MatmulPrecision;
 use gadms_nn::LayerNorm;
@@ -52,6 +54,20 @@ fn layer_norm<D: Device<f32>>(dev: &D, ln: &LayerNorm<WIDTH, f32, D>, fused: boo
         let out = y.retaped::<NoneTape>().as_vec();
         let g = (y * w).sum().backward();
         let (gx, gw, gb) = (g.get(&x), g.get(&ln.weight), g.get(&ln.bias));
+        (out, vec![gx.as_vec(), gw.as_vec(), gb.as_vec()])
+    })
+}
+
+/// A linear layer 768 → 512 on `[3, 13, 768]`: output and the gradients of x, W, b.
+fn linear<D: Device<f32>>(dev: &D, lin: &Linear<WIDTH, 512, f32, D>, fused: bool) -> Run {
+    with_fused(fused, || {
+        let shape = (3usize, 13usize, Const::<WIDTH>);
+        let x = dev.tensor_from_vec(values(3 * 13 * WIDTH, 13), shape);
+        let w = dev.tensor_from_vec(values(3 * 13 * 512, 14), (3usize, 13usize, Const::<512>));
+        let y = gadms_nn::fast::linear(lin, x.trace(lin.alloc_grads()));
+        let out = y.retaped::<NoneTape>().as_vec();
+        let g = (y * w).sum().backward();
+        let (gx, gw, gb) = (g.get(&x), g.get(&lin.weight), g.get(&lin.bias));
         (out, vec![gx.as_vec(), gw.as_vec(), gb.as_vec()])
     })
 }
@@ -167,6 +183,20 @@ fn fused_kernels_match_the_cpu() {
             &a,
             &b,
             &["x", "γ", "β"],
+        );
+
+        let mut lin = Linear::<WIDTH, 512, f32, Cpu>::build(&cpu);
+        lin.weight =
+            cpu.tensor_from_vec(values(512 * WIDTH, 15), (Const::<512>, Const::<WIDTH>)) * 0.05;
+        lin.bias = cpu.tensor_from_vec(values(512, 16), (Const::<512>,));
+        let lin_gpu = lin.to_device(&gpu);
+        let (a, b) = (linear(&gpu, &lin_gpu, fused), linear(&cpu, &lin, true));
+        compare(
+            &mut r,
+            &format!("linear 768→512 {how}"),
+            &a,
+            &b,
+            &["x", "W", "b"],
         );
 
         let a = attention::<77, 512, _>(&gpu, 8, true, fused);

@@ -1,6 +1,7 @@
-//! The CUDA arm of the fused ops: QuickGELU, LayerNorm and the attention core on dfdx's
-//! `Cuda` device, each one kernel forward and one or two backward (`kernels/fused.cu`,
-//! compiled to PTX by `build.rs`). The wrappers in [`super`] call these when the tensors are
+//! The CUDA arm of the fused ops on dfdx's `Cuda` device (`kernels/fused.cu`, compiled to PTX
+//! by `build.rs`): QuickGELU, LayerNorm, linear layers (one GEMM for all rows and a bias
+//! kernel), the attention core (flash-style: no `[B, H, S, S]` probabilities kept), each with
+//! its backward, and GASS's per-layer maps. The wrappers in [`super`] call these when the tensors are
 //! contiguous `f32` on CUDA and the switch is on ([`super::set_fused`], `GADMS_FUSED=0`);
 //! otherwise dfdx's composition runs, and `tests/cuda.rs` compares the two.
 //!
@@ -9,7 +10,7 @@
 //! panic with the kernel's name, as in dfdx's own infallible ops: it means a broken device.
 
 use cudarc::driver::{
-    CudaFunction, DevicePtr, DevicePtrMut, DeviceRepr, LaunchAsync, LaunchConfig,
+    CudaFunction, DevicePtr, DevicePtrMut, DeviceRepr, DeviceSlice, LaunchAsync, LaunchConfig,
 };
 use dfdx::prelude::*;
 use dfdx::tensor::{Cuda, Tensorlike};
@@ -19,8 +20,12 @@ use std::sync::Mutex;
 /// The kernels' PTX (empty in a `ci-check` build, which never runs them).
 const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/fused.ptx"));
 const MODULE: &str = "gadms_fused";
-const NAMES: [&str; 10] = [
+const NAMES: [&str; 16] = [
     "quick_gelu_fwd",
+    "bias_add_fwd",
+    "add_assign",
+    "col_sum_partial",
+    "col_sum_reduce",
     "quick_gelu_bwd",
     "layer_norm_fwd",
     "layer_norm_bwd_x",
@@ -30,6 +35,8 @@ const NAMES: [&str; 10] = [
     "attn_bwd_q",
     "attn_bwd_kv",
     "gass_layer_map",
+    "adam_step",
+    "sum_squares_partial",
 ];
 /// Threads per block of the elementwise and row kernels.
 const THREADS: u32 = 256;
@@ -40,7 +47,7 @@ pub(crate) const ATTN_MAX_KEYS: usize = 1024;
 /// Largest head width of the fused attention (`ATTN_HD_LANES` · 32 in the kernel; GASS's
 /// single head over all of `W` = 512 fits).
 pub(crate) const ATTN_MAX_HEAD: usize = 512;
-/// Rows per partial sum of LayerNorm's `dγ`, `dβ`.
+/// Rows per partial column sum (LayerNorm's `dγ`, `dβ`; a bias's gradient).
 const LN_CHUNK: usize = 64;
 
 type Vec32 = <Cuda as Storage<f32>>::Vec;
@@ -168,6 +175,77 @@ pub(crate) fn quick_gelu<S: Shape, E: Dtype, D: Device<E>, T: Tape<E, D>>(
         });
     }
     out.put_tape(tape)
+}
+
+/// A linear layer `y = x·Wᵀ + b` on CUDA for any input `[.., I]`: dfdx's product of all rows
+/// at once (`[rows, I]·[I, O]`, one cuBLAS GEMM forward, two backward), then the bias as one
+/// kernel whose backward sums `dy` over the rows in a fixed order.
+pub(crate) fn linear<S1: Shape, S2: Shape, const I: usize, const O: usize, E, D, T>(
+    x: Tensor<S1, E, D, T>,
+    w: &Tensor<Rank2<O, I>, E, D>,
+    b: Option<&Tensor<Rank1<O>, E, D>>,
+    out_shape: S2,
+) -> Tensor<S2, E, D, T>
+where
+    E: Dtype,
+    D: Device<E>,
+    T: Tape<E, D>,
+{
+    let rows = x.shape().num_elements() / I;
+    let x = x.reshape_like(&(rows, Const::<I>));
+    let y = x.matmul(w.retaped::<T>().permute::<_, Axes2<1, 0>>());
+    let y = match b {
+        Some(b) => bias_add(y, b),
+        None => y,
+    };
+    y.reshape_like(&out_shape)
+}
+
+/// `y + b` over the rows of `y` [rows, O].
+fn bias_add<const O: usize, E: Dtype, D: Device<E>, T: Tape<E, D>>(
+    y: Tensor<(usize, Const<O>), E, D, T>,
+    b: &Tensor<Rank1<O>, E, D>,
+) -> Tensor<(usize, Const<O>), E, D, T> {
+    let shape = *y.shape();
+    let (rows, n) = (shape.0, shape.num_elements());
+    let (y, mut tape) = y.split_tape();
+    let dev = cuda(y.dev()).clone();
+    let (out, op) = empty::<_, E, D>(&dev, shape);
+    let params = (n as u64, O as i32, ptr(&y), ptr(b), op);
+    launch(&dev, "bias_add_fwd", linear_cfg(n), params);
+    if T::OWNS_TAPE {
+        let (b, ghost) = (b.clone(), out.ghost());
+        tape.add_backward_op(move |grads| {
+            let go = grad_ptr(grads, &ghost)?;
+            let gy = grad_ptr(grads, &y)?;
+            let gb = grad_ptr(grads, &b)?;
+            launch(&dev, "add_assign", linear_cfg(n), (n as u64, go, gy));
+            col_sum_add(&dev, (rows, O), go, gb);
+            Ok(())
+        });
+    }
+    out.put_tape(tape)
+}
+
+/// `dst[j] += Σ_r src[r, j]` for `src` [rows, m] on the device: partial sums of
+/// [`LN_CHUNK`]-row chunks, then their sum in chunk order (no atomics).
+fn col_sum_add(dev: &Cuda, (rows, m): (usize, usize), src: u64, dst: u64) {
+    let chunk = LN_CHUNK.max(rows.div_ceil(65_535));
+    let chunks = rows.div_ceil(chunk).max(1);
+    let (_part, pp) = scratch(dev, chunks * m);
+    let cols = m.div_ceil(THREADS as usize) as u32;
+    let cfg = LaunchConfig {
+        grid_dim: (cols, chunks as u32, 1),
+        block_dim: (THREADS, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    let (r, mi) = (rows as i32, m as i32);
+    launch(dev, "col_sum_partial", cfg, (r, mi, chunk as i32, src, pp));
+    let cfg = LaunchConfig {
+        grid_dim: (cols, 1, 1),
+        ..cfg
+    };
+    launch(dev, "col_sum_reduce", cfg, (chunks as i32, mi, pp, dst));
 }
 
 /// LayerNorm over the last dimension `M` on CUDA (all three tensors contiguous `f32`).
@@ -415,4 +493,99 @@ pub(crate) fn gass_on_device<E: 'static, D: 'static>(scales: &[usize], keep_laye
         && super::fused_enabled()
         && !keep_layers
         && (1..=GASS_MAX_SCALES).contains(&scales.len())
+}
+
+/// Adam's scalars for [`adam_step`] (the `Coeffs` of gadms' `src/train/optim.rs`; the
+/// `AdamK` struct of `kernels/fused.cu`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct AdamCoeffs {
+    /// β₁.
+    pub b1: f32,
+    /// β₂.
+    pub b2: f32,
+    /// ε.
+    pub eps: f32,
+    /// `1 − β₁ᵗ`.
+    pub bc1: f32,
+    /// `√(1 − β₂ᵗ)`.
+    pub bc2_sqrt: f32,
+    /// The learning rate.
+    pub lr: f32,
+    /// Coupled L2 coefficient (0 when decoupled).
+    pub l2: f32,
+    /// Decoupled decay coefficient (0 when coupled).
+    pub decoupled: f32,
+    /// Gradient scale from norm clipping.
+    pub scale: f32,
+}
+
+// SAFETY: a plain `repr(C)` struct of `f32` fields, laid out as the kernel's `AdamK`.
+unsafe impl DeviceRepr for AdamCoeffs {}
+
+/// The CUDA storage of an `f32` tensor.
+pub type CudaVec = <Cuda as Storage<f32>>::Vec;
+
+/// One Adam update of a dense `f32` CUDA parameter `p` in place, with its gradient `g` and
+/// moments `m`, `v` (dense, `p`'s size), as one kernel (`adam_step`): the operations of
+/// gadms' host update in the same order. `None` (nothing done) when a size differs.
+pub fn adam_step<S: Shape>(
+    p: &mut Tensor<S, f32, Cuda>,
+    g: &CudaVec,
+    m: &mut Tensor<S, f32, Cuda>,
+    v: &mut Tensor<S, f32, Cuda>,
+    k: AdamCoeffs,
+) -> Option<()> {
+    let n = p.shape().num_elements();
+    let dense =
+        |t: &Tensor<S, f32, Cuda>| Tensorlike::len(t) == n && t.strides() == t.shape().strides();
+    if g.len() != n || !dense(p) || !dense(m) || !dense(v) {
+        return None;
+    }
+    let dev = p.device().clone();
+    let pp = *p.storage_mut().device_ptr();
+    let (mp, vp) = (*m.storage_mut().device_ptr(), *v.storage_mut().device_ptr());
+    launch(
+        &dev,
+        "adam_step",
+        linear_cfg(n),
+        (n as u64, k, pp, *g.device_ptr(), mp, vp),
+    );
+    Some(())
+}
+
+/// Blocks of the sum-of-squares kernel (a fixed grid: the summation order never changes).
+const SQ_BLOCKS: usize = 256;
+
+/// `Σ g²` in f64 of each of `grads` on `dev`: per-block partial sums on the device, one copy
+/// of all of them to the host, added there in order.
+pub fn sum_squares(dev: &Cuda, grads: &[&CudaVec]) -> Vec<f64> {
+    if grads.is_empty() {
+        return Vec::new();
+    }
+    let d = dev.cuda_device();
+    let mut part = d
+        .alloc_zeros::<f64>(grads.len() * SQ_BLOCKS)
+        .unwrap_or_else(|e| panic!("CUDA allocation of the gradient-norm sums: {e:?}"));
+    let base = *part.device_ptr_mut();
+    let cfg = LaunchConfig {
+        grid_dim: (SQ_BLOCKS as u32, 1, 1),
+        block_dim: (256, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    for (i, g) in grads.iter().enumerate() {
+        let slot = base + (i * SQ_BLOCKS * 8) as u64;
+        launch(
+            dev,
+            "sum_squares_partial",
+            cfg,
+            (g.len() as u64, *g.device_ptr(), slot),
+        );
+    }
+    let host = d
+        .dtoh_sync_copy(&part)
+        .unwrap_or_else(|e| panic!("copying the gradient-norm sums from the GPU: {e:?}"));
+    host.chunks_exact(SQ_BLOCKS)
+        .map(|c| c.iter().sum())
+        .collect()
 }

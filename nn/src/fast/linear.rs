@@ -83,6 +83,8 @@ where
     match kind::<E, D>() {
         Some(Kind::F32) if ok => Ok(run::<f32, _, _, I, O, E, D, T>(x, w, b, out_shape)),
         Some(Kind::F64) if ok => Ok(run::<f64, _, _, I, O, E, D, T>(x, w, b, out_shape)),
+        #[cfg(feature = "cuda")]
+        Some(Kind::CudaF32) if ok => Ok(super::cuda::linear(x, w, b, out_shape)),
         _ => Err(x),
     }
 }

@@ -35,6 +35,8 @@ mod rowwise;
 mod switch;
 
 pub use attn::attention;
+#[cfg(feature = "cuda")]
+pub use cuda::{AdamCoeffs, CudaVec, adam_step, sum_squares};
 pub use elementwise::quick_gelu;
 pub use head_ce::linear_cross_entropy;
 pub use linear::{linear, linear_unbiased, linear2};

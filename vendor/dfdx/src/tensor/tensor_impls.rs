@@ -38,6 +38,14 @@ pub struct Tensor<S: Shape, E, D: Storage<E>, T = NoneTape> {
     pub(crate) tape: T,
 }
 
+impl<S: Shape, E, D: Storage<E>, T> Tensor<S, E, D, T> {
+    /// The storage, for writing in place: made unique first (copied if another tensor shares
+    /// it); the id stays. (gadms patch, vendor/README.md: the fused CUDA Adam update.)
+    pub fn storage_mut(&mut self) -> &mut D::Vec {
+        Arc::make_mut(&mut self.data)
+    }
+}
+
 impl<S: Shape, E, D: Storage<E>, T> HasShape for Tensor<S, E, D, T> {
     type WithShape<New: Shape> = Tensor<New, E, D, T>;
     type Shape = S;
