@@ -177,6 +177,89 @@ extern "C" __global__ void col_sum_reduce(const int chunks, const int m, const f
     dst[j] += s;
 }
 
+// ---- Weighted softmax cross entropy over the rows of z [n, c] (nn/src/fast/loss.rs) --------
+// L = Σ_i w_i (logsumexp(z_i) − z_i[label_i]); rows with w_i = 0 are not read. One block per
+// row; stats[2i] = max, stats[2i+1] = Σ exp(z − max) in f64; row_loss[i] = w_i·(…).
+
+__device__ double block_sum_f64(double v) {
+    __shared__ double dpart[WARP];
+    const int lane = threadIdx.x % WARP, warp = threadIdx.x / WARP;
+    const int warps = blockDim.x / WARP;
+    for (int o = WARP / 2; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    __syncthreads();
+    if (lane == 0) dpart[warp] = v;
+    __syncthreads();
+    double t = lane < warps ? dpart[lane] : 0.0;
+    for (int o = WARP / 2; o > 0; o >>= 1) t += __shfl_xor_sync(0xffffffffu, t, o);
+    return t;
+}
+
+__device__ float block_max(float v) {
+    __shared__ float mpart[WARP];
+    const int lane = threadIdx.x % WARP, warp = threadIdx.x / WARP;
+    const int warps = blockDim.x / WARP;
+    v = warp_max(v);
+    __syncthreads();
+    if (lane == 0) mpart[warp] = v;
+    __syncthreads();
+    return warp_max(lane < warps ? mpart[lane] : NEG_INF);
+}
+
+extern "C" __global__ void ce_fwd(const int n, const int c, const float *z,
+                                  const long long *labels,
+                                  const double *w, double *stats, double *row_loss) {
+    const int i = blockIdx.x;
+    if (i >= n) return;
+    if (w[i] == 0.0) {
+        if (threadIdx.x == 0) {
+            stats[2 * i] = 0.0;
+            stats[2 * i + 1] = 1.0;
+            row_loss[i] = 0.0;
+        }
+        return;
+    }
+    const float *zi = z + (size_t)i * c;
+    float m = NEG_INF;
+    for (int j = threadIdx.x; j < c; j += blockDim.x) m = fmaxf(m, zi[j]);
+    m = block_max(m);
+    double s = 0.0;
+    for (int j = threadIdx.x; j < c; j += blockDim.x) s += (double)expf(zi[j] - m);
+    s = block_sum_f64(s);
+    if (threadIdx.x == 0) {
+        stats[2 * i] = (double)m;
+        stats[2 * i + 1] = s;
+        row_loss[i] = w[i] * ((double)m - (double)zi[labels[i]] + log(s));
+    }
+}
+
+// out = Σ_i row_loss[i] in row order (one thread).
+extern "C" __global__ void ce_sum(const int n, const double *row_loss, float *out) {
+    if (blockIdx.x != 0 || threadIdx.x != 0) return;
+    double s = 0.0;
+    for (int i = 0; i < n; ++i) s += row_loss[i];
+    out[0] = (float)s;
+}
+
+// dz_i += a (softmax(z_i) − onehot(label_i)), a = u·w_i with u = *up (the loss's gradient).
+extern "C" __global__ void ce_bwd(const int n, const int c, const float *z, const long long *labels,
+                                  const double *w, const double *stats, const float *up,
+                                  float *dz) {
+    const int i = blockIdx.x;
+    if (i >= n) return;
+    const double a = (double)up[0] * w[i];
+    if (a == 0.0) return;
+    const float m = (float)stats[2 * i];
+    const float coef = (float)(a / stats[2 * i + 1]);
+    const long long label = labels[i];
+    const float *zi = z + (size_t)i * c;
+    float *gi = dz + (size_t)i * c;
+    for (int j = threadIdx.x; j < c; j += blockDim.x) {
+        float g = gi[j] + coef * expf(zi[j] - m);
+        if (j == label) g -= (float)a;
+        gi[j] = g;
+    }
+}
+
 // ---- Attention core: out = softmax(q·kᵀ·scale + mask)·v for every head ------------------
 // q [B, Sq, W], k, v [B, Sk, W], out [B, Sq, W]; head h owns columns h·hd .. (h+1)·hd.
 // mask [Sq, Sk] is added to the scaled scores (may be null). One warp per query row:

@@ -1,5 +1,5 @@
 //! The fused CUDA kernels (`nn/kernels/fused.cu`: QuickGELU, LayerNorm, linear layers, the
-//! attention core) against the CPU's fused kernels, and the
+//! masked-token cross entropy, the attention core) against the CPU's fused kernels, and the
 //! CUDA composition (the switch off) against the CPU, outputs and every input gradient; and
 //! the reduced-precision matrix products (`--precision tf32|bf16`) against the CPU product
 //! of inputs rounded the way the tensor cores round them.
@@ -69,6 +69,23 @@ fn linear<D: Device<f32>>(dev: &D, lin: &Linear<WIDTH, 512, f32, D>, fused: bool
         let g = (y * w).sum().backward();
         let (gx, gw, gb) = (g.get(&x), g.get(&lin.weight), g.get(&lin.bias));
         (out, vec![gx.as_vec(), gw.as_vec(), gb.as_vec()])
+    })
+}
+
+/// The masked-token cross entropy over the 49,408-way vocabulary: 37 rows, every third row
+/// unlabelled (weight 0), the rest weighted 1/25 as `masked_rows_ce` does.
+fn cross_entropy<D: Device<f32>>(dev: &D, fused: bool) -> Run {
+    const V: usize = 49_408;
+    with_fused(fused, || {
+        let n = ROWS;
+        let z = dev.tensor_from_vec(values(n * V, 17), (n, Const::<V>)) * 3.0;
+        let labels: Vec<u32> = (0..n)
+            .map(|i| if i % 3 == 0 { 0 } else { (i * 7919 % V) as u32 })
+            .collect();
+        let loss = gadms_nn::loss::masked_rows_ce(z.leaky_trace(), &labels);
+        let out = loss.retaped::<NoneTape>().as_vec();
+        let g = loss.backward();
+        (out, vec![g.get(&z).as_vec()])
     })
 }
 
@@ -197,6 +214,15 @@ fn fused_kernels_match_the_cpu() {
             &a,
             &b,
             &["x", "W", "b"],
+        );
+
+        let (a, b) = (cross_entropy(&gpu, fused), cross_entropy(&cpu, true));
+        compare(
+            &mut r,
+            &format!("masked-token cross entropy, V = 49408, {how}"),
+            &a,
+            &b,
+            &["z"],
         );
 
         let a = attention::<77, 512, _>(&gpu, 8, true, fused);

@@ -20,7 +20,7 @@ use std::sync::Mutex;
 /// The kernels' PTX (empty in a `ci-check` build, which never runs them).
 const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/fused.ptx"));
 const MODULE: &str = "gadms_fused";
-const NAMES: [&str; 16] = [
+const NAMES: [&str; 19] = [
     "quick_gelu_fwd",
     "bias_add_fwd",
     "add_assign",
@@ -37,6 +37,9 @@ const NAMES: [&str; 16] = [
     "gass_layer_map",
     "adam_step",
     "sum_squares_partial",
+    "ce_fwd",
+    "ce_sum",
+    "ce_bwd",
 ];
 /// Threads per block of the elementwise and row kernels.
 const THREADS: u32 = 256;
@@ -246,6 +249,64 @@ fn col_sum_add(dev: &Cuda, (rows, m): (usize, usize), src: u64, dst: u64) {
         ..cfg
     };
     launch(dev, "col_sum_reduce", cfg, (chunks as i32, mi, pp, dst));
+}
+
+/// Weighted softmax cross entropy over the rows of `logits` [N, C] on CUDA (see
+/// [`super::cross_entropy`]; labels and weights checked there): one block per row forward,
+/// the row losses summed in row order on the device, one block per row backward. The labels
+/// and weights are copied to the device (N values each); nothing comes back.
+pub(crate) fn cross_entropy<C: Dim, E: Dtype, D: Device<E>, T: Tape<E, D>>(
+    logits: Tensor<(usize, C), E, D, T>,
+    labels: &[usize],
+    weights: &[f64],
+) -> Tensor<Rank0, E, D, T> {
+    let (n, c) = (logits.shape().0, logits.shape().1.size());
+    let (z, mut tape) = logits.split_tape();
+    let dev = cuda(z.dev()).clone();
+    let d = dev.cuda_device();
+    let what = "copying the cross entropy's labels and weights to the GPU";
+    let labels = d.htod_copy(labels.iter().map(|&l| l as i64).collect::<Vec<_>>());
+    let labels = labels.unwrap_or_else(|e| panic!("{what}: {e:?}"));
+    let weights = d.htod_copy(weights.to_vec());
+    let weights = weights.unwrap_or_else(|e| panic!("{what}: {e:?}"));
+    let (stats, sp) = scratch_f64(&dev, 2 * n);
+    let (rows, rp) = scratch_f64(&dev, n);
+    let (out, op) = empty::<_, E, D>(&dev, ());
+    let row_cfg = LaunchConfig {
+        grid_dim: (n.max(1) as u32, 1, 1),
+        block_dim: (THREADS, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    let (lp, wp, zp) = (*labels.device_ptr(), *weights.device_ptr(), ptr(&z));
+    let (ni, ci) = (n as i32, c as i32);
+    launch(&dev, "ce_fwd", row_cfg, (ni, ci, zp, lp, wp, sp, rp));
+    launch(&dev, "ce_sum", linear_cfg(1), (ni, rp, op));
+    drop(rows);
+    if T::OWNS_TAPE {
+        let ghost = out.ghost();
+        tape.add_backward_op(move |grads| {
+            let _keep = (&labels, &weights, &stats);
+            let gu = grad_ptr(grads, &ghost)?;
+            let gz = grad_ptr(grads, &z)?;
+            launch(
+                &dev,
+                "ce_bwd",
+                row_cfg,
+                (ni, ci, ptr(&z), lp, wp, sp, gu, gz),
+            );
+            Ok(())
+        });
+    }
+    out.put_tape(tape)
+}
+
+/// Scratch memory of `n` doubles that lives as long as the returned slice.
+fn scratch_f64(dev: &Cuda, n: usize) -> (cudarc::driver::CudaSlice<f64>, u64) {
+    // SAFETY: the kernels write every element before reading it.
+    let s = unsafe { dev.cuda_device().alloc::<f64>(n.max(1)) }
+        .unwrap_or_else(|e| panic!("CUDA allocation of {n} doubles: {e:?}"));
+    let p = *s.device_ptr();
+    (s, p)
 }
 
 /// LayerNorm over the last dimension `M` on CUDA (all three tensors contiguous `f32`).

@@ -233,6 +233,8 @@ pub fn cross_entropy<C: Dim, E: Dtype, D: Device<E>, T: Tape<E, D>>(
     match kind::<E, D>() {
         Some(Kind::F32) if ok => Ok(ce_run::<f32, C, E, D, T>(logits, labels, weights)),
         Some(Kind::F64) if ok => Ok(ce_run::<f64, C, E, D, T>(logits, labels, weights)),
+        #[cfg(feature = "cuda")]
+        Some(Kind::CudaF32) if ok => Ok(super::cuda::cross_entropy(logits, labels, weights)),
         _ => Err(logits),
     }
 }
