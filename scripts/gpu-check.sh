@@ -2,7 +2,7 @@
 # The GPU check, run ON the GPU machine (no Rust, no network there), from the repository root,
 # with DIST = what scripts/build-cuda.sh collected (default gpu-dist/):
 #
-#   scripts/gpu-check.sh [DIST]   (env: BATCHES="32 128" PRECISIONS="f32 tf32 bf16" STEPS=5
+#   scripts/gpu-check.sh [DIST]   (env: BATCHES="32 128" PRECISIONS="f32 tf32 bf16" STEPS=3
 #                                   WARMUP=1 PYTHON=python3)
 #
 #  0. recreates the paths the binaries baked in at build time: dfdx's OUT_DIR (the `.cuh`
@@ -19,24 +19,26 @@
 #     (nvidia-smi, sampled every 100 ms, minus the idle value);
 #  3. (c) the same step in PyTorch on the same card at the same batches: eager f32, TF32, AMP
 #     bf16 (benches/torch_gadms_step.py), peak allocated and reserved memory;
+#     (e) `gadms bench model --device cuda`: gallery and caption embedding rates in f32 and bf16,
+#     and the ICFG-size evaluation time they give (19,848 images and captions);
 #  4. (d) `gadms pretrain --device cuda` (the README's main job, Tiny on the embedded data) in
 #     f32 and in bf16: wall time and test R1 (bf16 passes within 2 points of f32);
 #  5. prints one table last (scripts/gpu_check_table.py; also written to $OUT/gpu-check.md when
 #     $OUT is set).
-# Budget: under 8 minutes on an H100/H200 (BUDGET=450 s caps every step's timeout).
+# Budget: under 8 minutes on an H100/H200 (BUDGET=420 s caps every step's timeout).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 DIST=${1:-gpu-dist}
 PY=${PYTHON:-python3}
 BATCHES=${BATCHES:-32 128}
 PRECISIONS=${PRECISIONS:-f32 tf32 bf16}
-STEPS=${STEPS:-5}
+STEPS=${STEPS:-3}
 WARMUP=${WARMUP:-1}
 LOG=${OUT:-/tmp/gpu-check}
 mkdir -p "$LOG"
 T0=$(date +%s)
 # The whole check stops within BUDGET seconds: each step's timeout is cut to what is left.
-BUDGET=${BUDGET:-450}
+BUDGET=${BUDGET:-420}
 cap() { local left=$(( T0 + BUDGET - $(date +%s) )); [ "$left" -lt "$1" ] && echo $(( left > 5 ? left : 5 )) || echo "$1"; }
 say() { echo "== [$(( $(date +%s) - T0 ))s] $*"; }
 
@@ -84,6 +86,14 @@ for B in $BATCHES; do
     tail -3 "$LOG/torch-$B.err"
 done
 
+# 3b. inference: the towers' embedding rates, and the ICFG-size evaluation they give
+say "(e) gadms bench model --device cuda: embedding 256 images / captions per call, f32 and bf16"
+for P in f32 bf16; do
+    timeout "$(cap 60)" "$DIST/gadms" bench model --device cuda --preset vit-b-16 --batch 8 \
+        --embed-batch 256 --iters 3 --precision "$P" > "$LOG/model-$P.log" 2>&1
+    grep -E "embedding|ICFG|error" "$LOG/model-$P.log" | sed "s/^/[$P] /" | tee -a "$LOG/inference.txt"
+done
+
 # 4. the main job on the GPU, in f32 and in bf16
 pretrain() {  # PRECISION -> "rc wall_s"
     local t0
@@ -102,5 +112,5 @@ rm -rf "$LOG"/pretrain-*/data
 say "done"
 grep -E "^\[(fused kernels|precision)\]" "$LOG/cuda-tests.log" > "$LOG/kernels.txt"
 "$PY" scripts/gpu_check_table.py table "$LOG/rows.jsonl" "$CARD" "$TESTS_RC" "$PARITY" "$BAD" \
-    "${WORST:-nan}" "$RESULT" "$PRETRAIN" "$LOG/kernels.txt" | tee "$LOG/gpu-check.md"
+    "${WORST:-nan}" "$RESULT" "$PRETRAIN" "$LOG/kernels.txt" "$LOG/inference.txt" | tee "$LOG/gpu-check.md"
 exit "$TESTS_RC"

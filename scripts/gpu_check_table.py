@@ -3,7 +3,8 @@
 
   gpu_check_table.py row RAW_LINE_FILE PRECISION BATCH RC PEAK_MIB CARD   -> one JSON row
   gpu_check_table.py pretrain LOG RC32 WALL32 RC16 WALL16                 -> the (d) line
-  gpu_check_table.py table ROWS CARD TESTS_RC OK BAD WORST RESULT PRETRAIN KERNELS -> markdown
+  gpu_check_table.py table ROWS CARD TESTS_RC OK BAD WORST RESULT PRETRAIN KERNELS INFERENCE
+                                                                          -> markdown
 """
 import json
 import sys
@@ -46,7 +47,7 @@ def num(r, key, fmt="{:.1f}"):
     return "–" if v is None else fmt.format(v)
 
 
-def table(rows_path, card, rc, ok, bad, worst, result, pretrain_line, kernels):
+def table(rows_path, card, rc, ok, bad, worst, result, pretrain_line, kernels, inference=None):
     rows = [json.loads(l) for l in open(rows_path) if l.strip().startswith("{")]
     print(f"\n### gpu-check on {card}\n")
     verdict = "PASS" if rc == "0" else f"FAIL (rc {rc})"
@@ -83,6 +84,15 @@ def table(rows_path, card, rc, ok, bad, worst, result, pretrain_line, kernels):
                   f"{mem} | {num(g, 'gass_fraction', '{:.3f}')} / "
                   f"{num(t, 'gass_fraction', '{:.3f}')} |")
     print(f"\n{pretrain_line}")
+    if inference:
+        try:
+            lines = open(inference).read().rstrip()
+        except OSError:
+            lines = ""
+        print("\n(e) inference (`gadms bench model --device cuda --embed-batch 256`):\n")
+        print("```")
+        print(lines or "(no lines: see model-*.log)")
+        print("```")
 
 
 if __name__ == "__main__":

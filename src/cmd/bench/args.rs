@@ -51,8 +51,8 @@ pub struct BenchArgs {
     /// model/train: device, cpu or cuda[:N] (default cpu; cuda needs a `cuda` build)
     #[argh(option, default = "Default::default()")]
     pub device: crate::device::DeviceChoice,
-    /// train: precision of the matrix products, f32, tf32 or bf16 (default bf16 on CUDA, f32
-    /// on the CPU; docs/gpu.md)
+    /// model/train: precision of the matrix products, f32, tf32 or bf16 (default bf16 on CUDA,
+    /// f32 on the CPU; docs/gpu.md)
     #[argh(option)]
     pub precision: Option<crate::precision::Precision>,
     /// train: untimed warm-up steps (default 1)

@@ -3,13 +3,18 @@
 
 use super::args::BenchArgs;
 use super::flops::{Flops, model_flops, peak_gflops, print_peak};
-use crate::preset::{Dev, Preset};
+use crate::device::BuildDevice;
+use crate::precision::Precision;
+use crate::preset::Preset;
 use crate::with_preset;
 use anyhow::{Context, Result, bail};
 use dfdx::prelude::*;
 use gadms_nn::TextInput;
 use std::path::PathBuf;
 use std::time::Instant;
+
+/// Images (and captions) in ICFG-PEDES's test split.
+const ICFG_TEST: usize = 19_848;
 
 /// Median seconds per iteration of each measurement.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -18,6 +23,8 @@ pub struct Timings {
     text_fwd_bwd: f64,
     vision_fwd: f64,
     vision_embed: f64,
+    /// Captions of `--embed-batch` through the text tower (NaN where the baseline lacks it).
+    text_embed: f64,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -49,12 +56,23 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         a.preset, a.batch, threads, a.iters
     );
     let (b, eb) = (a.batch, a.embed_batch);
-    let ours = with_preset!(a.preset, M => bench_model!(M, b, eb, a.iters));
+    if a.torch.is_some() && a.device != crate::device::DeviceChoice::Cpu {
+        bail!(
+            "bench model --torch compares on the CPU (benches/torch_baseline.py); on a GPU use \
+             `bench train --torch`"
+        );
+    }
+    let precision = Precision::resolve(a.precision, a.device)?;
+    eprintln!("gadms: device {}, matrix products {precision}", a.device);
+    let on_device = || {
+        crate::with_device!(a.device, 0, D, dev => {
+            dev.set_precision(precision)?;
+            with_preset!(a.preset, D, M => bench_model!(M, dev, b, eb, a.iters))
+        })
+    };
+    let ours = on_device()?;
     let plain = match a.plain {
-        true => Some(gadms_nn::fast::with_fused(
-            false,
-            || with_preset!(a.preset, M => bench_model!(M, b, eb, a.iters)),
-        )),
+        true => Some(gadms_nn::fast::with_fused(false, on_device)?),
         false => None,
     };
     let torch = match &a.torch {
@@ -65,11 +83,19 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     let flops = model_flops(a.preset, b, eb);
     print_table(&ours, plain.as_ref(), torch.as_ref(), &flops, (b, eb));
     print_peak(threads);
+    // ICFG-PEDES's test split has 19,848 images and as many captions.
+    let encode_s = ICFG_TEST as f64 * (ours.vision_embed + ours.text_embed) / eb as f64;
+    println!(
+        "ICFG-size evaluation: encoding {ICFG_TEST} images and {ICFG_TEST} captions at these \
+         rates takes {encode_s:.1} s on {}, plus the ranking (benches/RESULTS.md: 1.6-2.4 s)",
+        a.device
+    );
     if let Some(p) = &a.json {
         let v = serde_json::json!({"preset": format!("{:?}", a.preset), "batch": a.batch,
+            "device": a.device.to_string(), "precision": precision.to_string(),
             "embed_batch": eb, "threads": threads, "iters": a.iters, "gadms": ours,
             "gadms_plain": plain, "torch": torch, "gflop": flops,
-            "peak_gflops": peak_gflops(threads)});
+            "peak_gflops": peak_gflops(threads), "icfg_encode_s": encode_s});
         std::fs::write(p, serde_json::to_string_pretty(&v)?)
             .with_context(|| format!("{}", p.display()))?;
     }
@@ -78,9 +104,9 @@ pub fn run(a: &BenchArgs) -> Result<()> {
 
 /// Times one preset; a macro because tower fields are only reachable on the concrete type.
 macro_rules! bench_model {
-    ($M:ty, $batch:expr, $embed_batch:expr, $iters:expr) => {{
-        let dev = Dev::seed_from_u64(0);
-        let m = <$M as dfdx::nn::BuildModule<Dev, f32>>::build(&dev);
+    ($M:ty, $dev:expr, $batch:expr, $embed_batch:expr, $iters:expr) => {{
+        let dev = $dev;
+        let m = <$M as dfdx::nn::BuildModule<_, f32>>::build(&dev);
         let b = $batch;
         let images = dev.sample_normal_like(&(b, Const, Const, Const));
         let r_img = dev.sample_normal_like(m.visual.forward(images.clone(), None).shape());
@@ -92,11 +118,13 @@ macro_rules! bench_model {
             let g = m.visual.alloc_grads();
             let tok = m.visual.forward(images.clone().trace(g), None);
             let _ = (tok * r_img.clone()).sum::<(), _>().backward();
+            dev.synchronize();
         });
         let text_fwd_bwd = timed($iters, || {
             let tape = gadms_nn::tape_with(&dev, m.text.alloc_grads());
             let tok = m.text.forward(text.ids.clone(), tape, None);
             let _ = (tok * r_txt.clone()).sum::<(), _>().backward();
+            dev.synchronize();
         });
         let vision_fwd = timed($iters, || {
             let _ = m.visual.forward(images.clone(), None).as_vec();
@@ -105,11 +133,18 @@ macro_rules! bench_model {
         let vision_embed = timed($iters, || {
             let _ = m.visual.forward_features(gallery.clone()).as_vec();
         });
+        let rows: Vec<[u32; 77]> = (0..$embed_batch).map(|i| text_row(i)).collect();
+        let captions = TextInput::new(&dev, &rows);
+        let text_embed = timed($iters, || {
+            let tok = m.text.forward(captions.ids.clone(), NoneTape, None);
+            let _ = gadms_nn::eos_token(tok, captions.eos.clone()).as_vec();
+        });
         Timings {
             vision_fwd_bwd,
             text_fwd_bwd,
             vision_fwd,
             vision_embed,
+            text_embed,
         }
     }};
 }
@@ -158,6 +193,7 @@ fn run_torch(py: &PathBuf, threads: usize, a: &BenchArgs) -> Result<Timings> {
         text_fwd_bwd: get("text_fwd_bwd")?,
         vision_fwd: get("vision_fwd")?,
         vision_embed: get("vision_embed")?,
+        text_embed: m["text_embed"].as_f64().unwrap_or(f64::NAN),
     })
 }
 
@@ -173,7 +209,7 @@ fn print_table(
     );
     println!("|---|---|---|---|---|---|");
     type Get = fn(&Timings) -> f64;
-    let rows: [(String, Get, f64); 4] = [
+    let rows: [(String, Get, f64); 5] = [
         (
             format!("vision fwd+bwd, batch {b}"),
             |t| t.vision_fwd_bwd,
@@ -194,15 +230,23 @@ fn print_table(
             |t| t.vision_embed,
             gflop.vision_embed,
         ),
+        (
+            format!("caption embedding, batch {eb}"),
+            |t| t.text_embed,
+            f64::NAN,
+        ),
     ];
     let cell = |v: Option<f64>| v.map_or("–".to_string(), |v| format!("{v:.3}"));
     for (name, get, fl) in rows {
         let g = get(ours);
         let t = torch.map(get);
         let ratio = t.map_or("–".to_string(), |t| format!("{:.2}", g / t));
+        let gflops = match fl.is_nan() {
+            true => "–".to_string(),
+            false => format!("{:.0}", fl / g),
+        };
         println!(
-            "| {name} | {g:.3} | {:.0} | {} | {} | {ratio} |",
-            fl / g,
+            "| {name} | {g:.3} | {gflops} | {} | {} | {ratio} |",
             cell(plain.map(get)),
             cell(t)
         );
