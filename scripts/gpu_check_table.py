@@ -63,8 +63,8 @@ def table(rows_path, card, rc, ok, bad, worst, result, pretrain_line, kernels, i
                      and r.get("batch") == batch), None)
 
     print("| batch | precision (PyTorch mode) | gadms pairs/s | PyTorch pairs/s | gadms ÷ PyTorch "
-          "| gadms peak MiB | PyTorch peak MiB (allocated / reserved) | memory gadms ÷ PyTorch "
-          "(reserved) | GASS fraction gadms / PyTorch |")
+          "| gadms peak MiB, nvidia-smi (pool held / live) | PyTorch peak MiB (allocated / reserved) "
+          "| memory gadms ÷ PyTorch (nvidia-smi ÷ reserved) | GASS fraction gadms / PyTorch |")
     print("|---|---|---|---|---|---|---|---|---|")
     for b in sorted({r.get("batch") for r in rows if r.get("impl") == "gadms"}):
         for p, mode in TORCH_MODE.items():
@@ -78,7 +78,10 @@ def table(rows_path, card, rc, ok, bad, worst, result, pretrain_line, kernels, i
                 ratio = f"{g['pairs_per_s'] / t['pairs_per_s']:.3f}"
             if done and t and t.get("peak_reserved_mib"):
                 mem = f"{g['peak_mem_mib'] / t['peak_reserved_mib']:.2f}"
-            gmem = num(g, "peak_mem_mib", "{:.0f}") if done else "–"
+            gmem = "–"
+            if done:
+                gmem = (f"{num(g, 'peak_mem_mib', '{:.0f}')} ({num(g, 'pool_reserved_mib', '{:.0f}')}"
+                        f" / {num(g, 'pool_used_mib', '{:.0f}')})")
             print(f"| {b} | {p} ({mode}) | {gp} | {num(t, 'pairs_per_s')} | {ratio} | {gmem} | "
                   f"{num(t, 'peak_mem_mib', '{:.0f}')} / {num(t, 'peak_reserved_mib', '{:.0f}')} | "
                   f"{mem} | {num(g, 'gass_fraction', '{:.3f}')} / "

@@ -233,6 +233,57 @@ macro_rules! __cuda_arm {
     }};
 }
 
+/// The CUDA stream-ordered allocator's high-water marks on `dev`'s GPU, in bytes: `(reserved,
+/// used)`, the memory the pool held from the driver and the memory in live buffers, since
+/// the last [`reset_pool_high_water`]; their difference is the allocator's cache. `None` on
+/// the CPU or when the driver does not report them.
+pub fn pool_high_water<D: 'static>(dev: &D) -> Option<(u64, u64)> {
+    #[cfg(feature = "cuda")]
+    if let Some(pool) = mem_pool(dev) {
+        use cudarc::driver::sys::{CUmemPool_attribute as A, cuMemPoolGetAttribute};
+        let read = |attr| {
+            let mut v = 0u64;
+            // SAFETY: both attributes are u64 values written into `v`.
+            let r = unsafe { cuMemPoolGetAttribute(pool, attr, &mut v as *mut u64 as *mut _) };
+            (r == cudarc::driver::sys::CUresult::CUDA_SUCCESS).then_some(v)
+        };
+        return Some((
+            read(A::CU_MEMPOOL_ATTR_RESERVED_MEM_HIGH)?,
+            read(A::CU_MEMPOOL_ATTR_USED_MEM_HIGH)?,
+        ));
+    }
+    let _ = dev;
+    None
+}
+
+/// Resets [`pool_high_water`]'s marks to the current values (nothing on the CPU).
+pub fn reset_pool_high_water<D: 'static>(dev: &D) {
+    #[cfg(feature = "cuda")]
+    if let Some(pool) = mem_pool(dev) {
+        use cudarc::driver::sys::{CUmemPool_attribute as A, cuMemPoolSetAttribute};
+        for attr in [
+            A::CU_MEMPOOL_ATTR_RESERVED_MEM_HIGH,
+            A::CU_MEMPOOL_ATTR_USED_MEM_HIGH,
+        ] {
+            let mut zero = 0u64;
+            // SAFETY: setting a high-water mark takes a u64 0, which resets it.
+            unsafe { cuMemPoolSetAttribute(pool, attr, &mut zero as *mut u64 as *mut _) };
+        }
+    }
+    let _ = dev;
+}
+
+/// The default memory pool of a `Cuda` device's GPU (where cudarc's async allocations go).
+#[cfg(feature = "cuda")]
+fn mem_pool<D: 'static>(dev: &D) -> Option<cudarc::driver::sys::CUmemoryPool> {
+    let cuda = (dev as &dyn std::any::Any).downcast_ref::<dfdx::prelude::Cuda>()?;
+    let mut pool = std::ptr::null_mut();
+    let gpu = *cuda.cuda_device().cu_device();
+    // SAFETY: `gpu` is a valid device handle of a live context; `pool` receives a handle.
+    let r = unsafe { cudarc::driver::sys::cuDeviceGetDefaultMemPool(&mut pool, gpu) };
+    (r == cudarc::driver::sys::CUresult::CUDA_SUCCESS).then_some(pool)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -96,6 +96,7 @@ where
     for _ in 0..a.warmup {
         step(&mut model, &mut opt)?;
     }
+    crate::device::reset_pool_high_water(dev);
     let (t, comm0) = (Instant::now(), comm_seconds());
     let mut last = f32::NAN;
     for _ in 0..a.iters {
@@ -113,6 +114,16 @@ where
         );
     }
 
+    // The CUDA allocator over the timed steps: what it held, what was live (MiB).
+    let pool = crate::device::pool_high_water(dev)
+        .map(|(r, u)| (r as f64 / 1048576.0, u as f64 / 1048576.0));
+    if let Some((r, u)) = pool {
+        eprintln!(
+            "gadms: CUDA memory pool over the timed steps: {r:.0} MiB held at most, {u:.0} MiB \
+             in live buffers at most ({:.0} MiB the allocator's cache)",
+            r - u
+        );
+    }
     let gass_s = model.time_gass(&batch, &cfg, a.iters.min(3));
     let peak = cpu_peak_mib(a.device);
     // Gradients and Adam's two moments: three more copies of the parameters.
@@ -135,6 +146,7 @@ where
         "steps": a.iters, "step_s": step_s, "pairs_per_s": pairs as f64 / step_s,
         "peak_mem_mib": peak, "step_mem_mib": step_mib, "gass_fraction": gass_s / step_s,
         "grad_checkpointing": a.grad_checkpointing,
+        "pool_reserved_mib": pool.map(|p| p.0), "pool_used_mib": pool.map(|p| p.1),
         "device": a.device.to_string(), "threads": threads, "last_loss": last,
     }))
 }
