@@ -217,7 +217,8 @@ fn bias_add<const O: usize, E: Dtype, D: Device<E>, T: Tape<E, D>>(
     let params = (n as u64, O as i32, ptr(&y), ptr(b), op);
     launch(&dev, "bias_add_fwd", linear_cfg(n), params);
     if T::OWNS_TAPE {
-        let (b, ghost) = (b.clone(), out.ghost());
+        // Ghosts only: the backward needs no values, so `y`'s buffer is freed now.
+        let (b, ghost, y) = (b.clone(), out.ghost(), y.ghost());
         tape.add_backward_op(move |grads| {
             let go = grad_ptr(grads, &ghost)?;
             let gy = grad_ptr(grads, &y)?;
