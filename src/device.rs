@@ -187,6 +187,17 @@ pub fn cuda(ordinal: usize, seed: u64) -> Result<dfdx::prelude::Cuda> {
 /// a CUDA choice in a CPU build, or a missing GPU, is an `Err`.
 #[macro_export]
 macro_rules! with_device {
+    // With the device's matrix products set to `$precision` first (an error where it has none).
+    ($choice:expr, $seed:expr, precision = $precision:expr, $D:ident, $dev:ident => $body:expr) => {{
+        let precision: $crate::precision::Precision = $precision;
+        $crate::with_device!($choice, $seed, $D, $dev => {
+            match $crate::device::BuildDevice::set_precision(&$dev, precision) {
+                Ok(()) => Ok($body),
+                Err(e) => Err(e),
+            }
+        })
+        .and_then(|r| r)
+    }};
     ($choice:expr, $seed:expr, $D:ident, $dev:ident => $body:expr) => {{
         let choice: $crate::device::DeviceChoice = $choice;
         match $crate::device::check_available(choice) {

@@ -56,6 +56,15 @@ impl Precision {
     }
 }
 
+impl Precision {
+    /// The precision of an inference command (`eval`, `embed`, `search`, `explain`): `asked`,
+    /// or `f32` on every device (exact, so a checkpoint's metrics do not depend on the card);
+    /// an error for a reduced precision on the CPU.
+    pub fn for_inference(asked: Option<Precision>, device: DeviceChoice) -> Result<Precision> {
+        Precision::resolve(Some(asked.unwrap_or(Precision::F32)), device)
+    }
+}
+
 impl FromStr for Precision {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {

@@ -25,6 +25,10 @@ pub struct EmbedArgs {
     /// scripts/build-cuda.sh)
     #[argh(option, default = "Default::default()")]
     pub device: crate::device::DeviceChoice,
+    /// precision of the matrix products on CUDA: f32 (default), tf32 or bf16 (tensor cores
+    /// with f32 sums; docs/gpu.md); the CPU computes in f32 only
+    #[argh(option)]
+    pub precision: Option<crate::precision::Precision>,
     /// weight file (OpenAI/open_clip, HF CLIPModel or gadms safetensors)
     #[argh(option)]
     pub weights: PathBuf,
@@ -60,7 +64,7 @@ pub fn run(a: EmbedArgs) -> Result<()> {
     let (w, preset) = read_with_preset(&a.weights, a.preset)?;
     let spec = preset.spec();
     let pixels = load_images(&a.images, &spec)?;
-    let (img, txt) = crate::with_device!(a.device, 0, D, dev => with_preset!(preset, D, M => {
+    let (img, txt) = crate::with_device!(a.device, 0, precision = crate::precision::Precision::for_inference(a.precision, a.device)?, D, dev => with_preset!(preset, D, M => {
         let m: M = build_loaded(&dev, w, &a.weights)?;
         crate::eval::with_progress(|| embed_all(&m, &pixels, ids.as_deref(), a.batch_size))?
     }))?;

@@ -28,6 +28,10 @@ pub struct EvalArgs {
     /// scripts/build-cuda.sh)
     #[argh(option, default = "Default::default()")]
     pub device: crate::device::DeviceChoice,
+    /// precision of the matrix products on CUDA: f32 (default), tf32 or bf16 (tensor cores
+    /// with f32 sums; docs/gpu.md); the CPU computes in f32 only
+    #[argh(option)]
+    pub precision: Option<crate::precision::Precision>,
     /// weight file (OpenAI/open_clip, HF CLIPModel or gadms safetensors)
     #[argh(option)]
     pub weights: Option<PathBuf>,
@@ -123,7 +127,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
     check_pids(qp, gp, data, &c.dataset)?;
     let load_s = t0.elapsed().as_secs_f64();
     let t1 = Instant::now();
-    let feats = crate::with_device!(a.device, 0, D, dev => with_preset!(preset, D, M => {
+    let feats = crate::with_device!(a.device, 0, precision = crate::precision::Precision::for_inference(a.precision, a.device)?, D, dev => with_preset!(preset, D, M => {
         let m: M = build_loaded(&dev, w, weights)?;
         crate::eval::with_progress(|| encode_set(&m, &set, a.batch_size))?
     }))?;

@@ -134,7 +134,8 @@ fn folder_gallery_is_searched_recursively() {
 }
 
 /// `eval`, `embed`, `search` and `explain` take `--device`: `cpu` gives the results of the
-/// default, and `cuda` on a build without CUDA is a clear error, before anything is encoded.
+/// default, and `cuda` on a build without CUDA is a clear error, before anything is encoded;
+/// and `--precision`, where `bf16` on the CPU is a clear error.
 #[test]
 fn inference_commands_take_a_device() {
     let d = TempDir::new("device");
@@ -176,6 +177,15 @@ fn inference_commands_take_a_device() {
     ];
     for args in &others {
         ok(&with(args, "cpu"));
+    }
+    // `--precision`: f32 is the CPU's (and the default); a reduced one needs a GPU.
+    for args in others.iter().chain([&base]) {
+        let mut p = args.clone();
+        p.extend(["--precision".into(), "f32".into()]);
+        ok(&p);
+        let mut p = args.clone();
+        p.extend(["--precision".into(), "bf16".into()]);
+        fails(&p, &["--precision bf16 needs a GPU"]);
     }
     if !gadms::device::CUDA_BUILT {
         for args in others.iter().chain([&base]) {

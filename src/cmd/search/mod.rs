@@ -30,6 +30,10 @@ pub struct SearchArgs {
     /// scripts/build-cuda.sh)
     #[argh(option, default = "Default::default()")]
     pub device: crate::device::DeviceChoice,
+    /// precision of the matrix products on CUDA: f32 (default), tf32 or bf16 (tensor cores
+    /// with f32 sums; docs/gpu.md); the CPU computes in f32 only
+    #[argh(option)]
+    pub precision: Option<crate::precision::Precision>,
     /// weight file (OpenAI/open_clip, HF CLIPModel or gadms safetensors)
     #[argh(option)]
     pub weights: PathBuf,
@@ -274,7 +278,7 @@ pub fn run(a: SearchArgs) -> Result<()> {
     };
 
     let t0 = std::time::Instant::now();
-    let (q, img, encoded) = crate::with_device!(a.device, 0, D, dev => with_preset!(preset, D, M => {
+    let (q, img, encoded) = crate::with_device!(a.device, 0, precision = crate::precision::Precision::for_inference(a.precision, a.device)?, D, dev => with_preset!(preset, D, M => {
         let m: M = build_loaded(&dev, w, &a.weights)?;
         let q = encode_captions(&m, &ids, a.batch_size);
         check_finite_rows(&q, d, "query").context("the queries")?;
