@@ -160,12 +160,18 @@ pub fn cuda(ordinal: usize, seed: u64) -> Result<dfdx::prelude::Cuda> {
     // dfdx (cudarc 0.9) unwraps both of these; check them first for a clear error.
     result::init().map_err(|e| {
         anyhow::anyhow!(
-            "--device cuda:{ordinal}: the CUDA driver did not initialise ({e:?}); check \
-             `nvidia-smi`, or use --device cpu"
+            "--device cuda:{ordinal}: the CUDA driver did not initialise ({:?}); check \
+             `nvidia-smi`, or use --device cpu",
+            e.0
         )
     })?;
     let count = result::device::get_count()
-        .map_err(|e| anyhow::anyhow!("--device cuda:{ordinal}: cannot count CUDA devices ({e:?})"))?
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "--device cuda:{ordinal}: cannot count CUDA devices ({:?})",
+                e.0
+            )
+        })?
         .max(0) as usize;
     if ordinal >= count {
         bail!(
@@ -174,10 +180,15 @@ pub fn cuda(ordinal: usize, seed: u64) -> Result<dfdx::prelude::Cuda> {
         );
     }
     dfdx::prelude::Cuda::try_build(ordinal, seed).map_err(|e| {
+        // Driver errors as their code: cudarc's `Debug` asks the driver for a description.
+        let why = match &e {
+            dfdx::tensor::CudaError::Driver(d) => format!("{:?}", d.0),
+            other => format!("{other:?}"),
+        };
         anyhow::anyhow!(
-            "--device cuda:{ordinal}: no usable CUDA device ({e:?}). Check `nvidia-smi`, the \
-             ordinal, and that libcuda.so.1, libcublas.so.13 and libnvrtc.so.13 are on \
-             LD_LIBRARY_PATH (scripts/gpu-check.sh shows how)"
+            "--device cuda:{ordinal}: no usable CUDA device ({why}). Check `nvidia-smi`, the \
+             ordinal, and that libcuda.so.1, libcublas and libnvrtc of the build's CUDA version \
+             are on LD_LIBRARY_PATH (scripts/gpu-env.sh shows how)"
         )
     })
 }

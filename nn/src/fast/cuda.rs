@@ -61,6 +61,20 @@ pub(crate) fn is_cuda_f32<E: 'static, D: 'static>() -> bool {
     TypeId::of::<D>() == TypeId::of::<Cuda>() && TypeId::of::<E>() == TypeId::of::<f32>()
 }
 
+/// A driver error as its code: cudarc's `Debug` asks the driver for a description and panics
+/// where the driver has none.
+fn code(e: &cudarc::driver::DriverError) -> String {
+    format!("{:?}", e.0)
+}
+
+/// A dfdx CUDA error, driver errors as their code ([`code`]).
+fn cuda_code(e: &dfdx::tensor::CudaError) -> String {
+    match e {
+        dfdx::tensor::CudaError::Driver(d) => code(d),
+        other => format!("{other:?}"),
+    }
+}
+
 /// The kernel `name`, loading the module into the device's context on first use.
 fn func(dev: &Cuda, name: &'static str) -> CudaFunction {
     static LOAD: Mutex<()> = Mutex::new(());
@@ -69,7 +83,7 @@ fn func(dev: &Cuda, name: &'static str) -> CudaFunction {
         let _once = LOAD.lock().unwrap_or_else(|e| e.into_inner());
         if !d.has_func(MODULE, name) {
             d.load_ptx(PTX.into(), MODULE, &NAMES)
-                .unwrap_or_else(|e| panic!("loading the fused CUDA kernels: {e:?}"));
+                .unwrap_or_else(|e| panic!("loading the fused CUDA kernels: {}", code(&e)));
         }
     }
     d.get_func(MODULE, name)
@@ -84,7 +98,7 @@ where
     // SAFETY: every caller passes the kernel's parameter list in order, with device
     // pointers to buffers of the sizes the kernel reads and writes.
     unsafe { func(dev, name).launch(cfg, params) }
-        .unwrap_or_else(|e| panic!("CUDA kernel {name}: {e:?}"));
+        .unwrap_or_else(|e| panic!("CUDA kernel {name}: {}", code(&e)));
 }
 
 /// A 1-D launch of `n` threads' work in blocks of [`THREADS`] (grid-stride kernels).
@@ -130,7 +144,7 @@ fn empty<S: Shape, E: Dtype, D: Device<E>>(dev: &Cuda, shape: S) -> (Tensor<S, E
     let n = shape.num_elements();
     // SAFETY: the launching kernel writes all `n` elements before anything reads them.
     let slice = unsafe { dev.alloc_empty::<f32>(n) }
-        .unwrap_or_else(|e| panic!("CUDA allocation of {n} floats: {e:?}"));
+        .unwrap_or_else(|e| panic!("CUDA allocation of {n} floats: {}", cuda_code(&e)));
     let t = dev.build_tensor(shape, shape.strides(), slice);
     let p = ptr(&t);
     let t = *(Box::new(t) as Box<dyn Any>)
@@ -143,7 +157,7 @@ fn empty<S: Shape, E: Dtype, D: Device<E>>(dev: &Cuda, shape: S) -> (Tensor<S, E
 fn scratch(dev: &Cuda, n: usize) -> (cudarc::driver::CudaSlice<f32>, u64) {
     // SAFETY: the kernels write every element before reading it.
     let s = unsafe { dev.cuda_device().alloc::<f32>(n.max(1)) }
-        .unwrap_or_else(|e| panic!("CUDA allocation of {n} floats: {e:?}"));
+        .unwrap_or_else(|e| panic!("CUDA allocation of {n} floats: {}", code(&e)));
     let p = *s.device_ptr();
     (s, p)
 }
@@ -267,9 +281,9 @@ pub(crate) fn cross_entropy<C: Dim, E: Dtype, D: Device<E>, T: Tape<E, D>>(
     let d = dev.cuda_device();
     let what = "copying the cross entropy's labels and weights to the GPU";
     let labels = d.htod_copy(labels.iter().map(|&l| l as i64).collect::<Vec<_>>());
-    let labels = labels.unwrap_or_else(|e| panic!("{what}: {e:?}"));
+    let labels = labels.unwrap_or_else(|e| panic!("{what}: {}", code(&e)));
     let weights = d.htod_copy(weights.to_vec());
-    let weights = weights.unwrap_or_else(|e| panic!("{what}: {e:?}"));
+    let weights = weights.unwrap_or_else(|e| panic!("{what}: {}", code(&e)));
     let (stats, sp) = scratch_f64(&dev, 2 * n);
     let (rows, rp) = scratch_f64(&dev, n);
     let (out, op) = empty::<_, E, D>(&dev, ());
@@ -305,7 +319,7 @@ pub(crate) fn cross_entropy<C: Dim, E: Dtype, D: Device<E>, T: Tape<E, D>>(
 fn scratch_f64(dev: &Cuda, n: usize) -> (cudarc::driver::CudaSlice<f64>, u64) {
     // SAFETY: the kernels write every element before reading it.
     let s = unsafe { dev.cuda_device().alloc::<f64>(n.max(1)) }
-        .unwrap_or_else(|e| panic!("CUDA allocation of {n} doubles: {e:?}"));
+        .unwrap_or_else(|e| panic!("CUDA allocation of {n} doubles: {}", code(&e)));
     let p = *s.device_ptr();
     (s, p)
 }
@@ -519,10 +533,10 @@ pub(crate) fn gass_maps<S: Shape, E: Dtype, D: Device<E>>(
     let eos32: Vec<i32> = eos.iter().map(|&e| e as i32).collect();
     let eos_dev = d
         .htod_copy(eos32)
-        .unwrap_or_else(|e| panic!("copying GASS's EOS indices to the GPU: {e:?}"));
+        .unwrap_or_else(|e| panic!("copying GASS's EOS indices to the GPU: {}", code(&e)));
     let mut total = d
         .alloc_zeros::<f64>(b * s)
-        .unwrap_or_else(|e| panic!("CUDA allocation of GASS's map: {e:?}"));
+        .unwrap_or_else(|e| panic!("CUDA allocation of GASS's map: {}", code(&e)));
     let mut sc = [1i32; GASS_MAX_SCALES];
     sc.iter_mut().zip(scales).for_each(|(d, &c)| *d = c as i32);
     let p = Gass {
@@ -545,7 +559,7 @@ pub(crate) fn gass_maps<S: Shape, E: Dtype, D: Device<E>>(
     }
     let total = d
         .dtoh_sync_copy(&total)
-        .unwrap_or_else(|e| panic!("copying GASS's map from the GPU: {e:?}"));
+        .unwrap_or_else(|e| panic!("copying GASS's map from the GPU: {}", code(&e)));
     Some(total)
 }
 
@@ -628,7 +642,7 @@ pub fn sum_squares(dev: &Cuda, grads: &[&CudaVec]) -> Vec<f64> {
     let d = dev.cuda_device();
     let mut part = d
         .alloc_zeros::<f64>(grads.len() * SQ_BLOCKS)
-        .unwrap_or_else(|e| panic!("CUDA allocation of the gradient-norm sums: {e:?}"));
+        .unwrap_or_else(|e| panic!("CUDA allocation of the gradient-norm sums: {}", code(&e)));
     let base = *part.device_ptr_mut();
     let cfg = LaunchConfig {
         grid_dim: (SQ_BLOCKS as u32, 1, 1),
@@ -646,7 +660,7 @@ pub fn sum_squares(dev: &Cuda, grads: &[&CudaVec]) -> Vec<f64> {
     }
     let host = d
         .dtoh_sync_copy(&part)
-        .unwrap_or_else(|e| panic!("copying the gradient-norm sums from the GPU: {e:?}"));
+        .unwrap_or_else(|e| panic!("copying the gradient-norm sums from the GPU: {}", code(&e)));
     host.chunks_exact(SQ_BLOCKS)
         .map(|c| c.iter().sum())
         .collect()
