@@ -13,7 +13,8 @@ use dfdx::prelude::*;
 use dfdx::tensor::Tensorlike;
 use rayon::prelude::*;
 
-type Qkv<B, Sq, Sk, const W: usize, E, D, T> = (
+/// The three projections `q` [B, Sq, W], `k`, `v` [B, Sk, W].
+pub(crate) type Qkv<B, Sq, Sk, const W: usize, E, D, T> = (
     Tensor<(B, Sq, Const<W>), E, D, T>,
     Tensor<(B, Sk, Const<W>), E, D, T>,
     Tensor<(B, Sk, Const<W>), E, D, T>,

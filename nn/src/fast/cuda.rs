@@ -9,6 +9,7 @@
 //! and dfdx's kernels. Backward kernels add into the gradient buffers. A failed launch is a
 //! panic with the kernel's name, as in dfdx's own infallible ops: it means a broken device.
 
+use super::attn::Qkv;
 use cudarc::driver::{
     CudaFunction, DevicePtr, DevicePtrMut, DeviceRepr, DeviceSlice, LaunchAsync, LaunchConfig,
 };
@@ -424,12 +425,6 @@ pub(crate) fn attention_fits(batch: usize, sk: usize, w: usize, heads: usize) ->
         && batch <= 65_535
         && heads <= 65_535
 }
-
-type Qkv<B, Sq, Sk, const W: usize, E, D, T> = (
-    Tensor<(B, Sq, Const<W>), E, D, T>,
-    Tensor<(B, Sk, Const<W>), E, D, T>,
-    Tensor<(B, Sk, Const<W>), E, D, T>,
-);
 
 /// The attention core on CUDA (see [`super::attention`]); `q`, `k`, `v` and `mask`
 /// contiguous `f32`, sizes checked by [`attention_fits`].
