@@ -148,6 +148,15 @@ extern "C" __global__ void bias_add_fwd(const unsigned long long n, const int m,
         out[i] = y[i] + b[i % m];
 }
 
+// out = y + b + r: a linear layer's bias and the residual stream, in one pass.
+extern "C" __global__ void bias_residual_fwd(const unsigned long long n, const int m,
+                                             const float *y, const float *b, const float *r,
+                                             float *out) {
+    for (unsigned long long i = blockIdx.x * (unsigned long long)blockDim.x + threadIdx.x; i < n;
+         i += (unsigned long long)blockDim.x * gridDim.x)
+        out[i] = (y[i] + b[i % m]) + r[i];
+}
+
 // dst += src, element-wise.
 extern "C" __global__ void add_assign(const unsigned long long n, const float *src, float *dst) {
     for (unsigned long long i = blockIdx.x * (unsigned long long)blockDim.x + threadIdx.x; i < n;

@@ -88,6 +88,32 @@ impl<const W: usize, const H: usize, const HD: usize, E: Float, D: Device<E>>
         mask: Option<&Tensor<(Sq, Sk), E, D>>,
         probs_out: Option<&mut Option<Probs<B, H, Sq, Sk, E, D>>>,
     ) -> Tensor<(B, Sq, Const<W>), E, D, T> {
+        let out = self.heads(xq, xkv, mask, probs_out);
+        crate::fast::linear(&self.out_proj, out)
+    }
+
+    /// `residual + forward(x)` (the residual stream of a block): on CUDA the output
+    /// projection's bias and the residual are added in one kernel.
+    pub fn forward_add<B: Dim, S: Dim, T: Tape<E, D>>(
+        &self,
+        x: Tensor<(B, S, Const<W>), E, D, T>,
+        residual: Tensor<(B, S, Const<W>), E, D, T>,
+        mask: Option<&Tensor<(S, S), E, D>>,
+        probs_out: Option<&mut Option<Probs<B, H, S, S, E, D>>>,
+    ) -> Tensor<(B, S, Const<W>), E, D, T> {
+        let out = self.heads(x.with_empty_tape(), x, mask, probs_out);
+        crate::fast::linear_residual(&self.out_proj, out, residual)
+    }
+
+    /// Everything but the output projection: `softmax(q·kᵀ/√HD + mask)·v` for every head,
+    /// [B, Sq, W].
+    fn heads<B: Dim, Sq: Dim, Sk: Dim, T: Tape<E, D>>(
+        &self,
+        xq: Tensor<(B, Sq, Const<W>), E, D, T>,
+        xkv: Tensor<(B, Sk, Const<W>), E, D, T>,
+        mask: Option<&Tensor<(Sq, Sk), E, D>>,
+        probs_out: Option<&mut Option<Probs<B, H, Sq, Sk, E, D>>>,
+    ) -> Tensor<(B, Sq, Const<W>), E, D, T> {
         #[allow(clippy::let_unit_value)]
         let () = Self::SHAPE_OK;
         let (b, sq, _) = *xq.shape();
@@ -100,7 +126,7 @@ impl<const W: usize, const H: usize, const HD: usize, E: Float, D: Device<E>>
             // which read them (and their gradients), take the composed path below.
             Some(_) => (q, k, v),
             None => match crate::fast::attention((q, k, v), mask, H) {
-                Ok(out) => return crate::fast::linear(&self.out_proj, out),
+                Ok(out) => return out,
                 Err(qkv) => qkv,
             },
         };
@@ -127,10 +153,9 @@ impl<const W: usize, const H: usize, const HD: usize, E: Float, D: Device<E>>
         if let Some(slot) = probs_out {
             *slot = Some(probs.retaped::<NoneTape>());
         }
-        let out = probs
+        probs
             .matmul(v)
             .permute::<_, Axes4<0, 2, 1, 3>>()
-            .reshape_like(&(b, sq, Const::<W>));
-        crate::fast::linear(&self.out_proj, out)
+            .reshape_like(&(b, sq, Const::<W>))
     }
 }

@@ -62,9 +62,9 @@ impl<const W: usize, const H: usize, const HD: usize, const F: usize, E: Float, 
         probs_out: Option<&mut Option<Probs<B, H, S, S, E, D>>>,
     ) -> Tensor<(B, S, Const<W>), E, D, T> {
         let h = self.ln_1.forward3(x.with_empty_tape());
-        let x = x + self.attn.forward(h, mask, probs_out);
+        let x = self.attn.forward_add(h, x, mask, probs_out);
         let h = self.ln_2.forward3(x.with_empty_tape());
-        x + self.mlp.forward(h)
+        self.mlp.forward_add(h, x)
     }
 
     /// Token 0 of [`Self::forward`]'s output only: `x` [B, S, W] → [B, W]. Keys and values

@@ -136,6 +136,16 @@ impl<const W: usize, const F: usize, E: Float, D: Device<E>> Mlp<W, F, E, D> {
         let h = quick_gelu(crate::fast::linear(&self.c_fc, x));
         crate::fast::linear(&self.c_proj, h)
     }
+
+    /// `residual + forward(x)`: on CUDA the last bias and the residual are one kernel.
+    pub fn forward_add<B: Dim, S: Dim, T: Tape<E, D>>(
+        &self,
+        x: Tensor<(B, S, Const<W>), E, D, T>,
+        residual: Tensor<(B, S, Const<W>), E, D, T>,
+    ) -> Tensor<(B, S, Const<W>), E, D, T> {
+        let h = quick_gelu(crate::fast::linear(&self.c_fc, x));
+        crate::fast::linear_residual(&self.c_proj, h, residual)
+    }
 }
 
 /// Fills a tensor with N(0, std²) where `std = STD_MILLI / 1000` (a `fn` pointer for

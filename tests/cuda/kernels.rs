@@ -72,6 +72,34 @@ fn linear<D: Device<f32>>(dev: &D, lin: &Linear<WIDTH, 512, f32, D>, fused: bool
     })
 }
 
+/// `residual + lin(x)` (a block's output projection), 768 → 768 on `[3, 13, 768]`: output and
+/// the gradients of x, the residual, W and b.
+fn linear_residual<D: Device<f32>>(
+    dev: &D,
+    lin: &Linear<WIDTH, WIDTH, f32, D>,
+    fused: bool,
+) -> Run {
+    with_fused(fused, || {
+        let shape = (3usize, 13usize, Const::<WIDTH>);
+        let x = dev.tensor_from_vec(values(3 * 13 * WIDTH, 18), shape);
+        let res = dev.tensor_from_vec(values(3 * 13 * WIDTH, 19), shape);
+        let w = dev.tensor_from_vec(values(3 * 13 * WIDTH, 20), shape);
+        let y = gadms_nn::fast::linear_residual(lin, x.trace(lin.alloc_grads()), res.leaky_trace());
+        let out = y.retaped::<NoneTape>().as_vec();
+        let g = (y * w).sum().backward();
+        let (gx, gr) = (g.get(&x).as_vec(), g.get(&res).as_vec());
+        (
+            out,
+            vec![
+                gx,
+                gr,
+                g.get(&lin.weight).as_vec(),
+                g.get(&lin.bias).as_vec(),
+            ],
+        )
+    })
+}
+
 /// The masked-token cross entropy over the 49,408-way vocabulary: 37 rows, every third row
 /// unlabelled (weight 0), the rest weighted 1/25 as `masked_rows_ce` does.
 fn cross_entropy<D: Device<f32>>(dev: &D, fused: bool) -> Run {
@@ -214,6 +242,23 @@ fn fused_kernels_match_the_cpu() {
             &a,
             &b,
             &["x", "W", "b"],
+        );
+
+        let mut proj = Linear::<WIDTH, WIDTH, f32, Cpu>::build(&cpu);
+        proj.weight =
+            cpu.tensor_from_vec(values(WIDTH * WIDTH, 21), (Const::<WIDTH>, Const::<WIDTH>)) * 0.05;
+        proj.bias = cpu.tensor_from_vec(values(WIDTH, 22), (Const::<WIDTH>,));
+        let proj_gpu = proj.to_device(&gpu);
+        let (a, b) = (
+            linear_residual(&gpu, &proj_gpu, fused),
+            linear_residual(&cpu, &proj, true),
+        );
+        compare(
+            &mut r,
+            &format!("residual + linear 768→768 {how}"),
+            &a,
+            &b,
+            &["x", "residual", "W", "b"],
         );
 
         let (a, b) = (cross_entropy(&gpu, fused), cross_entropy(&cpu, true));

@@ -21,9 +21,10 @@ use std::sync::Mutex;
 /// The kernels' PTX (empty in a `ci-check` build, which never runs them).
 const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/fused.ptx"));
 const MODULE: &str = "gadms_fused";
-const NAMES: [&str; 19] = [
+const NAMES: [&str; 20] = [
     "quick_gelu_fwd",
     "bias_add_fwd",
+    "bias_residual_fwd",
     "add_assign",
     "col_sum_partial",
     "col_sum_reduce",
@@ -239,6 +240,48 @@ fn bias_add<const O: usize, E: Dtype, D: Device<E>, T: Tape<E, D>>(
             let gy = grad_ptr(grads, &y)?;
             let gb = grad_ptr(grads, &b)?;
             launch(&dev, "add_assign", linear_cfg(n), (n as u64, go, gy));
+            col_sum_add(&dev, (rows, O), go, gb);
+            Ok(())
+        });
+    }
+    out.put_tape(tape)
+}
+
+/// `residual + x·Wᵀ + b` on CUDA (see [`super::linear_residual`]): one GEMM for all rows,
+/// then one kernel for the bias and the residual; the backward passes `dy` to the product and
+/// to the residual and sums it over the rows for `db`.
+pub(crate) fn linear_residual<B: Dim, S: Dim, const I: usize, const O: usize, E, D, T>(
+    x: Tensor<(B, S, Const<I>), E, D, T>,
+    w: &Tensor<Rank2<O, I>, E, D>,
+    b: &Tensor<Rank1<O>, E, D>,
+    residual: Tensor<(B, S, Const<O>), E, D, T>,
+) -> Tensor<(B, S, Const<O>), E, D, T>
+where
+    E: Dtype,
+    D: Device<E>,
+    T: Tape<E, D>,
+{
+    let out_shape = *residual.shape();
+    let rows = x.shape().num_elements() / I;
+    let n = rows * O;
+    let x = x.reshape_like(&(rows, Const::<I>));
+    let y = x.matmul(w.retaped::<T>().permute::<_, Axes2<1, 0>>());
+    let (y, ty) = y.split_tape();
+    let (r, tr) = residual.split_tape();
+    let mut tape = ty.merge(tr);
+    let dev = cuda(y.dev()).clone();
+    let (out, op) = empty::<_, E, D>(&dev, out_shape);
+    let params = (n as u64, O as i32, ptr(&y), ptr(b), ptr(&r), op);
+    launch(&dev, "bias_residual_fwd", linear_cfg(n), params);
+    if T::OWNS_TAPE {
+        // Ghosts only: the backward needs no values.
+        let (b, ghost, y, r) = (b.clone(), out.ghost(), y.ghost(), r.ghost());
+        tape.add_backward_op(move |grads| {
+            let go = grad_ptr(grads, &ghost)?;
+            let (gy, gr) = (grad_ptr(grads, &y)?, grad_ptr(grads, &r)?);
+            let gb = grad_ptr(grads, &b)?;
+            launch(&dev, "add_assign", linear_cfg(n), (n as u64, go, gy));
+            launch(&dev, "add_assign", linear_cfg(n), (n as u64, go, gr));
             col_sum_add(&dev, (rows, O), go, gb);
             Ok(())
         });

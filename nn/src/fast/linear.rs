@@ -66,6 +66,36 @@ where
     }
 }
 
+/// `residual + lin(x)` for `x` [B, S, I] and `residual` [B, S, O]: on CUDA one GEMM and one
+/// kernel for the bias and the residual (forward and backward); elsewhere [`linear`] and
+/// dfdx's add, in that order (`residual + y`, as the blocks always computed it).
+pub fn linear_residual<B: Dim, S: Dim, const I: usize, const O: usize, E, D, T>(
+    lin: &Linear<I, O, E, D>,
+    x: Tensor<(B, S, Const<I>), E, D, T>,
+    residual: Tensor<(B, S, Const<O>), E, D, T>,
+) -> Tensor<(B, S, Const<O>), E, D, T>
+where
+    E: Dtype,
+    D: Device<E>,
+    T: Tape<E, D>,
+    Linear<I, O, E, D>:
+        Module<Tensor<(B, S, Const<I>), E, D, T>, Output = Tensor<(B, S, Const<O>), E, D, T>>,
+{
+    #[cfg(feature = "cuda")]
+    {
+        let ok = contiguous(&x)
+            && contiguous(&residual)
+            && contiguous(&lin.weight)
+            && contiguous(&lin.bias)
+            && x.shape().0.size() == residual.shape().0.size()
+            && x.shape().1.size() == residual.shape().1.size();
+        if ok && kind::<E, D>() == Some(Kind::CudaF32) {
+            return super::cuda::linear_residual(x, &lin.weight, &lin.bias, residual);
+        }
+    }
+    residual + linear(lin, x)
+}
+
 /// The fused op on any input shape whose last dimension is `I`; gives `x` back when the fast
 /// path does not apply.
 pub fn try_linear<S1: Shape, S2: Shape, const I: usize, const O: usize, E, D, T>(

@@ -39,7 +39,7 @@ pub use attn::attention;
 pub use cuda::{AdamCoeffs, CudaVec, adam_step, sum_squares};
 pub use elementwise::quick_gelu;
 pub use head_ce::linear_cross_entropy;
-pub use linear::{linear, linear_unbiased, linear2};
+pub use linear::{linear, linear_residual, linear_unbiased, linear2};
 pub use loss::{cross_entropy, sdm};
 pub use norm::layer_norm;
 pub use real::Real;
