@@ -61,6 +61,13 @@ TESTS_RC=${PIPESTATUS[0]}
 PARITY=$(grep -c "^\[.*\] ok " "$LOG/cuda-tests.log"); BAD=$(grep -c "^\[.*\] BAD " "$LOG/cuda-tests.log")
 WORST=$(grep -E "^\[.*\] (ok|BAD) " "$LOG/cuda-tests.log" | awk '{print $3}' | sort -g | tail -1)
 RESULT=$(grep "test result" "$LOG/cuda-tests.log" | tail -1)
+# A failed parity test leaves the timings to dfdx's composition (GADMS_FUSED=0), so the run
+# still measures the precisions; the table says so.
+if [ "$TESTS_RC" != 0 ]; then
+    export GADMS_FUSED=0
+    RESULT="$RESULT; the timings below ran with GADMS_FUSED=0 (fused kernels off)"
+    say "parity tests failed: timing with GADMS_FUSED=0"
+fi
 
 # 2. gadms on the GPU, peak memory sampled by nvidia-smi; 3. PyTorch at the same batch
 mem_watch() { nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 100 > "$1" 2>/dev/null & echo $!; }
