@@ -269,6 +269,103 @@ extern "C" __global__ void ce_bwd(const int n, const int c, const float *z, cons
     }
 }
 
+// ---- SDM loss (nn/src/fast/loss.rs `sdm`, in f64 with its summation orders) ----------------
+// v = x/‖x‖, t = y/‖y‖ (rows of [b, k]); G = v tᵀ; per row of s·G (image→text) and of s·Gᵀ
+// (text→image) KL(softmax ‖ q) with log q given; L = (Σ KL)/b; dG = (s/b)(d_i2t + d_t2iᵀ).
+
+// One block per row: norms[i] = ‖x_i‖, unit[i] = x_i/‖x_i‖.
+extern "C" __global__ void sdm_unit(const int b, const int k, const float *x, double *unit,
+                                    double *norms) {
+    const int i = blockIdx.x;
+    if (i >= b) return;
+    const float *xi = x + (size_t)i * k;
+    double s = 0.0;
+    for (int j = threadIdx.x; j < k; j += blockDim.x) s += (double)xi[j] * (double)xi[j];
+    const double n = sqrt(block_sum_f64(s));
+    for (int j = threadIdx.x; j < k; j += blockDim.x) unit[(size_t)i * k + j] = (double)xi[j] / n;
+    if (threadIdx.x == 0) norms[i] = n;
+}
+
+// g[i·b + j] = v_i·t_j, in index order. Thread per (i, j).
+extern "C" __global__ void sdm_gram(const int b, const int k, const double *v, const double *t,
+                                    double *g) {
+    const int idx = blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx >= b * b) return;
+    const int i = idx / b, j = idx % b;
+    double s = 0.0;
+    for (int d = 0; d < k; ++d) s += v[(size_t)i * k + d] * t[(size_t)j * k + d];
+    g[idx] = s;
+}
+
+// Thread per row r: z_j = s·g[r, j] (or s·g[j, r] when `transposed`); KL of softmax(z) against
+// log q row r; writes dKL/dz into d[r, ·] and KL into kl[r].
+extern "C" __global__ void sdm_kl(const int b, const double s, const double *g, const double *lq,
+                                  const int transposed, double *d, double *kl) {
+    const int r = blockIdx.x * blockDim.x + threadIdx.x;
+    if (r >= b) return;
+    double m = -INFINITY;
+    for (int j = 0; j < b; ++j) m = fmax(m, s * (transposed ? g[(size_t)j * b + r] : g[(size_t)r * b + j]));
+    double e = 0.0;
+    for (int j = 0; j < b; ++j) e += exp(s * (transposed ? g[(size_t)j * b + r] : g[(size_t)r * b + j]) - m);
+    const double lse = m + log(e);
+    double acc = 0.0;
+    double *dr = d + (size_t)r * b;
+    for (int j = 0; j < b; ++j) {
+        const double z = s * (transposed ? g[(size_t)j * b + r] : g[(size_t)r * b + j]);
+        dr[j] = z - lse - lq[(size_t)r * b + j];
+        acc += exp(z - lse) * dr[j];
+    }
+    for (int j = 0; j < b; ++j) {
+        const double z = s * (transposed ? g[(size_t)j * b + r] : g[(size_t)r * b + j]);
+        dr[j] = exp(z - lse) * (dr[j] - acc);
+    }
+    kl[r] = acc;
+}
+
+// out = (Σ_i kl_i2t[i] + Σ_j kl_t2i[j]) / b in that order; dG = c·(d_i2t + d_t2iᵀ) (thread 0
+// sums; every thread of the grid writes dG entries).
+extern "C" __global__ void sdm_loss_dg(const int b, const double c, const double *kl1,
+                                       const double *kl2, const double *d1, const double *d2,
+                                       float *out, double *dg) {
+    const int idx = blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx == 0) {
+        double l = 0.0;
+        for (int i = 0; i < b; ++i) l += kl1[i];
+        for (int j = 0; j < b; ++j) l += kl2[j];
+        out[0] = (float)(l / b);
+    }
+    if (idx >= b * b) return;
+    const int i = idx / b, j = idx % b;
+    dg[idx] = c * (d1[idx] + d2[(size_t)j * b + i]);
+}
+
+// Backward, one block per row i of one side: a = Σ_j coef(i, j)·other_j with coef = dG[i, j]
+// (image side) or dG[j, i] (text side, `transposed`); then through the normalisation,
+// dx = (a − u_i (u_i·a))/‖x_i‖, and gx_i += up·dx. Dynamic shared memory: k doubles.
+extern "C" __global__ void sdm_back(const int b, const int k, const double *dg,
+                                    const double *other, const double *unit,
+                                    const double *norms, const int transposed, const float *up,
+                                    float *gx) {
+    extern __shared__ double acc[];
+    const int i = blockIdx.x;
+    if (i >= b) return;
+    const double *ui = unit + (size_t)i * k;
+    double dot = 0.0;
+    for (int d = threadIdx.x; d < k; d += blockDim.x) {
+        double a = 0.0;
+        for (int j = 0; j < b; ++j)
+            a += (transposed ? dg[(size_t)j * b + i] : dg[(size_t)i * b + j]) * other[(size_t)j * k + d];
+        acc[d] = a;
+        dot += ui[d] * a;
+    }
+    dot = block_sum_f64(dot);
+    const double u = (double)up[0];
+    for (int d = threadIdx.x; d < k; d += blockDim.x) {
+        const double dx = (acc[d] - ui[d] * dot) / norms[i];
+        gx[(size_t)i * k + d] += (float)(u * dx);
+    }
+}
+
 // ---- Attention core: out = softmax(q·kᵀ·scale + mask)·v for every head ------------------
 // q [B, Sq, W], k, v [B, Sk, W], out [B, Sq, W]; head h owns columns h·hd .. (h+1)·hd.
 // mask [Sq, Sk] is added to the scaled scores (may be null). One warp per query row:

@@ -21,7 +21,7 @@ use std::sync::Mutex;
 /// The kernels' PTX (empty in a `ci-check` build, which never runs them).
 const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/fused.ptx"));
 const MODULE: &str = "gadms_fused";
-const NAMES: [&str; 20] = [
+const NAMES: [&str; 25] = [
     "quick_gelu_fwd",
     "bias_add_fwd",
     "bias_residual_fwd",
@@ -42,6 +42,11 @@ const NAMES: [&str; 20] = [
     "ce_fwd",
     "ce_sum",
     "ce_bwd",
+    "sdm_unit",
+    "sdm_gram",
+    "sdm_kl",
+    "sdm_loss_dg",
+    "sdm_back",
 ];
 /// Threads per block of the elementwise and row kernels.
 const THREADS: u32 = 256;
@@ -352,6 +357,88 @@ pub(crate) fn cross_entropy<C: Dim, E: Dtype, D: Device<E>, T: Tape<E, D>>(
                 "ce_bwd",
                 row_cfg,
                 (ni, ci, ptr(&z), lp, wp, sp, gu, gz),
+            );
+            Ok(())
+        });
+    }
+    out.put_tape(tape)
+}
+
+/// The SDM loss of image and text features [B, K] on CUDA (see [`super::sdm`]; sizes checked
+/// there), in f64 like the CPU kernel: row norms, the Gram matrix, the KL rows of both
+/// directions and `dL/dG` in the forward, the two input gradients in the backward. `log_q` is
+/// copied to the device (B² values); nothing comes back.
+pub(crate) fn sdm<K: Dim, E: Dtype, D: Device<E>, T: Tape<E, D>>(
+    image: Tensor<(usize, K), E, D, T>,
+    text: Tensor<(usize, K), E, D, T>,
+    log_q: &[f64],
+    scale: f64,
+) -> Tensor<Rank0, E, D, T> {
+    let (b, k) = (image.shape().0, image.shape().1.size());
+    let (image, ti) = image.split_tape();
+    let (text, tt) = text.split_tape();
+    let mut tape = ti.merge(tt);
+    let dev = cuda(image.dev()).clone();
+    let lq = dev.cuda_device().htod_copy(log_q.to_vec());
+    let lq = lq.unwrap_or_else(|e| panic!("copying SDM's targets to the GPU: {}", code(&e)));
+    let (uv, uvp) = scratch_f64(&dev, b * k);
+    let (ut, utp) = scratch_f64(&dev, b * k);
+    let (nv, nvp) = scratch_f64(&dev, b);
+    let (nt, ntp) = scratch_f64(&dev, b);
+    let (g, gp) = scratch_f64(&dev, b * b);
+    let (d1, d1p) = scratch_f64(&dev, b * b);
+    let (d2, d2p) = scratch_f64(&dev, b * b);
+    let (kl1, kl1p) = scratch_f64(&dev, b);
+    let (kl2, kl2p) = scratch_f64(&dev, b);
+    let (dg, dgp) = scratch_f64(&dev, b * b);
+    let (out, op) = empty::<_, E, D>(&dev, ());
+    let (bi, ki) = (b as i32, k as i32);
+    let rows = LaunchConfig {
+        grid_dim: (b.max(1) as u32, 1, 1),
+        block_dim: (THREADS, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    launch(&dev, "sdm_unit", rows, (bi, ki, ptr(&image), uvp, nvp));
+    launch(&dev, "sdm_unit", rows, (bi, ki, ptr(&text), utp, ntp));
+    launch(&dev, "sdm_gram", linear_cfg(b * b), (bi, ki, uvp, utp, gp));
+    let lqp = *lq.device_ptr();
+    launch(
+        &dev,
+        "sdm_kl",
+        linear_cfg(b),
+        (bi, scale, gp, lqp, 0i32, d1p, kl1p),
+    );
+    launch(
+        &dev,
+        "sdm_kl",
+        linear_cfg(b),
+        (bi, scale, gp, lqp, 1i32, d2p, kl2p),
+    );
+    let c = scale / b as f64;
+    let params = (bi, c, kl1p, kl2p, d1p, d2p, op, dgp);
+    launch(&dev, "sdm_loss_dg", linear_cfg(b * b), params);
+    drop((lq, g, d1, d2, kl1, kl2));
+    if T::OWNS_TAPE {
+        let (gi, gt, ghost) = (image.ghost(), text.ghost(), out.ghost());
+        tape.add_backward_op(move |grads| {
+            let _keep = (&uv, &ut, &nv, &nt, &dg);
+            let up = grad_ptr(grads, &ghost)?;
+            let (gx, gy) = (grad_ptr(grads, &gi)?, grad_ptr(grads, &gt)?);
+            let cfg = LaunchConfig {
+                shared_mem_bytes: (k * 8) as u32,
+                ..rows
+            };
+            launch(
+                &dev,
+                "sdm_back",
+                cfg,
+                (bi, ki, dgp, utp, uvp, nvp, 0i32, up, gx),
+            );
+            launch(
+                &dev,
+                "sdm_back",
+                cfg,
+                (bi, ki, dgp, uvp, utp, ntp, 1i32, up, gy),
             );
             Ok(())
         });

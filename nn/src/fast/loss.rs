@@ -58,6 +58,10 @@ pub fn sdm<K: Dim, E: Dtype, D: Device<E>, T: Tape<E, D>>(
     match kind::<E, D>() {
         Some(Kind::F32) if ok => Ok(sdm_run::<f32, K, E, D, T>(image, text, log_q, logit_scale)),
         Some(Kind::F64) if ok => Ok(sdm_run::<f64, K, E, D, T>(image, text, log_q, logit_scale)),
+        #[cfg(feature = "cuda")]
+        Some(Kind::CudaF32) if ok && image.shape().1.size() <= 6_000 => {
+            Ok(super::cuda::sdm(image, text, log_q, logit_scale))
+        }
         _ => Err((image, text)),
     }
 }
