@@ -1,5 +1,5 @@
 //! Compiles the fused CUDA kernels (`kernels/*.cu`) to PTX with `nvcc --ptx` when the `cuda`
-//! feature is on; src/fast/cuda.rs embeds the PTX. The target is `compute_$CUDA_COMPUTE_CAP`
+//! feature is on; src/fast/cuda/mod.rs embeds the PTX. The target is `compute_$CUDA_COMPUTE_CAP`
 //! (default 80: PTX is compiled on for newer cards by the driver, so sm_80 code runs on
 //! A100, RTX 30/40 and H100/H200 alike; scripts/build-cuda.sh sets it). With `ci-check` (a
 //! type check without a CUDA toolkit) the PTX is left empty.

@@ -1,7 +1,7 @@
 // Fused CUDA kernels of gadms-nn (the CUDA arm of `src/fast`): QuickGELU, LayerNorm, a linear
 // layer's bias, the attention core and GASS's per-layer maps, each with its backward where it
 // has one; f32 (GASS's maps in f64). Compiled to PTX by build.rs
-// (nvcc --ptx) and launched from src/fast/cuda.rs; the CPU kernels of src/fast compute the
+// (nvcc --ptx) and launched from src/fast/cuda/; the CPU kernels of src/fast compute the
 // same functions and tests/cuda.rs compares the two.
 //
 // Conventions: every backward ADDS into its gradient buffers (dfdx accumulates gradients);

@@ -1,5 +1,5 @@
 //! The fused CUDA kernels (`nn/kernels/fused.cu`: QuickGELU, LayerNorm, linear layers, the
-//! masked-token cross entropy, the attention core) against the CPU's fused kernels, and the
+//! masked-token cross entropy, the SDM loss, the attention core) against the CPU's fused kernels, and the
 //! CUDA composition (the switch off) against the CPU, outputs and every input gradient; and
 //! the reduced-precision matrix products (`--precision tf32|bf16`) against the CPU product
 //! of inputs rounded the way the tensor cores round them.
@@ -97,6 +97,28 @@ fn linear_residual<D: Device<f32>>(
                 g.get(&lin.bias).as_vec(),
             ],
         )
+    })
+}
+
+/// The SDM loss at batch 32, 512-wide features, identities in pairs: loss and both input
+/// gradients.
+fn sdm<D: Device<f32>>(dev: &D, fused: bool) -> Run {
+    with_fused(fused, || {
+        let (b, k) = (32usize, 512usize);
+        let img = dev.tensor_from_vec(values(b * k, 23), (b, k));
+        let txt = dev.tensor_from_vec(values(b * k, 24), (b, k));
+        let pids: Vec<usize> = (0..b).map(|i| i / 2).collect();
+        let scale = gadms_nn::loss::SDM_LOGIT_SCALE;
+        let loss = gadms_nn::sdm_loss(
+            img.leaky_trace(),
+            txt.leaky_trace(),
+            &pids,
+            scale,
+            gadms_nn::loss::SDM_EPS,
+        );
+        let out = loss.retaped::<NoneTape>().as_vec();
+        let g = loss.backward();
+        (out, vec![g.get(&img).as_vec(), g.get(&txt).as_vec()])
     })
 }
 
@@ -259,6 +281,15 @@ fn fused_kernels_match_the_cpu() {
             &a,
             &b,
             &["x", "residual", "W", "b"],
+        );
+
+        let (a, b) = (sdm(&gpu, fused), sdm(&cpu, true));
+        compare(
+            &mut r,
+            &format!("SDM, batch 32 × 512, {how}"),
+            &a,
+            &b,
+            &["image", "text"],
         );
 
         let (a, b) = (cross_entropy(&gpu, fused), cross_entropy(&cpu, true));

@@ -3,9 +3,11 @@
 //! QuickGELU, the attention core `softmax(q kᵀ/√d + mask) v` on per-head strided views, and the
 //! SDM and cross-entropy losses ([`loss`]).
 //!
-//! On CUDA (feature `cuda`), QuickGELU, LayerNorm and the attention core have kernels of their
-//! own (`kernels/fused.cu`, launched by `cuda.rs`; tests/cuda.rs checks them against these
-//! CPU kernels); the other ops run as dfdx's composition there.
+//! On CUDA (feature `cuda`), QuickGELU, LayerNorm, linear layers (and a linear layer with a
+//! residual), the attention core, the cross entropy and SDM have kernels of their own
+//! (`kernels/fused.cu`, launched by `cuda/`; `tests/cuda/kernels.rs` checks them against these
+//! CPU kernels); the fused linear cross entropy of the MTP head runs there as the linear layer
+//! and then the cross entropy.
 //!
 //! The towers call these through small wrappers that fall back to the plain dfdx composition
 //! when the fast path does not apply: a device without a kernel for the op, an element type
