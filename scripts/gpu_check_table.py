@@ -13,10 +13,14 @@ TORCH_MODE = {"f32": "eager-f32", "tf32": "tf32", "bf16": "amp-bf16"}
 
 
 def row(raw, precision, batch, rc, peak, card):
-    lines = [l for l in open(raw) if l.startswith('{"')]
+    text = open(raw, errors="replace").read().splitlines()
+    lines = [l for l in text if l.startswith('{"')]
+    errors = [l.strip() for l in text if "error" in l.lower() or "panicked" in l]
+    why = errors[-1][:160] if errors else "see the log"
+    if rc == "124":
+        why = f"timed out; {why}"
     r = json.loads(lines[0]) if lines else {
-        "impl": "gadms", "mode": precision, "batch": int(batch),
-        "error": f"rc {rc} (124: timed out; see the log for an out-of-memory error)"}
+        "impl": "gadms", "mode": precision, "batch": int(batch), "error": f"rc {rc}: {why}"}
     r["peak_mem_mib"] = float(peak)
     r["device"] = card
     print(json.dumps(r))
