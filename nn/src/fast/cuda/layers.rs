@@ -48,14 +48,27 @@ where
     D: Device<E>,
     T: Tape<E, D>,
 {
-    let rows = x.shape().num_elements() / I;
-    let x = x.reshape_like(&(rows, Const::<I>));
-    let y = x.matmul(w.retaped::<T>().permute::<_, Axes2<1, 0>>());
+    let y = rows_product(x, w);
     let y = match b {
         Some(b) => bias_add(y, b),
         None => y,
     };
     y.reshape_like(&out_shape)
+}
+
+/// `x·Wᵀ` for `x` [.., I] seen as [rows, I]: dfdx's product, one cuBLAS GEMM for all rows.
+fn rows_product<S1: Shape, const I: usize, const O: usize, E, D, T>(
+    x: Tensor<S1, E, D, T>,
+    w: &Tensor<Rank2<O, I>, E, D>,
+) -> Tensor<(usize, Const<O>), E, D, T>
+where
+    E: Dtype,
+    D: Device<E>,
+    T: Tape<E, D>,
+{
+    let rows = x.shape().num_elements() / I;
+    let x = x.reshape_like(&(rows, Const::<I>));
+    x.matmul(w.retaped::<T>().permute::<_, Axes2<1, 0>>())
 }
 
 /// `y + b` over the rows of `y` [rows, O].
@@ -100,10 +113,8 @@ where
     T: Tape<E, D>,
 {
     let out_shape = *residual.shape();
-    let rows = x.shape().num_elements() / I;
-    let n = rows * O;
-    let x = x.reshape_like(&(rows, Const::<I>));
-    let y = x.matmul(w.retaped::<T>().permute::<_, Axes2<1, 0>>());
+    let y = rows_product(x, w);
+    let (rows, n) = (y.shape().0, y.shape().num_elements());
     let (y, ty) = y.split_tape();
     let (r, tr) = residual.split_tape();
     let mut tape = ty.merge(tr);
