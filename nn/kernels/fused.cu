@@ -16,24 +16,33 @@ __device__ __forceinline__ float warp_sum(float v) {
     return v;
 }
 
-__device__ __forceinline__ float warp_max(float v) {
-    for (int o = WARP / 2; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-    return v;
-}
-
-// The sum of `v` over the whole block (blockDim.x a multiple of 32, at most 1024); every
-// thread gets the result.
-__device__ float block_sum(float v) {
-    __shared__ float part[WARP];
+// `v` reduced over the whole block with `op` (blockDim.x a multiple of 32, at most 1024): warp
+// shuffles, then one value per warp in shared memory, then warp 0's order in every warp. Every
+// thread gets the result. One shared array per instantiation.
+template <typename T, typename Op>
+__device__ T block_reduce(T v, T identity, Op op) {
+    __shared__ T part[WARP];
     const int lane = threadIdx.x % WARP, warp = threadIdx.x / WARP;
     const int warps = blockDim.x / WARP;
-    v = warp_sum(v);
+    for (int o = WARP / 2; o > 0; o >>= 1) v = op(v, __shfl_xor_sync(0xffffffffu, v, o));
     __syncthreads();  // `part` may still be read by a previous call
     if (lane == 0) part[warp] = v;
     __syncthreads();
-    float t = lane < warps ? part[lane] : 0.0f;
-    return warp_sum(t);
+    T t = lane < warps ? part[lane] : identity;
+    for (int o = WARP / 2; o > 0; o >>= 1) t = op(t, __shfl_xor_sync(0xffffffffu, t, o));
+    return t;
 }
+
+struct Add {
+    template <typename T> __device__ T operator()(T a, T b) const { return a + b; }
+};
+struct Max {
+    __device__ float operator()(float a, float b) const { return fmaxf(a, b); }
+};
+
+__device__ float block_sum(float v) { return block_reduce(v, 0.0f, Add()); }
+__device__ double block_sum_f64(double v) { return block_reduce(v, 0.0, Add()); }
+__device__ float block_max(float v) { return block_reduce(v, NEG_INF, Max()); }
 
 // ---- QuickGELU (OpenAI CLIP): y = x·σ(1.702x) -------------------------------------------
 
@@ -189,30 +198,6 @@ extern "C" __global__ void col_sum_reduce(const int chunks, const int m, const f
 // ---- Weighted softmax cross entropy over the rows of z [n, c] (nn/src/fast/loss.rs) --------
 // L = Σ_i w_i (logsumexp(z_i) − z_i[label_i]); rows with w_i = 0 are not read. One block per
 // row; stats[2i] = max, stats[2i+1] = Σ exp(z − max) in f64; row_loss[i] = w_i·(…).
-
-__device__ double block_sum_f64(double v) {
-    __shared__ double dpart[WARP];
-    const int lane = threadIdx.x % WARP, warp = threadIdx.x / WARP;
-    const int warps = blockDim.x / WARP;
-    for (int o = WARP / 2; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    __syncthreads();
-    if (lane == 0) dpart[warp] = v;
-    __syncthreads();
-    double t = lane < warps ? dpart[lane] : 0.0;
-    for (int o = WARP / 2; o > 0; o >>= 1) t += __shfl_xor_sync(0xffffffffu, t, o);
-    return t;
-}
-
-__device__ float block_max(float v) {
-    __shared__ float mpart[WARP];
-    const int lane = threadIdx.x % WARP, warp = threadIdx.x / WARP;
-    const int warps = blockDim.x / WARP;
-    v = warp_max(v);
-    __syncthreads();
-    if (lane == 0) mpart[warp] = v;
-    __syncthreads();
-    return warp_max(lane < warps ? mpart[lane] : NEG_INF);
-}
 
 extern "C" __global__ void ce_fwd(const int n, const int c, const float *z,
                                   const long long *labels,

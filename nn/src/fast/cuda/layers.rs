@@ -141,22 +141,54 @@ where
 /// `dst[j] += Σ_r src[r, j]` for `src` [rows, m] on the device: partial sums of
 /// [`LN_CHUNK`]-row chunks, then their sum in chunk order (no atomics).
 fn col_sum_add(dev: &Cuda, (rows, m): (usize, usize), src: u64, dst: u64) {
-    let chunk = LN_CHUNK.max(rows.div_ceil(65_535));
-    let chunks = rows.div_ceil(chunk).max(1);
-    let (_part, pp) = scratch(dev, chunks * m);
-    let cols = m.div_ceil(THREADS as usize) as u32;
-    let cfg = LaunchConfig {
-        grid_dim: (cols, chunks as u32, 1),
-        block_dim: (THREADS, 1, 1),
-        shared_mem_bytes: 0,
-    };
+    let g = ColChunks::new(rows, m);
+    let (_part, pp) = scratch(dev, g.chunks * m);
     let (r, mi) = (rows as i32, m as i32);
-    launch(dev, "col_sum_partial", cfg, (r, mi, chunk as i32, src, pp));
-    let cfg = LaunchConfig {
-        grid_dim: (cols, 1, 1),
-        ..cfg
-    };
-    launch(dev, "col_sum_reduce", cfg, (chunks as i32, mi, pp, dst));
+    launch(
+        dev,
+        "col_sum_partial",
+        g.partial,
+        (r, mi, g.chunk as i32, src, pp),
+    );
+    launch(
+        dev,
+        "col_sum_reduce",
+        g.reduce,
+        (g.chunks as i32, mi, pp, dst),
+    );
+}
+
+/// The grids of a column sum over `rows` rows of `m` columns in two passes: per-chunk
+/// partial sums (one thread per column and chunk), then their sum in chunk order.
+struct ColChunks {
+    /// Rows per chunk (at least [`LN_CHUNK`]; at most 65,535 chunks, the grid's y limit).
+    chunk: usize,
+    chunks: usize,
+    partial: LaunchConfig,
+    reduce: LaunchConfig,
+}
+
+impl ColChunks {
+    fn new(rows: usize, m: usize) -> Self {
+        let chunk = LN_CHUNK.max(rows.div_ceil(65_535));
+        let chunks = rows.div_ceil(chunk).max(1);
+        let cols = m.div_ceil(THREADS as usize) as u32;
+        let partial = LaunchConfig {
+            grid_dim: (cols, chunks as u32, 1),
+            block_dim: (THREADS, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let reduce = LaunchConfig {
+            grid_dim: (cols, 1, 1),
+            ..partial
+        };
+        ColChunks {
+            chunk,
+            chunks,
+            partial,
+            reduce,
+        }
+    }
 }
 
 /// LayerNorm over the last dimension `M` on CUDA (all three tensors contiguous `f32`).
@@ -195,27 +227,12 @@ pub(crate) fn layer_norm<S: Shape, const M: usize, E: Dtype, D: Device<E>, T: Ta
                 row_cfg,
                 (r, m, xp, ptr(&w), sp, gy, gx),
             );
-            let chunk = LN_CHUNK.max(rows.div_ceil(65_535));
-            let chunks = rows.div_ceil(chunk).max(1);
-            let (_part, pp) = scratch(&dev, 2 * chunks * M);
-            let cols = M.div_ceil(THREADS as usize) as u32;
-            let cfg = LaunchConfig {
-                grid_dim: (cols, chunks as u32, 1),
-                block_dim: (THREADS, 1, 1),
-                shared_mem_bytes: 0,
-            };
-            let params = (r, m, chunk as i32, xp, sp, gy, pp);
-            launch(&dev, "layer_norm_bwd_params", cfg, params);
-            let cfg = LaunchConfig {
-                grid_dim: (cols, 1, 1),
-                ..cfg
-            };
-            launch(
-                &dev,
-                "layer_norm_bwd_reduce",
-                cfg,
-                (chunks as i32, m, pp, gw, gb),
-            );
+            let g = ColChunks::new(rows, M);
+            let (_part, pp) = scratch(&dev, 2 * g.chunks * M);
+            let params = (r, m, g.chunk as i32, xp, sp, gy, pp);
+            launch(&dev, "layer_norm_bwd_params", g.partial, params);
+            let params = (g.chunks as i32, m, pp, gw, gb);
+            launch(&dev, "layer_norm_bwd_reduce", g.reduce, params);
             Ok(())
         });
     }
