@@ -90,6 +90,15 @@ def table(rows_path, card, rc, ok, bad, worst, result, pretrain_line, kernels, i
                   f"{num(t, 'peak_mem_mib', '{:.0f}')} / {num(t, 'peak_reserved_mib', '{:.0f}')} | "
                   f"{mem} | {num(g, 'gass_fraction', '{:.3f}')} / "
                   f"{num(t, 'gass_fraction', '{:.3f}')} |")
+    copies = [r for r in rows if r.get("impl") == "gadms" and "copies_to_host" in r]
+    if copies:
+        print("\nHost↔device copies per gadms step (dfdx's transfer counters):\n")
+        print("| batch | precision | to the device (KiB) | to the host (KiB) |")
+        print("|---|---|---|---|")
+        for r in copies:
+            print(f"| {r['batch']} | {r['mode']} | {r['copies_to_device']:.0f} "
+                  f"({r['bytes_to_device'] / 1024:.1f}) | {r['copies_to_host']:.0f} "
+                  f"({r['bytes_to_host'] / 1024:.1f}) |")
     print(f"\n{pretrain_line}")
     if inference:
         try:

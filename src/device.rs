@@ -295,6 +295,43 @@ pub fn reset_pool_high_water<D: 'static>(dev: &D) {
     let _ = dev;
 }
 
+/// Host↔device copies counted since the process started (every copy dfdx and gadms-nn's CUDA
+/// kernels make; docs/gpu.md). All zero in a build without CUDA.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Copies {
+    /// Host-to-device copies and their bytes.
+    pub to_device: (u64, u64),
+    /// Device-to-host copies (each a wait for the GPU) and their bytes.
+    pub to_host: (u64, u64),
+}
+
+impl Copies {
+    /// The counters now.
+    pub fn now() -> Copies {
+        #[cfg(feature = "cuda")]
+        {
+            let t = dfdx::tensor::transfers();
+            Copies {
+                to_device: (t.to_device, t.to_device_bytes),
+                to_host: (t.to_host, t.to_host_bytes),
+            }
+        }
+        #[cfg(not(feature = "cuda"))]
+        Copies::default()
+    }
+
+    /// The copies made since `earlier`, per step of `steps` (`steps` ≥ 1).
+    pub fn per_step_since(self, earlier: Copies, steps: usize) -> (f64, f64, f64, f64) {
+        let per = |now: u64, then: u64| (now - then) as f64 / steps.max(1) as f64;
+        (
+            per(self.to_device.0, earlier.to_device.0),
+            per(self.to_device.1, earlier.to_device.1),
+            per(self.to_host.0, earlier.to_host.0),
+            per(self.to_host.1, earlier.to_host.1),
+        )
+    }
+}
+
 /// The default memory pool of a `Cuda` device's GPU (where cudarc's async allocations go).
 #[cfg(feature = "cuda")]
 fn mem_pool<D: 'static>(dev: &D) -> Option<cudarc::driver::sys::CUmemoryPool> {

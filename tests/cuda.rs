@@ -392,3 +392,38 @@ fn device_choice_builds_cuda() {
     let missing = gadms::device::cuda(999, 0).unwrap_err().to_string();
     assert!(missing.contains("cuda:999"), "{missing}");
 }
+
+/// The host↔device copy counters (docs/gpu.md) count each copy once with its size, and a
+/// training step's copies are printed (the test binary runs with one thread, so nothing else
+/// copies meanwhile).
+#[test]
+fn copies_are_counted() {
+    let dev = cuda();
+    let c0 = dfdx::tensor::transfers();
+    let t: Tensor<(usize,), f32, Cuda> = dev.tensor_from_vec(vec![1.5; 1000], (1000,));
+    let c1 = dfdx::tensor::transfers().since(c0);
+    assert_eq!((c1.to_device, c1.to_device_bytes), (1, 4000), "{c1:?}");
+    assert_eq!((c1.to_host, c1.to_host_bytes), (0, 0), "{c1:?}");
+    let c2 = dfdx::tensor::transfers();
+    assert_eq!(t.as_vec()[999], 1.5);
+    let c3 = dfdx::tensor::transfers().since(c2);
+    assert_eq!(
+        (c3.to_host, c3.to_host_bytes, c3.to_device),
+        (1, 4000, 0),
+        "{c3:?}"
+    );
+
+    let (_, mut g, _, _) = models();
+    let (cfg, scores) = (StepConfig::default(), ScoreTable::in_memory(8));
+    let mut opt = Adam::new(AdamConfig::default());
+    let batch = synthetic_batch(8, 64, 32, 20);
+    train_step(&mut g, &mut opt, &batch, &scores, &cfg, 1e-4);
+    let s0 = dfdx::tensor::transfers();
+    let r = train_step(&mut g, &mut opt, &batch, &scores, &cfg, 1e-4);
+    let s = dfdx::tensor::transfers().since(s0);
+    assert!(r.applied && s.to_host >= 1, "{s:?}");
+    println!(
+        "[copies] info  one Tiny GA-DMS step at batch 8: {} to the device ({} bytes), {} to the host ({} bytes)",
+        s.to_device, s.to_device_bytes, s.to_host, s.to_host_bytes
+    );
+}

@@ -596,32 +596,72 @@ struct AdamK {
     float b1, b2, eps, bc1, bc2_sqrt, lr, l2, decoupled, scale;
 };
 
+// One element of Adam's update: p, m, v at i updated from g.
+__device__ __forceinline__ void adam_element(const AdamK &k, const unsigned long long i, float *p,
+                                             const float *g, float *m, float *v) {
+    const float gi = g[i] * k.scale + k.l2 * p[i];
+    float pi = p[i];
+    if (k.decoupled != 0.0f) pi *= 1.0f - k.lr * k.decoupled;
+    const float mi = k.b1 * m[i] + (1.0f - k.b1) * gi;
+    const float vi = k.b2 * v[i] + (1.0f - k.b2) * gi * gi;
+    const float denom = sqrtf(vi) / k.bc2_sqrt + k.eps;
+    m[i] = mi;
+    v[i] = vi;
+    p[i] = pi - k.lr / k.bc1 * mi / denom;
+}
+
 // One parameter tensor in place: p, m, v updated from g.
 extern "C" __global__ void adam_step(const unsigned long long n, const AdamK k, float *p,
                                      const float *g, float *m, float *v) {
     for (unsigned long long i = blockIdx.x * (unsigned long long)blockDim.x + threadIdx.x; i < n;
          i += (unsigned long long)blockDim.x * gridDim.x) {
-        const float gi = g[i] * k.scale + k.l2 * p[i];
-        float pi = p[i];
-        if (k.decoupled != 0.0f) pi *= 1.0f - k.lr * k.decoupled;
-        const float mi = k.b1 * m[i] + (1.0f - k.b1) * gi;
-        const float vi = k.b2 * v[i] + (1.0f - k.b2) * gi * gi;
-        const float denom = sqrtf(vi) / k.bc2_sqrt + k.eps;
-        m[i] = mi;
-        v[i] = vi;
-        p[i] = pi - k.lr / k.bc1 * mi / denom;
+        adam_element(k, i, p, g, m, v);
     }
 }
 
-// Σ g² of one tensor in f64: block b of the fixed grid writes part[b] (grid-stride over n, then
-// a block sum), so the sum's order never changes.
-extern "C" __global__ void sum_squares_partial(const unsigned long long n, const float *g,
-                                               double *part) {
+// One tensor of `adam_multi` (gadms-nn's `AdamTensor`): its blocks are first_block,
+// first_block + 1, ..., each updating ADAM_CHUNK elements.
+struct AdamTensor {
+    unsigned long long n, first_block;
+    float *p;
+    const float *g;
+    float *m, *v;
+    AdamK k;
+};
+
+#define ADAM_CHUNK 4096
+
+// Every parameter tensor of a model in one launch: block b finds its tensor (the last with
+// first_block <= b; `ts` is sorted by first_block) and updates its chunk of ADAM_CHUNK elements,
+// each element exactly as adam_step does.
+extern "C" __global__ void adam_multi(const AdamTensor *ts, const int count) {
+    int lo = 0, hi = count - 1;
+    while (lo < hi) {
+        const int mid = (lo + hi + 1) / 2;
+        if (ts[mid].first_block <= blockIdx.x) lo = mid;
+        else hi = mid - 1;
+    }
+    const AdamTensor &t = ts[lo];
+    const unsigned long long start = (blockIdx.x - t.first_block) * (unsigned long long)ADAM_CHUNK;
+    const unsigned long long end = min(start + ADAM_CHUNK, t.n);
+    for (unsigned long long i = start + threadIdx.x; i < end; i += blockDim.x) {
+        adam_element(t.k, i, t.p, t.g, t.m, t.v);
+    }
+}
+
+// Σ g² of `count` tensors in f64 in one launch, SQ_BLOCKS blocks each: block b sums tensor
+// b / SQ_BLOCKS (`n[t]` elements at `g[t]`) with a grid stride of SQ_BLOCKS blocks, then a block
+// sum into part[b]. The grid per tensor is fixed, so the sum's order never changes.
+#define SQ_BLOCKS 256
+extern "C" __global__ void sum_squares_multi(const unsigned long long *n, const float *const *g,
+                                             double *part) {
     __shared__ double red[256];
+    const unsigned int t = blockIdx.x / SQ_BLOCKS, b = blockIdx.x % SQ_BLOCKS;
+    const float *gt = g[t];
     double s = 0.0;
-    for (unsigned long long i = blockIdx.x * (unsigned long long)blockDim.x + threadIdx.x; i < n;
-         i += (unsigned long long)blockDim.x * gridDim.x) {
-        const double x = (double)g[i];
+    for (unsigned long long i = b * (unsigned long long)blockDim.x + threadIdx.x; i < n[t];
+         i += (unsigned long long)blockDim.x * SQ_BLOCKS) {
+        const double x = (double)gt[i];
         s += x * x;
     }
     red[threadIdx.x] = s;

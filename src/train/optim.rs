@@ -15,8 +15,8 @@
 //!   dfdx tensor ops on the parameter's device, moments kept there as tensors of the
 //!   parameter's shape, the parameter written in place (`axpy`, so its id and buffer stay).
 //!   Nothing crosses to the host but one scalar per tensor for the gradient norm. On CUDA
-//!   with the fused kernels on, one kernel per tensor instead (`optim_cuda.rs`), and one copy
-//!   for the whole norm. The paths agree to rounding (`tests/optim.rs`, and CPU vs CUDA in
+//!   with the fused kernels on, one kernel launch for the norm of every gradient and one for
+//!   the update of every tensor instead (`optim_cuda.rs`), and one copy for the whole norm. The paths agree to rounding (`tests/optim.rs`, and CPU vs CUDA in
 //!   `tests/cuda.rs`).
 //!   Checkpoints ([`Adam::save`]) copy device moments to the host; a loaded state moves to the
 //!   device on first use.
@@ -34,6 +34,12 @@ use std::path::Path;
 #[cfg(feature = "cuda")]
 #[path = "optim_cuda.rs"]
 mod cuda;
+
+/// The CUDA updates gathered during one walk over the model, launched at its end.
+#[cfg(feature = "cuda")]
+type Batch = gadms_nn::fast::AdamBatch;
+#[cfg(not(feature = "cuda"))]
+type Batch = ();
 
 /// How weight decay enters the update.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -213,6 +219,7 @@ struct UpdatePass<'a, E: Dtype, D: Storage<E>> {
     lr: f32,
     scale: f32,
     rule: &'a dyn Fn(&str) -> Group,
+    batch: Batch,
 }
 
 impl<E: Float, D: Device<E>> TensorVisitor<E, D> for UpdatePass<'_, E, D> {
@@ -236,7 +243,7 @@ impl<E: Float, D: Device<E>> TensorVisitor<E, D> for UpdatePass<'_, E, D> {
             group.wd_mult,
             self.scale,
         );
-        if tensor_update::<S, E, D>(self.opt, t, self.grads, &name, &k)
+        if tensor_update::<S, E, D>(self.opt, t, self.grads, &name, &k, &mut self.batch)
             || cpu_f32_update::<S, E, D>(self.opt, t, self.grads, &name, &k)
         {
             return Ok(None);
@@ -417,14 +424,16 @@ fn tensor_update<S: Shape, E: Dtype, D: Device<E>>(
     grads: &Gradients<E, D>,
     name: &str,
     k: &Coeffs,
+    batch: &mut Batch,
 ) -> bool {
     if !uses_tensor_path::<E, D>(opt.tensor_path) {
         return false;
     }
     #[cfg(feature = "cuda")]
-    if cuda::update(opt, t, grads, name, k) {
+    if cuda::update(opt, t, grads, name, k, batch) {
         return true;
     }
+    let _ = &batch;
     let g: Box<dyn Any> = Box::new(grads.get(t));
     let t: &mut dyn Any = t;
     device_step!(Cpu, opt, t, g, name, k);
@@ -570,12 +579,16 @@ impl Adam {
             lr,
             scale,
             rule,
+            batch: Default::default(),
         };
         let walked = M::iter_tensors(&mut RecursiveWalker {
             m: (model, String::new()),
             f: &mut pass,
         });
         walked.unwrap_or_else(|_| unreachable!("host writes cannot fail"));
+        // The gathered CUDA updates, while every gradient and parameter they point to lives.
+        #[cfg(feature = "cuda")]
+        pass.batch.launch();
         UpdateStats { grad_norm }
     }
 

@@ -1,14 +1,15 @@
-//! The fused CUDA arm of [`super`]'s tensor path (gadms-nn's `adam_step` and `sum_squares`
-//! kernels): one kernel per parameter reads the gradient in place and updates the parameter
-//! and both moments in place, where the tensor path runs about a dozen dfdx ops, each with a
-//! buffer of its own; the gradient norm is one copy of per-block partial sums for all tensors,
-//! where the tensor path copied one scalar back per tensor. Taken on `(f32, Cuda)` when the
-//! fused switch is on (`GADMS_FUSED=0` turns it off); `tests/cuda.rs` checks it against the
-//! host update.
+//! The fused CUDA arm of [`super`]'s tensor path (gadms-nn's `AdamBatch` and `sum_squares`):
+//! every parameter's update is gathered during the walk over the model and run as one kernel
+//! launch (`adam_multi`) that reads each gradient in place and updates the parameter and both
+//! moments in place, where the tensor path runs about a dozen dfdx ops per tensor, each with a
+//! buffer of its own; the gradient norm is one launch and one copy of per-block partial sums
+//! for all tensors, where the tensor path copied one scalar back per tensor. Taken on
+//! `(f32, Cuda)` when the fused switch is on (`GADMS_FUSED=0` turns it off); `tests/cuda.rs`
+//! checks it against the host update.
 
 use super::{Adam, Coeffs, moments_on_device};
 use dfdx::prelude::*;
-use gadms_nn::fast::{AdamCoeffs, CudaVec};
+use gadms_nn::fast::{AdamBatch, AdamCoeffs, CudaVec};
 use std::any::Any;
 
 /// The gradient of `t` as CUDA `f32` storage, read in place; `None` off that path.
@@ -56,13 +57,15 @@ impl<'a> NormGrads<'a> {
     }
 }
 
-/// The fused update of one parameter: `true` when done, `false` to take the other paths.
+/// The fused update of one parameter, added to `batch` (launched by the caller after the walk
+/// over the model): `true` when taken, `false` to take the other paths.
 pub(super) fn update<S: Shape, E: Dtype, D: Storage<E>>(
     opt: &mut Adam,
     t: &mut Tensor<S, E, D>,
     grads: &Gradients<E, D>,
     name: &str,
     k: &Coeffs,
+    batch: &mut AdamBatch,
 ) -> bool {
     let Some(g) = cuda_grad(grads, t) else {
         return false;
@@ -82,5 +85,5 @@ pub(super) fn update<S: Shape, E: Dtype, D: Storage<E>>(
         decoupled: k.decoupled,
         scale: k.scale,
     };
-    gadms_nn::fast::adam_step(t, g, m, v, k).is_some()
+    batch.push(t, g, m, v, k).is_some()
 }

@@ -9,7 +9,7 @@
 //! writes, then a table.
 
 use super::args::BenchArgs;
-use crate::device::{BuildDevice, DeviceChoice};
+use crate::device::{BuildDevice, Copies, DeviceChoice};
 use crate::dist::grads::comm_seconds;
 use crate::precision::Precision;
 use crate::preset::Preset;
@@ -97,11 +97,12 @@ where
         step(&mut model, &mut opt)?;
     }
     crate::device::reset_pool_high_water(dev);
-    let (t, comm0) = (Instant::now(), comm_seconds());
+    let (t, comm0, copies0) = (Instant::now(), comm_seconds(), Copies::now());
     let mut last = f32::NAN;
     for _ in 0..a.iters {
         last = step(&mut model, &mut opt)?;
     }
+    let copies = Copies::now().per_step_since(copies0, a.iters);
     sync(&model);
     let step_s = t.elapsed().as_secs_f64() / a.iters as f64;
     let comm_s = (comm_seconds() - comm0) / a.iters as f64;
@@ -122,6 +123,16 @@ where
             "gadms: CUDA memory pool over the timed steps: {r:.0} MiB held at most, {u:.0} MiB \
              in live buffers at most ({:.0} MiB the allocator's cache)",
             r - u
+        );
+    }
+    if !matches!(a.device, DeviceChoice::Cpu) {
+        eprintln!(
+            "gadms: host↔device copies per step: {:.0} to the device ({:.1} KiB), {:.0} to the \
+             host ({:.1} KiB; each one a wait for the GPU)",
+            copies.0,
+            copies.1 / 1024.0,
+            copies.2,
+            copies.3 / 1024.0
         );
     }
     let gass_s = model.time_gass(&batch, &cfg, a.iters.min(3));
@@ -148,6 +159,8 @@ where
         "grad_checkpointing": a.grad_checkpointing,
         "pool_reserved_mib": pool.map(|p| p.0), "pool_used_mib": pool.map(|p| p.1),
         "device": a.device.to_string(), "threads": threads, "last_loss": last,
+        "copies_to_device": copies.0, "bytes_to_device": copies.1,
+        "copies_to_host": copies.2, "bytes_to_host": copies.3,
     }))
 }
 

@@ -1,7 +1,7 @@
 //! Adam and the gradient norm on CUDA.
 
 use super::*;
-use cudarc::driver::{DevicePtrMut, DeviceRepr, DeviceSlice};
+use cudarc::driver::{DeviceRepr, DeviceSlice};
 
 /// Adam's scalars for [`adam_step`] (the `Coeffs` of gadms' `src/train/optim.rs`; the
 /// `AdamK` struct of `kernels/fused.cu`).
@@ -34,6 +34,14 @@ unsafe impl DeviceRepr for AdamCoeffs {}
 /// The CUDA storage of an `f32` tensor.
 pub type CudaVec = <Cuda as Storage<f32>>::Vec;
 
+/// True when `g` and each of `ts` hold exactly `n` values, densely laid out.
+fn dense_like<S: Shape>(n: usize, g: &CudaVec, ts: [&Tensor<S, f32, Cuda>; 3]) -> bool {
+    g.len() == n
+        && ts
+            .iter()
+            .all(|t| Tensorlike::len(*t) == n && t.strides() == t.shape().strides())
+}
+
 /// One Adam update of a dense `f32` CUDA parameter `p` in place, with its gradient `g` and
 /// moments `m`, `v` (dense, `p`'s size), as one kernel (`adam_step`): the operations of
 /// gadms' host update in the same order. `None` (nothing done) when a size differs.
@@ -45,9 +53,7 @@ pub fn adam_step<S: Shape>(
     k: AdamCoeffs,
 ) -> Option<()> {
     let n = p.shape().num_elements();
-    let dense =
-        |t: &Tensor<S, f32, Cuda>| Tensorlike::len(t) == n && t.strides() == t.shape().strides();
-    if g.len() != n || !dense(p) || !dense(m) || !dense(v) {
+    if !dense_like(n, g, [p, m, v]) {
         return None;
     }
     let dev = p.device().clone();
@@ -62,37 +68,116 @@ pub fn adam_step<S: Shape>(
     Some(())
 }
 
-/// Blocks of the sum-of-squares kernel (a fixed grid: the summation order never changes).
+/// Elements per block of `adam_multi` (`ADAM_CHUNK` in `kernels/fused.cu`).
+const ADAM_CHUNK: u64 = 4096;
+
+/// One tensor of [`AdamBatch`] (the kernel's `AdamTensor`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+struct AdamTensor {
+    n: u64,
+    first_block: u64,
+    p: u64,
+    g: u64,
+    m: u64,
+    v: u64,
+    k: AdamCoeffs,
+}
+
+// SAFETY: a plain `repr(C)` struct of `u64` and `f32` fields, laid out as the kernel's
+// `AdamTensor` (six 8-byte fields, then `AdamK`, padded to 88 bytes in both).
+unsafe impl DeviceRepr for AdamTensor {}
+
+/// Adam updates of many tensors gathered for one kernel launch (`adam_multi`), the way
+/// PyTorch's multi-tensor (`foreach`) Adam updates every parameter at once: the table of
+/// tensors goes to the device in one copy, and each block updates one chunk of one tensor,
+/// every element exactly as [`adam_step`] does. Holds raw device pointers: [`AdamBatch::launch`]
+/// must run while every pushed tensor and gradient is alive and unmoved on the device (the
+/// optimiser pushes during its walk over the model and launches right after it).
+#[derive(Default)]
+pub struct AdamBatch {
+    dev: Option<Cuda>,
+    rows: Vec<AdamTensor>,
+    blocks: u64,
+}
+
+impl AdamBatch {
+    /// Adds the update of `p` from `g` with moments `m`, `v` (dense, `p`'s size), as
+    /// [`adam_step`] takes them; `None` (nothing added) when a size differs.
+    pub fn push<S: Shape>(
+        &mut self,
+        p: &mut Tensor<S, f32, Cuda>,
+        g: &CudaVec,
+        m: &mut Tensor<S, f32, Cuda>,
+        v: &mut Tensor<S, f32, Cuda>,
+        k: AdamCoeffs,
+    ) -> Option<()> {
+        let n = p.shape().num_elements();
+        if !dense_like(n, g, [p, m, v]) {
+            return None;
+        }
+        if n == 0 {
+            return Some(());
+        }
+        if self.dev.is_none() {
+            self.dev = Some(p.device().clone());
+        }
+        self.rows.push(AdamTensor {
+            n: n as u64,
+            first_block: self.blocks,
+            p: *p.storage_mut().device_ptr(),
+            g: *g.device_ptr(),
+            m: *m.storage_mut().device_ptr(),
+            v: *v.storage_mut().device_ptr(),
+            k,
+        });
+        self.blocks += (n as u64).div_ceil(ADAM_CHUNK);
+        Some(())
+    }
+
+    /// Runs every pushed update in one launch and empties the batch.
+    pub fn launch(&mut self) {
+        let (Some(dev), false) = (self.dev.take(), self.rows.is_empty()) else {
+            return;
+        };
+        let rows = std::mem::take(&mut self.rows);
+        let count = rows.len() as i32;
+        let table = to_device(&dev, rows, "the Adam update table");
+        let cfg = LaunchConfig {
+            grid_dim: (self.blocks as u32, 1, 1),
+            block_dim: (THREADS, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        self.blocks = 0;
+        launch(&dev, "adam_multi", cfg, (&table, count));
+    }
+}
+
+/// Blocks per tensor of the sum-of-squares kernel (`SQ_BLOCKS` in `kernels/fused.cu`: a fixed
+/// grid, so the summation order never changes).
 const SQ_BLOCKS: usize = 256;
 
-/// `Σ g²` in f64 of each of `grads` on `dev`: per-block partial sums on the device, one copy
-/// of all of them to the host, added there in order.
+/// `Σ g²` in f64 of each of `grads` on `dev`, in one launch: per-block partial sums on the
+/// device, one copy of all of them to the host, added there in order.
 pub fn sum_squares(dev: &Cuda, grads: &[&CudaVec]) -> Vec<f64> {
     if grads.is_empty() {
         return Vec::new();
     }
-    let d = dev.cuda_device();
-    let mut part = d
+    let mut part = dev
+        .cuda_device()
         .alloc_zeros::<f64>(grads.len() * SQ_BLOCKS)
         .unwrap_or_else(|e| panic!("CUDA allocation of the gradient-norm sums: {}", code(&e)));
-    let base = *part.device_ptr_mut();
+    let sizes: Vec<u64> = grads.iter().map(|g| g.len() as u64).collect();
+    let ptrs: Vec<u64> = grads.iter().map(|g| *g.device_ptr()).collect();
+    let sizes = to_device(dev, sizes, "the gradient sizes");
+    let ptrs = to_device(dev, ptrs, "the gradient addresses");
     let cfg = LaunchConfig {
-        grid_dim: (SQ_BLOCKS as u32, 1, 1),
+        grid_dim: ((grads.len() * SQ_BLOCKS) as u32, 1, 1),
         block_dim: (256, 1, 1),
         shared_mem_bytes: 0,
     };
-    for (i, g) in grads.iter().enumerate() {
-        let slot = base + (i * SQ_BLOCKS * 8) as u64;
-        launch(
-            dev,
-            "sum_squares_partial",
-            cfg,
-            (g.len() as u64, *g.device_ptr(), slot),
-        );
-    }
-    let host = d
-        .dtoh_sync_copy(&part)
-        .unwrap_or_else(|e| panic!("copying the gradient-norm sums from the GPU: {}", code(&e)));
+    launch(dev, "sum_squares_multi", cfg, (&sizes, &ptrs, &mut part));
+    let host = to_host(dev, &part, "the gradient-norm sums");
     host.chunks_exact(SQ_BLOCKS)
         .map(|c| c.iter().sum())
         .collect()

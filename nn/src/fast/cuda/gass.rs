@@ -48,12 +48,10 @@ pub(crate) fn gass_maps<S: Shape, E: Dtype, D: Device<E>>(
         return Some(vec![0.0; b * s]);
     };
     let dev = cuda(first[0].dev()).clone();
-    let d = dev.cuda_device();
     let eos32: Vec<i32> = eos.iter().map(|&e| e as i32).collect();
-    let eos_dev = d
-        .htod_copy(eos32)
-        .unwrap_or_else(|e| panic!("copying GASS's EOS indices to the GPU: {}", code(&e)));
-    let mut total = d
+    let eos_dev = to_device(&dev, eos32, "GASS's EOS indices");
+    let mut total = dev
+        .cuda_device()
         .alloc_zeros::<f64>(b * s)
         .unwrap_or_else(|e| panic!("CUDA allocation of GASS's map: {}", code(&e)));
     let mut sc = [1i32; GASS_MAX_SCALES];
@@ -76,9 +74,7 @@ pub(crate) fn gass_maps<S: Shape, E: Dtype, D: Device<E>>(
         let params = (p, ptr(q), ptr(k), ptr(v), ptr(g), ep, tp);
         launch(&dev, "gass_layer_map", cfg, params);
     }
-    let total = d
-        .dtoh_sync_copy(&total)
-        .unwrap_or_else(|e| panic!("copying GASS's map from the GPU: {}", code(&e)));
+    let total = to_host(&dev, &total, "GASS's map");
     Some(total)
 }
 

@@ -14,12 +14,9 @@ pub(crate) fn cross_entropy<C: Dim, E: Dtype, D: Device<E>, T: Tape<E, D>>(
     let (n, c) = (logits.shape().0, logits.shape().1.size());
     let (z, mut tape) = logits.split_tape();
     let dev = cuda(z.dev()).clone();
-    let d = dev.cuda_device();
-    let what = "copying the cross entropy's labels and weights to the GPU";
-    let labels = d.htod_copy(labels.iter().map(|&l| l as i64).collect::<Vec<_>>());
-    let labels = labels.unwrap_or_else(|e| panic!("{what}: {}", code(&e)));
-    let weights = d.htod_copy(weights.to_vec());
-    let weights = weights.unwrap_or_else(|e| panic!("{what}: {}", code(&e)));
+    let labels: Vec<i64> = labels.iter().map(|&l| l as i64).collect();
+    let labels = to_device(&dev, labels, "the cross entropy's labels");
+    let weights = to_device(&dev, weights.to_vec(), "the cross entropy's weights");
     let (stats, sp) = scratch_f64(&dev, 2 * n);
     let (rows, rp) = scratch_f64(&dev, n);
     let (out, op) = empty::<_, E, D>(&dev, ());
@@ -66,8 +63,7 @@ pub(crate) fn sdm<K: Dim, E: Dtype, D: Device<E>, T: Tape<E, D>>(
     let (text, tt) = text.split_tape();
     let mut tape = ti.merge(tt);
     let dev = cuda(image.dev()).clone();
-    let lq = dev.cuda_device().htod_copy(log_q.to_vec());
-    let lq = lq.unwrap_or_else(|e| panic!("copying SDM's targets to the GPU: {}", code(&e)));
+    let lq = to_device(&dev, log_q.to_vec(), "SDM's targets");
     let (uv, uvp) = scratch_f64(&dev, b * k);
     let (ut, utp) = scratch_f64(&dev, b * k);
     let (nv, nvp) = scratch_f64(&dev, b);

@@ -21,7 +21,7 @@ use std::sync::Mutex;
 /// The kernels' PTX (empty in a `ci-check` build, which never runs them).
 const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/fused.ptx"));
 const MODULE: &str = "gadms_fused";
-const NAMES: [&str; 25] = [
+const NAMES: [&str; 26] = [
     "quick_gelu_fwd",
     "bias_add_fwd",
     "bias_residual_fwd",
@@ -38,7 +38,8 @@ const NAMES: [&str; 25] = [
     "attn_bwd_kv",
     "gass_layer_map",
     "adam_step",
-    "sum_squares_partial",
+    "adam_multi",
+    "sum_squares_multi",
     "ce_fwd",
     "ce_sum",
     "ce_bwd",
@@ -178,13 +179,39 @@ fn scratch_f64(dev: &Cuda, n: usize) -> (cudarc::driver::CudaSlice<f64>, u64) {
     (s, p)
 }
 
+/// `v` copied to a new buffer on `dev`, counted in dfdx's transfer counters (`what` names the
+/// data in the error).
+fn to_device<T: cudarc::driver::DeviceRepr + Unpin>(
+    dev: &Cuda,
+    v: Vec<T>,
+    what: &str,
+) -> cudarc::driver::CudaSlice<T> {
+    dfdx::tensor::count_to_device(std::mem::size_of_val(v.as_slice()));
+    dev.cuda_device()
+        .htod_copy(v)
+        .unwrap_or_else(|e| panic!("copying {what} to the GPU: {}", code(&e)))
+}
+
+/// `s` copied to the host (a wait for the GPU), counted in dfdx's transfer counters.
+fn to_host<T: cudarc::driver::DeviceRepr + Default + Clone>(
+    dev: &Cuda,
+    s: &cudarc::driver::CudaSlice<T>,
+    what: &str,
+) -> Vec<T> {
+    use cudarc::driver::DeviceSlice;
+    dfdx::tensor::count_to_host(s.len() * std::mem::size_of::<T>());
+    dev.cuda_device()
+        .dtoh_sync_copy(s)
+        .unwrap_or_else(|e| panic!("copying {what} from the GPU: {}", code(&e)))
+}
+
 mod adam;
 mod attn;
 mod gass;
 mod layers;
 mod loss;
 
-pub use adam::{AdamCoeffs, CudaVec, adam_step, sum_squares};
+pub use adam::{AdamBatch, AdamCoeffs, CudaVec, adam_step, sum_squares};
 pub(crate) use attn::{attention, attention_fits};
 pub(crate) use gass::{GassLayerTensors, gass_maps, gass_on_device};
 pub(crate) use layers::{layer_norm, linear, linear_residual, quick_gelu};

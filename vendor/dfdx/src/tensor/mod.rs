@@ -166,7 +166,7 @@ pub type AutoDevice = Cpu;
 #[cfg(feature = "cuda")]
 pub(crate) use cuda::launch_cfg;
 #[cfg(feature = "cuda")]
-pub use cuda::{Cuda, CudaError, MatmulPrecision};
+pub use cuda::{count_to_device, count_to_host, transfers, Cuda, CudaError, MatmulPrecision, Transfers};
 #[cfg(feature = "cuda")]
 pub type AutoDevice = Cuda;
 

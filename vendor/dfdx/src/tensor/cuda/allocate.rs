@@ -18,6 +18,7 @@ impl Cuda {
         buf: Vec<E>,
     ) -> Result<Tensor<S, E, Self>, CudaError> {
         let mut slice = unsafe { self.alloc_empty(buf.len()) }?;
+        super::count_to_device(buf.len() * std::mem::size_of::<E>());
         self.dev.htod_copy_into(buf, &mut slice)?;
         Ok(self.build_tensor(shape, shape.strides(), slice))
     }
@@ -104,6 +105,7 @@ where
 
 impl<E: Unit> OneFillStorage<E> for Cuda {
     fn try_fill_with_ones(&self, storage: &mut Self::Vec) -> Result<(), Self::Err> {
+        super::count_to_device(storage.len() * std::mem::size_of::<E>());
         self.dev
             .htod_copy_into(std::vec![E::ONE; storage.len()], &mut storage.data)?;
         Ok(())
@@ -143,6 +145,7 @@ where
             let mut rng = self.cpu.rng.lock();
             buf.resize_with(storage.len(), || rng.sample(&distr));
         }
+        super::count_to_device(buf.len() * std::mem::size_of::<E>());
         self.dev.htod_copy_into(buf, &mut storage.data)?;
         Ok(())
     }
@@ -156,6 +159,7 @@ impl<E: Unit> CopySlice<E> for Cuda {
             "Slices must have same number of elements as *physical* Storage<E> of tensors."
         );
         let storage = Arc::make_mut(&mut dst.data);
+        super::count_to_device(std::mem::size_of_val(src));
         dst.device
             .dev
             .htod_sync_copy_into(src, &mut storage.data)
@@ -168,6 +172,7 @@ impl<E: Unit> CopySlice<E> for Cuda {
             "Slices must have same number of elements as *physical* Storage<E> of tensors."
         );
         let storage: &Self::Vec = src.data.as_ref();
+        super::count_to_host(std::mem::size_of_val(dst));
         src.device
             .dev
             .dtoh_sync_copy_into(&storage.data, dst)

@@ -161,6 +161,15 @@ impl Cuda {
     pub fn cuda_device(&self) -> &Arc<CudaDevice> {
         &self.dev
     }
+
+    /// cudarc's `htod_copy`, counted in [super::transfers] (gadms patch).
+    pub(crate) fn htod_copy<T: DeviceRepr + Unpin>(
+        &self,
+        src: Vec<T>,
+    ) -> Result<CudaSlice<T>, DriverError> {
+        super::count_to_device(src.len() * std::mem::size_of::<T>());
+        self.dev.htod_copy(src)
+    }
 }
 
 impl Cuda {
@@ -366,6 +375,7 @@ impl<E: Unit> Storage<E> for Cuda {
             tape: NoneTape,
         };
         let buf = std::sync::Arc::get_mut(&mut cpu_tensor.data).unwrap();
+        super::count_to_host(buf.data.len() * std::mem::size_of::<E>());
         self.dev
             .dtoh_sync_copy_into(&tensor.data.data, &mut buf.data)
             .unwrap();

@@ -1,7 +1,9 @@
 mod allocate;
 mod device;
+mod transfers;
 
 pub use device::{Cuda, CudaError, MatmulPrecision};
+pub use transfers::{count_to_device, count_to_host, transfers, Transfers};
 
 pub(crate) fn launch_cfg<const NUM_THREADS: u32>(n: u32) -> cudarc::driver::LaunchConfig {
     let num_blocks = (n + NUM_THREADS - 1) / NUM_THREADS;

@@ -27,9 +27,9 @@ impl Cuda {
 
         let mut storage = unsafe { self.alloc_empty(numel) }?;
 
-        let dims: CudaSlice<usize> = self.dev.htod_copy(shape.concrete().into())?;
-        let lhs_strides: CudaSlice<usize> = self.dev.htod_copy(lhs.strides.into())?;
-        let rhs_strides: CudaSlice<usize> = self.dev.htod_copy(rhs.strides.into())?;
+        let dims: CudaSlice<usize> = self.htod_copy(shape.concrete().into())?;
+        let lhs_strides: CudaSlice<usize> = self.htod_copy(lhs.strides.into())?;
+        let rhs_strides: CudaSlice<usize> = self.htod_copy(rhs.strides.into())?;
 
         let fwd_fn = self.dev.get_func(MODULE_NAME, fn_name).unwrap();
         let cfg = launch_cfg::<128>(numel as u32);

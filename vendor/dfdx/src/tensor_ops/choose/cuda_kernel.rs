@@ -54,10 +54,10 @@ where
 
         let mut storage = unsafe { self.alloc_empty::<E>(numel) }?;
 
-        let dims: CudaSlice<usize> = self.dev.htod_copy(shape.concrete().into())?;
-        let cond_strides: CudaSlice<usize> = self.dev.htod_copy(cond.strides.into())?;
-        let lhs_strides: CudaSlice<usize> = self.dev.htod_copy(lhs.strides.into())?;
-        let rhs_strides: CudaSlice<usize> = self.dev.htod_copy(rhs.strides.into())?;
+        let dims: CudaSlice<usize> = self.htod_copy(shape.concrete().into())?;
+        let cond_strides: CudaSlice<usize> = self.htod_copy(cond.strides.into())?;
+        let lhs_strides: CudaSlice<usize> = self.htod_copy(lhs.strides.into())?;
+        let rhs_strides: CudaSlice<usize> = self.htod_copy(rhs.strides.into())?;
 
         let fwd_fn = self.dev.get_func(Self::MOD, Self::FNS[0]).unwrap();
         let cfg = launch_cfg::<128>(numel as u32);
@@ -89,10 +89,10 @@ where
         let bwd_fn = self.dev.get_func(Self::MOD, Self::FNS[1]).unwrap();
         let numel = cond.shape.num_elements();
 
-        let dims: CudaSlice<usize> = self.dev.htod_copy(cond.shape.concrete().into())?;
-        let lhs_strides: CudaSlice<usize> = self.dev.htod_copy(lhs.strides.into())?;
-        let cond_strides: CudaSlice<usize> = self.dev.htod_copy(cond.strides.into())?;
-        let rhs_strides: CudaSlice<usize> = self.dev.htod_copy(rhs.strides.into())?;
+        let dims: CudaSlice<usize> = self.htod_copy(cond.shape.concrete().into())?;
+        let lhs_strides: CudaSlice<usize> = self.htod_copy(lhs.strides.into())?;
+        let cond_strides: CudaSlice<usize> = self.htod_copy(cond.strides.into())?;
+        let rhs_strides: CudaSlice<usize> = self.htod_copy(rhs.strides.into())?;
 
         let cfg = launch_cfg::<128>(numel as u32);
         let params = (

@@ -52,10 +52,10 @@ impl<E: Unit, Op: CmpOpCudaKernel<E>> CmpKernel<Op, E> for Cuda {
         let mut storage = unsafe { self.alloc_empty::<bool>(numel) }?;
         self.dev.memset_zeros(&mut storage)?;
 
-        let dims: CudaSlice<usize> = self.dev.htod_copy(shape.concrete().into())?;
-        let lhs_strides: CudaSlice<usize> = self.dev.htod_copy(lhs.strides.into())?;
-        let rhs_strides: CudaSlice<usize> = self.dev.htod_copy(rhs.strides.into())?;
-        let out_strides: CudaSlice<usize> = self.dev.htod_copy(strides.into())?;
+        let dims: CudaSlice<usize> = self.htod_copy(shape.concrete().into())?;
+        let lhs_strides: CudaSlice<usize> = self.htod_copy(lhs.strides.into())?;
+        let rhs_strides: CudaSlice<usize> = self.htod_copy(rhs.strides.into())?;
+        let out_strides: CudaSlice<usize> = self.htod_copy(strides.into())?;
 
         let fwd_fn = self.dev.get_func(Op::MODULE_NAME, Op::FWD_FN_NAME).unwrap();
         let cfg = launch_cfg::<128>(numel as u32);
@@ -93,9 +93,9 @@ impl<E: Unit, Op: ScalarCmpOpCudaKernel<E>> ScalarCmpKernel<Op, E> for Cuda {
         let mut storage = unsafe { self.alloc_empty::<bool>(numel) }?;
         self.dev.memset_zeros(&mut storage)?;
 
-        let dims: CudaSlice<usize> = self.dev.htod_copy(shape.concrete().into())?;
-        let lhs_strides: CudaSlice<usize> = self.dev.htod_copy(lhs.strides.into())?;
-        let out_strides: CudaSlice<usize> = self.dev.htod_copy(strides.into())?;
+        let dims: CudaSlice<usize> = self.htod_copy(shape.concrete().into())?;
+        let lhs_strides: CudaSlice<usize> = self.htod_copy(lhs.strides.into())?;
+        let out_strides: CudaSlice<usize> = self.htod_copy(strides.into())?;
 
         let fwd_fn = self.dev.get_func(Op::MODULE_NAME, Op::FWD_FN_NAME).unwrap();
         let cfg = launch_cfg::<128>(numel as u32);

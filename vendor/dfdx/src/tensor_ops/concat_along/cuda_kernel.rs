@@ -42,7 +42,7 @@ impl<E: Dtype + CudaTypeName> super::ConcatAlongKernel<E> for Cuda {
         info.extend(a.strides);
         info.extend(b.shape.concrete());
         info.extend(b.strides);
-        let info = self.dev.htod_copy(info)?;
+        let info = self.htod_copy(info)?;
 
         unsafe {
             fwd.launch(
@@ -80,7 +80,7 @@ impl<E: Dtype + CudaTypeName> super::ConcatAlongKernel<E> for Cuda {
         info.extend(a.strides);
         info.extend(b.shape.concrete());
         info.extend(b.strides);
-        let info = self.dev.htod_copy(info)?;
+        let info = self.htod_copy(info)?;
 
         unsafe { bwd.launch(cfg, (&info, grad_a, grad_b, grad_out)) }?;
         Ok(())

@@ -94,7 +94,7 @@ where
         let mut patches = unsafe { self.get_workspace::<E>(patches_numel) }?;
         let mut patches = unsafe { patches.transmute_mut::<E>(patches_numel).unwrap() };
 
-        let img_strides = self.dev.htod_copy(make_4d::<L>(img.strides).into())?;
+        let img_strides = self.htod_copy(make_4d::<L>(img.strides).into())?;
 
         let out_buf = Arc::get_mut(&mut out.data).unwrap();
 
@@ -166,7 +166,7 @@ where
 
         let mut ftr = unsafe { self.alloc_empty::<E>(filters_numel) }?;
         let mut grad_ftr = unsafe { self.alloc_empty::<E>(op.batch * filters_numel) }?;
-        let f_strides = self.dev.htod_copy(rhs.strides.into())?;
+        let f_strides = self.htod_copy(rhs.strides.into())?;
 
         self.par_stream.wait_for_default()?;
 

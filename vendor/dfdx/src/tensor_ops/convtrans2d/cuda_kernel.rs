@@ -96,8 +96,8 @@ where
             * op.kernel;
         let mut ftr = unsafe { self.alloc_empty::<E>(ftr_numel) }?;
 
-        let img_strides = self.dev.htod_copy(make_4d::<L>(lhs.strides).into())?;
-        let f_strides = self.dev.htod_copy(rhs.strides.into())?;
+        let img_strides = self.htod_copy(make_4d::<L>(lhs.strides).into())?;
+        let f_strides = self.htod_copy(rhs.strides.into())?;
 
         let out_buf = Arc::get_mut(&mut out.data).unwrap();
 

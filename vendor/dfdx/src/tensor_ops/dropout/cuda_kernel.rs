@@ -54,7 +54,7 @@ where
             let dist = Bernoulli::new(op.prob).unwrap();
             let mut mask: Vec<bool> = Vec::with_capacity(inp.data.len());
             mask.resize_with(inp.data.len(), || dist.sample(&mut rng));
-            self.dev.htod_copy(mask)
+            self.htod_copy(mask)
         }?;
 
         let prob = E::from_f64(op.prob).unwrap();
@@ -84,7 +84,7 @@ where
             let dist = Bernoulli::new(op.prob).unwrap();
             let mut mask: Vec<bool> = Vec::with_capacity(inp.data.len());
             mask.resize_with(inp.data.len(), || dist.sample(&mut rng));
-            self.dev.htod_copy(mask)
+            self.htod_copy(mask)
         }?;
         let prob = E::from_f64(op.prob).unwrap();
         let bwd_fn = self.dev.get_func(Self::MOD, Self::FNS[1]).unwrap();

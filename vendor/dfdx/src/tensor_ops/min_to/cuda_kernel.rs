@@ -77,7 +77,7 @@ where
         let mut info = Vec::with_capacity(num_dims * 2);
         info.extend(dims);
         info.extend(strides);
-        let info = self.dev.htod_copy(info)?;
+        let info = self.htod_copy(info)?;
 
         let physical_numel = inp.data.len();
         let (dst_physical_numel, dst_strides) =
@@ -126,7 +126,7 @@ where
         info.extend(inp.shape.concrete());
         info.extend(inp.strides);
         info.extend(out_strides);
-        let info = self.dev.htod_copy(info)?;
+        let info = self.htod_copy(info)?;
 
         let params = (
             physical_numel,    // const size_t numel,

@@ -66,8 +66,8 @@ where
                 .load_ptx(PTX_SRC.into(), Self::FWD, &[Self::FWD, Self::BWD])?;
         }
 
-        let inp_strides = self.dev.htod_copy(make_4d::<I>(inp.strides).into())?;
-        let out_strides = self.dev.htod_copy(make_4d::<O>(out.strides).into())?;
+        let inp_strides = self.htod_copy(make_4d::<I>(inp.strides).into())?;
+        let out_strides = self.htod_copy(make_4d::<O>(out.strides).into())?;
         let fwd_fn = self.dev.get_func(Self::FWD, Self::FWD).unwrap();
         let cfg = launch_cfg::<128>(out.shape().num_elements() as u32);
         let params = (
@@ -88,8 +88,8 @@ where
         out: &Tensor<O, E, Self>,
         grad_out: &Self::Vec,
     ) -> Result<(), Self::Err> {
-        let inp_strides = self.dev.htod_copy(make_4d::<I>(inp.strides).into())?;
-        let out_strides = self.dev.htod_copy(make_4d::<O>(out.strides).into())?;
+        let inp_strides = self.htod_copy(make_4d::<I>(inp.strides).into())?;
+        let out_strides = self.htod_copy(make_4d::<O>(out.strides).into())?;
         let bwd_fn = self.dev.get_func(Self::FWD, Self::BWD).unwrap();
         let cfg = launch_cfg::<128>(inp.shape().num_elements() as u32);
         let params = (

@@ -40,7 +40,7 @@ impl<E: Dtype + CudaTypeName> super::ReshapeKernel<E> for Cuda {
         info.extend(inp.strides);
         info.extend(dst.concrete());
         info.extend(dst.strides());
-        let info = self.dev.htod_copy(info)?;
+        let info = self.htod_copy(info)?;
 
         let cfg = launch_cfg::<128>(numel as u32);
         let params = (
@@ -86,7 +86,7 @@ impl<E: Dtype + CudaTypeName> super::ReshapeKernel<E> for Cuda {
         info.extend(inp.strides);
         info.extend(dst.concrete());
         info.extend(dst.strides());
-        let info = self.dev.htod_copy(info)?;
+        let info = self.htod_copy(info)?;
 
         let cfg = launch_cfg::<128>(numel as u32);
         let params = (

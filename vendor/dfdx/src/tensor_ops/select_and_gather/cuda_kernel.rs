@@ -33,10 +33,10 @@ macro_rules! impl_cuda_kernels {
                 let mut storage = unsafe { self.alloc_empty::<$TypeName>(numel) }?;
                 self.dev.memset_zeros(&mut storage)?;
 
-                let inp_dims = self.dev.htod_copy(inp.shape.concrete().into())?;
-                let idx_dims = self.dev.htod_copy(idx.shape.concrete().into())?;
-                let inp_strides = self.dev.htod_copy(inp.strides.into())?;
-                let idx_strides = self.dev.htod_copy(idx.strides.into())?;
+                let inp_dims = self.htod_copy(inp.shape.concrete().into())?;
+                let idx_dims = self.htod_copy(idx.shape.concrete().into())?;
+                let inp_strides = self.htod_copy(inp.strides.into())?;
+                let idx_strides = self.htod_copy(idx.strides.into())?;
 
                 let fwd_fn = self.dev.get_func($GatherMod, $GatherFwd).unwrap();
                 let cfg = launch_cfg::<128>(numel as u32);
@@ -72,10 +72,10 @@ macro_rules! impl_cuda_kernels {
                 let bwd_fn = self.dev.get_func($GatherMod, $GatherBwd).unwrap();
                 let numel = grad_out.len();
 
-                let inp_dims = self.dev.htod_copy(inp.shape.concrete().into())?;
-                let idx_dims = self.dev.htod_copy(idx.shape.concrete().into())?;
-                let inp_strides = self.dev.htod_copy(inp.strides.into())?;
-                let idx_strides = self.dev.htod_copy(idx.strides.into())?;
+                let inp_dims = self.htod_copy(inp.shape.concrete().into())?;
+                let idx_dims = self.htod_copy(idx.shape.concrete().into())?;
+                let inp_strides = self.htod_copy(inp.strides.into())?;
+                let idx_strides = self.htod_copy(idx.strides.into())?;
 
                 let cfg = launch_cfg::<128>(numel as u32);
                 let params = (
@@ -118,12 +118,12 @@ macro_rules! impl_cuda_kernels {
                 let mut storage = unsafe { self.alloc_empty::<$TypeName>(numel) }?;
                 self.dev.memset_zeros(&mut storage)?;
 
-                let inp_dims = self.dev.htod_copy(inp.shape.concrete().into())?;
-                let idx_dims = self.dev.htod_copy(idx.shape.concrete().into())?;
-                let dst_dims = self.dev.htod_copy(dst.concrete().into())?;
-                let inp_strides = self.dev.htod_copy(inp.strides.into())?;
-                let idx_strides = self.dev.htod_copy(idx.strides.into())?;
-                let dst_strides = self.dev.htod_copy(dst.strides().into())?;
+                let inp_dims = self.htod_copy(inp.shape.concrete().into())?;
+                let idx_dims = self.htod_copy(idx.shape.concrete().into())?;
+                let dst_dims = self.htod_copy(dst.concrete().into())?;
+                let inp_strides = self.htod_copy(inp.strides.into())?;
+                let idx_strides = self.htod_copy(idx.strides.into())?;
+                let dst_strides = self.htod_copy(dst.strides().into())?;
 
                 let fwd_fn = self.dev.get_func($SelectMod, $SelectFwd).unwrap();
                 let cfg = launch_cfg::<128>(numel as u32);
@@ -160,12 +160,12 @@ macro_rules! impl_cuda_kernels {
                 let bwd_fn = self.dev.get_func($SelectMod, $SelectBwd).unwrap();
                 let numel = grad_out.len();
 
-                let inp_dims = self.dev.htod_copy(inp.shape.concrete().into())?;
-                let idx_dims = self.dev.htod_copy(idx.shape.concrete().into())?;
-                let out_dims = self.dev.htod_copy(out.shape.concrete().into())?;
-                let inp_strides = self.dev.htod_copy(inp.strides.into())?;
-                let idx_strides = self.dev.htod_copy(idx.strides.into())?;
-                let out_strides = self.dev.htod_copy(out.strides.into())?;
+                let inp_dims = self.htod_copy(inp.shape.concrete().into())?;
+                let idx_dims = self.htod_copy(idx.shape.concrete().into())?;
+                let out_dims = self.htod_copy(out.shape.concrete().into())?;
+                let inp_strides = self.htod_copy(inp.strides.into())?;
+                let idx_strides = self.htod_copy(idx.strides.into())?;
+                let out_strides = self.htod_copy(out.strides.into())?;
 
                 let cfg = launch_cfg::<128>(numel as u32);
                 let params = (

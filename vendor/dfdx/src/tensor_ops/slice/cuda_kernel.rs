@@ -70,8 +70,8 @@ where
 
         let mut storage = unsafe { self.alloc_empty::<E>(numel) }?;
 
-        let dims: CudaSlice<usize> = self.dev.htod_copy(dst.concrete().into())?;
-        let strides: CudaSlice<usize> = self.dev.htod_copy(strides.into())?;
+        let dims: CudaSlice<usize> = self.htod_copy(dst.concrete().into())?;
+        let strides: CudaSlice<usize> = self.htod_copy(strides.into())?;
 
         let fwd_fn = self.dev.get_func(Self::MOD, Self::FNS[0]).unwrap();
         let cfg = launch_cfg::<128>(numel as u32);
@@ -106,8 +106,8 @@ where
         let start_idx = NdIndex::new(inp.shape, inp.strides)
             .get_strided_index(inp.shape.first_idx_in_slice(slice));
 
-        let dims: CudaSlice<usize> = self.dev.htod_copy(dst.concrete().into())?;
-        let strides: CudaSlice<usize> = self.dev.htod_copy(strides.into())?;
+        let dims: CudaSlice<usize> = self.htod_copy(dst.concrete().into())?;
+        let strides: CudaSlice<usize> = self.htod_copy(strides.into())?;
 
         let bwd_fn = self.dev.get_func(Self::MOD, Self::FNS[1]).unwrap();
         let cfg = launch_cfg::<128>(numel as u32);

@@ -62,7 +62,7 @@ where
         let mut info = Vec::with_capacity(num_dims * 2);
         info.extend(dims);
         info.extend(strides);
-        let info = self.dev.htod_copy(info)?;
+        let info = self.htod_copy(info)?;
 
         let elems_per_thread = E::from_usize(reduction_elems_per_thread::<_, Src>(
             inp.shape.concrete(),
@@ -121,7 +121,7 @@ where
         info.extend(inp.shape().concrete());
         info.extend(inp.strides());
         info.extend(out_strides);
-        let info = self.dev.htod_copy(info)?;
+        let info = self.htod_copy(info)?;
 
         let params = (
             physical_numel,   // const size_t numel,

@@ -77,7 +77,7 @@ where
                 .load_ptx(PTX_SRC.into(), Self::FWD, &[Self::FWD, Self::BWD])?;
         }
 
-        let strides = self.dev.htod_copy(make_4d::<I>(inp.strides).into())?;
+        let strides = self.htod_copy(make_4d::<I>(inp.strides).into())?;
         let fwd_fn = self.dev.get_func(Self::FWD, Self::FWD).unwrap();
         let cfg = launch_cfg::<128>(out.shape().num_elements() as u32);
         let params = (
@@ -97,7 +97,7 @@ where
         out: &Tensor<O, E, Self>,
         grad_out: &Self::Vec,
     ) -> Result<(), Self::Err> {
-        let strides = self.dev.htod_copy(make_4d::<I>(inp.strides).into())?;
+        let strides = self.htod_copy(make_4d::<I>(inp.strides).into())?;
         let bwd_fn = self.dev.get_func(Self::FWD, Self::BWD).unwrap();
         let cfg = launch_cfg::<128>(out.shape().num_elements() as u32);
         let params = (op, &strides, grad_inp, grad_out);

@@ -247,7 +247,7 @@ impl<E: Dtype, K: BinaryOpCudaKernel<E> + DeviceRepr + Clone> BinaryKernel<K, E>
         info.extend(shape.concrete());
         info.extend(lhs_strides);
         info.extend(rhs_strides);
-        let info = self.dev.htod_copy(info)?;
+        let info = self.htod_copy(info)?;
 
         match (lhs, rhs) {
             (Cow::Borrowed(lhs), Cow::Borrowed(rhs)) => {
@@ -365,7 +365,7 @@ impl<E: Dtype, K: BinaryOpCudaKernel<E> + DeviceRepr + Clone> BinaryKernel<K, E>
         info.extend(out_dims2);
         info.extend(out_strides2);
         info.extend(lhs_strides2);
-        let info = self.dev.htod_copy(info)?;
+        let info = self.htod_copy(info)?;
 
         match (lhs.data(), rhs.data()) {
             (Some(lhs_buf), Some(rhs_buf)) => {
