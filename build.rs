@@ -1,3 +1,5 @@
+//! The build script of the library (package `gadms-lib`, lib/Cargo.toml).
+//!
 //! Embeds the default pretraining dataset `fixtures/synth-pedes` (`reid_raw.json` and
 //! `imgs/**`) into the library: writes `$OUT_DIR/synth_pedes.rs`, a sorted list of
 //! `(path relative to the fixture, include_bytes!(…))`. A missing fixture gives an empty list
@@ -73,13 +75,12 @@ fn git_commit(dir: &Path) {
 }
 
 fn main() {
-    git_commit(Path::new(
-        &std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo"),
-    ));
-    let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo"))
-        .join("fixtures")
-        .join("synth-pedes");
-    println!("cargo:rerun-if-changed=build.rs");
+    // The repository: the library's manifest is lib/Cargo.toml (this script is its build script).
+    let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo"));
+    let repo = manifest.parent().expect("lib/ has a parent").to_path_buf();
+    git_commit(&repo);
+    let root = repo.join("fixtures").join("synth-pedes");
+    println!("cargo:rerun-if-changed={}", repo.join("build.rs").display());
     println!("cargo:rerun-if-changed={}", root.display());
     let mut files = Vec::new();
     let json = root.join("reid_raw.json");

@@ -4,6 +4,18 @@
 use argh::FromArgs;
 use gadms::cmd;
 
+#[cfg(feature = "mpi")]
+mod mpi;
+#[cfg(all(feature = "mpi", feature = "cuda"))]
+mod nccl;
+
+/// How this binary joins a data-parallel job a launcher started (`gadms::dist::init`): MPI
+/// when built with the `mpi` feature.
+#[cfg(feature = "mpi")]
+const JOIN: Option<gadms::dist::Join> = Some(mpi::join);
+#[cfg(not(feature = "mpi"))]
+const JOIN: Option<gadms::dist::Join> = None;
+
 /// GA-DMS text-based person retrieval in Rust (CLIP on dfdx).
 #[derive(FromArgs)]
 struct Cli {
@@ -70,13 +82,13 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
     match command {
         // The training commands (and `bench train`) join the job's world when a launcher
         // started them.
-        Command::Pretrain(a) => gadms::dist::init().and_then(|_| cmd::pretrain::run(a)),
-        Command::Finetune(a) => gadms::dist::init().and_then(|_| cmd::finetune::run(a)),
+        Command::Pretrain(a) => gadms::dist::init(JOIN).and_then(|_| cmd::pretrain::run(a)),
+        Command::Finetune(a) => gadms::dist::init(JOIN).and_then(|_| cmd::finetune::run(a)),
         Command::Embed(a) => cmd::embed::run(a),
         Command::Tokenize(a) => cmd::tokenize::run(a),
         Command::Export(a) => cmd::export::run(a),
         Command::Inspect(a) => cmd::inspect::run(a),
-        Command::Bench(a) => gadms::dist::init().and_then(|_| cmd::bench::run(a)),
+        Command::Bench(a) => gadms::dist::init(JOIN).and_then(|_| cmd::bench::run(a)),
         Command::Pack(a) => cmd::pack::run(a),
         Command::Eval(a) => cmd::eval::run(a),
         Command::Search(a) => cmd::search::run(a),

@@ -4,10 +4,10 @@
 //! buckets while it runs. On the CPU every trainable tensor's gradient is copied into one flat
 //! buffer (in the model's tensor order, the same on every rank), summed by one MPI all-reduce
 //! (in chunks of 2^26 values) and copied back. On CUDA each gradient is summed in place on the
-//! device by NCCL (`super::nccl`). The time spent is added to [`comm_seconds`].
+//! device by NCCL ([`super::Collective::all_reduce_device`]). The time spent is added to [`comm_seconds`].
 
 use super::world;
-use anyhow::{Result, bail};
+use anyhow::Result;
 use dfdx::nn::tensor_collection::*;
 use dfdx::prelude::*;
 use std::any::Any;
@@ -109,25 +109,9 @@ impl<D: Device<f32>> TensorVisitor<f32, D> for Pass<'_, D> {
             self.at += n;
             return Ok(None);
         }
-        if let Err(e) = device_all_reduce(g) {
+        if let Err(e) = world().all_reduce_device(g) {
             self.failed = Some(e);
         }
         Ok(None)
     }
-}
-
-/// Sums one device gradient buffer over the ranks in place.
-#[cfg(all(feature = "mpi", feature = "cuda"))]
-fn device_all_reduce(g: &mut dyn Any) -> Result<()> {
-    match g.downcast_mut::<<Cuda as Storage<f32>>::Vec>() {
-        Some(v) => super::nccl::all_reduce_sum(v),
-        None => bail!("data-parallel training supports the CPU and CUDA devices only"),
-    }
-}
-
-/// Sums one device gradient buffer over the ranks in place (no device collectives in this
-/// build: only CPU gradients can be summed).
-#[cfg(not(all(feature = "mpi", feature = "cuda")))]
-fn device_all_reduce(_g: &mut dyn Any) -> Result<()> {
-    bail!("data-parallel training on this device needs a build with the `mpi` and `cuda` features")
 }

@@ -1,9 +1,10 @@
 //! Data-parallel training over processes started by MPI (docs/distributed.md).
 //!
-//! `mpirun -np N gadms pretrain …` (or `srun --mpi=pmix …`) starts N copies of the program. In
-//! a build with the `mpi` feature each joins the job's world ([`init`]); [`world`] is then the
-//! job's communicator, and a plain run (no launcher) has the one-process world [`Single`],
-//! whose collectives return their input. The training step ([`crate::train::accum`]) calls
+//! `mpirun -np N gadms pretrain …` (or `srun --mpi=pmix …`) starts N copies of the program. A
+//! `gadms` binary built with the `mpi` feature hands [`init`] its way of joining the job (MPI
+//! itself is in the binary, `src/mpi.rs`, so that the feature does not change this library);
+//! [`world`] is then the job's communicator, and a plain run (no launcher) has the one-process
+//! world [`Single`], whose collectives return their input. The training step ([`crate::train::accum`]) calls
 //! only these collectives, so every recipe runs data-parallel through the same code:
 //!
 //! * each rank's loader builds its equal share of the global batch (one global order per
@@ -24,16 +25,13 @@
 //! (kill -9) makes the launcher end the others.
 //!
 //! On the CPU the collectives are MPI's; on CUDA the gradients are summed by NCCL on the
-//! device (`nccl.rs`; MPI only broadcasts NCCL's unique id).
+//! device ([`Collective::all_reduce_device`]; the binary's `src/nccl.rs`, MPI only broadcasts
+//! NCCL's unique id).
 
 pub mod grads;
-#[cfg(feature = "mpi")]
-mod mpi;
-#[cfg(all(feature = "mpi", feature = "cuda"))]
-pub mod nccl;
 
 use anyhow::{Result, bail};
-#[cfg(feature = "mpi")]
+use std::any::Any;
 use std::sync::OnceLock;
 
 /// A group of processes training one model: collectives over host buffers. Every rank must
@@ -59,6 +57,19 @@ pub trait Collective: Send + Sync {
     fn abort(&self, code: i32) -> !;
     /// Leaves the job cleanly (`MPI_Finalize`); nothing may be called afterwards.
     fn finish(&self);
+    /// Element-wise sum over the ranks, in place, of one gradient buffer on a device (`buf` is
+    /// the device's storage, e.g. CUDA's `CudaSlice<f32>`). By default an error: only a world
+    /// that has device collectives (NCCL in a binary with the `mpi` and `cuda` features) can.
+    ///
+    /// # Errors
+    /// A buffer this world cannot sum, or the collective failing.
+    fn all_reduce_device(&self, buf: &mut dyn Any) -> Result<()> {
+        let _ = buf;
+        bail!(
+            "data-parallel training on this device needs a gadms built with the `mpi` and `cuda` \
+             features"
+        )
+    }
 }
 
 /// The one-process world: every collective returns its input.
@@ -90,24 +101,20 @@ impl Collective for Single {
     fn finish(&self) {}
 }
 
-#[cfg(feature = "mpi")]
-static MPI_WORLD: OnceLock<mpi::MpiWorld> = OnceLock::new();
+static JOINED: OnceLock<Box<dyn Collective>> = OnceLock::new();
 static SINGLE: Single = Single;
 
-/// The job's world: MPI's when [`init`] joined one, else [`Single`].
+/// The job's world: the one [`init`] joined, else [`Single`].
 pub fn world() -> &'static dyn Collective {
-    #[cfg(feature = "mpi")]
-    if let Some(w) = MPI_WORLD.get() {
-        return w;
+    match JOINED.get() {
+        Some(w) => w.as_ref(),
+        None => &SINGLE,
     }
-    &SINGLE
 }
 
-/// The MPI world, when [`init`] joined one.
-#[cfg(all(feature = "mpi", feature = "cuda"))]
-fn mpi_world() -> Option<&'static mpi::MpiWorld> {
-    MPI_WORLD.get()
-}
+/// How a binary joins the job a launcher started (MPI's `MPI_Init_thread` and world), given
+/// to [`init`]; `None` in a binary built without MPI.
+pub type Join = fn() -> Result<Box<dyn Collective>>;
 
 /// True on the rank that writes the run directory and prints (rank 0).
 pub fn is_root() -> bool {
@@ -141,21 +148,19 @@ pub fn local_rank() -> usize {
 }
 
 /// Joins the job's world when a launcher started this process (a training command). Without
-/// a launcher nothing happens: the run is the one-process run. Started by a launcher, a build
-/// with the `mpi` feature initialises MPI and installs its world; a build without it refuses
-/// to train N separate copies.
+/// a launcher nothing happens: the run is the one-process run. Started by a launcher, a binary
+/// with MPI (`join`) initialises it and installs its world; one without refuses to train N
+/// separate copies.
 ///
 /// # Errors
-/// A launcher with a build without the `mpi` feature (more than one process), or MPI failing
-/// to start.
-pub fn init() -> Result<()> {
+/// A launcher with a binary built without the `mpi` feature (more than one process), or MPI
+/// failing to start.
+pub fn init(join: Option<Join>) -> Result<()> {
     let Some((n, var)) = launched_size() else {
         return Ok(());
     };
-    #[cfg(feature = "mpi")]
-    {
-        let _ = var;
-        let w = mpi::MpiWorld::init()?;
+    if let Some(join) = join {
+        let w = join()?;
         if w.size() != n {
             bail!(
                 "the launcher says {n} processes but MPI's world has {}: was gadms started by \
@@ -166,28 +171,24 @@ pub fn init() -> Result<()> {
         if w.rank() != 0 {
             quiet_stdout();
         }
-        MPI_WORLD
+        return JOINED
             .set(w)
-            .map_err(|_| anyhow::anyhow!("the process already joined a world"))
+            .map_err(|_| anyhow::anyhow!("the process already joined a world"));
     }
-    #[cfg(not(feature = "mpi"))]
-    {
-        if n > 1 {
-            bail!(
-                "started by an MPI launcher as one of {n} processes ({var}={n}), but this gadms \
-                 was built without the `mpi` feature: the {n} copies would each train the same \
-                 model alone into the same run directory. Build with `cargo build --release \
-                 --features mpi` (needs Open MPI: apt-get install openmpi-bin libopenmpi-dev \
-                 libclang-dev; docs/distributed.md), or run without mpirun"
-            );
-        }
-        Ok(())
+    if n > 1 {
+        bail!(
+            "started by an MPI launcher as one of {n} processes ({var}={n}), but this gadms \
+             was built without the `mpi` feature: the {n} copies would each train the same \
+             model alone into the same run directory. Build with `cargo build --release \
+             --features mpi` (needs Open MPI: apt-get install openmpi-bin libopenmpi-dev \
+             libclang-dev; docs/distributed.md), or run without mpirun"
+        );
     }
+    Ok(())
 }
 
 /// Sends this process's standard output to /dev/null (every rank but 0: one copy of the
 /// run's output). Errors still reach standard error.
-#[cfg(feature = "mpi")]
 fn quiet_stdout() {
     use std::os::fd::AsRawFd;
     if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {

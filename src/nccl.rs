@@ -1,6 +1,6 @@
-//! NCCL on CUDA (features `mpi` and `cuda`): the gradients of a data-parallel CUDA run are
-//! summed on the devices by NCCL; MPI only carries NCCL's unique id from rank 0 to the
-//! others, the pattern of NCCL's own examples ("Example 2: one device per process") and of
+//! NCCL on CUDA (the `gadms` binary's features `mpi` and `cuda`): the gradients of a
+//! data-parallel CUDA run are summed on the devices by NCCL; MPI only carries NCCL's unique id
+//! from rank 0 to the others, the pattern of NCCL's own examples ("Example 2: one device per process") and of
 //! llm.c's `multi_gpu_config_init`.
 //!
 //! The communicator is made on the first call, on the device of the first gradient, and kept
@@ -8,10 +8,11 @@
 //! dfdx's device (cudarc's `CudaDevice`), so it is ordered after the backward pass's kernels
 //! and before the optimiser's.
 
-use super::{Collective, world};
-use anyhow::{Context, Result};
+use crate::mpi::MpiWorld;
+use anyhow::Result;
 use cudarc::driver::{CudaSlice, DeviceSlice};
 use cudarc::nccl::{Comm, Id, ReduceOp};
+use gadms::dist::Collective;
 use std::cell::RefCell;
 
 thread_local! {
@@ -19,8 +20,7 @@ thread_local! {
 }
 
 /// The NCCL unique id of rank 0, on every rank (broadcast by MPI).
-fn shared_id() -> Result<Id> {
-    let w = super::mpi_world().context("NCCL needs the MPI world (start gadms with mpirun)")?;
+fn shared_id(w: &MpiWorld) -> Result<Id> {
     let mut bytes = [0u8; 128];
     if w.rank() == 0 {
         let id = Id::new().map_err(|e| anyhow::anyhow!("ncclGetUniqueId: {e:?}"))?;
@@ -32,19 +32,20 @@ fn shared_id() -> Result<Id> {
     Ok(Id::uninit(bytes.map(|b| b as std::ffi::c_char)))
 }
 
-/// Sums the device buffer `v` over the ranks in place (NCCL all-reduce on dfdx's stream).
+/// Sums the device buffer `v` over the ranks of `w` in place (NCCL all-reduce on dfdx's
+/// stream).
 ///
 /// # Errors
 /// NCCL or CUDA failing (the message names the call).
-pub fn all_reduce_sum(v: &mut CudaSlice<f32>) -> Result<()> {
+pub fn all_reduce_sum(w: &MpiWorld, v: &mut CudaSlice<f32>) -> Result<()> {
     COMM.with(|c| {
         let mut c = c.borrow_mut();
         if c.is_none() {
             let dev = v.device();
             dev.bind_to_thread()
                 .map_err(|e| anyhow::anyhow!("binding the CUDA context: {e:?}"))?;
-            let (rank, size) = (world().rank(), world().size());
-            let comm = Comm::from_rank(dev, rank, size, shared_id()?)
+            let (rank, size) = (w.rank(), w.size());
+            let comm = Comm::from_rank(dev, rank, size, shared_id(w)?)
                 .map_err(|e| anyhow::anyhow!("ncclCommInitRank (rank {rank} of {size}): {e:?}"))?;
             *c = Some(comm);
         }

@@ -1,9 +1,11 @@
-//! The MPI world (feature `mpi`): the `mpi` crate (rsmpi) over the system's MPI, e.g. Open MPI
-//! from Debian's `openmpi-bin` and `libopenmpi-dev`. Large buffers go in chunks of
-//! [`CHUNK`] values (MPI counts are C ints).
+//! The MPI world of the `gadms` binary (feature `mpi`): the `mpi` crate (rsmpi) over the
+//! system's MPI, e.g. Open MPI from Debian's `openmpi-bin` and `libopenmpi-dev`, behind the
+//! library's [`Collective`] (docs/distributed.md). It is part of the binary, not the library,
+//! so that building with the feature compiles only the binary again. Large buffers go in
+//! chunks of [`CHUNK`] values (MPI counts are C ints).
 
-use super::Collective;
 use anyhow::{Result, bail};
+use gadms::dist::Collective;
 use mpi::Threading;
 use mpi::collective::SystemOperation;
 use mpi::environment::Universe;
@@ -31,6 +33,14 @@ pub struct MpiWorld {
 unsafe impl Send for MpiWorld {}
 // SAFETY: as above.
 unsafe impl Sync for MpiWorld {}
+
+/// Joins the job's MPI world (`gadms::dist::init` calls it when a launcher started gadms).
+///
+/// # Errors
+/// As [`MpiWorld::init`].
+pub fn join() -> Result<Box<dyn Collective>> {
+    Ok(Box::new(MpiWorld::init()?))
+}
 
 impl MpiWorld {
     /// Initialises MPI (`MPI_Init_thread`, serialised threading).
@@ -145,5 +155,12 @@ impl Collective for MpiWorld {
             .unwrap_or_else(PoisonError::into_inner)
             .take();
         drop(u);
+    }
+    #[cfg(feature = "cuda")]
+    fn all_reduce_device(&self, buf: &mut dyn std::any::Any) -> Result<()> {
+        match buf.downcast_mut::<cudarc::driver::CudaSlice<f32>>() {
+            Some(v) => crate::nccl::all_reduce_sum(self, v),
+            None => bail!("data-parallel training supports the CPU and CUDA devices only"),
+        }
     }
 }
