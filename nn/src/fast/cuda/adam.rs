@@ -34,12 +34,23 @@ unsafe impl DeviceRepr for AdamCoeffs {}
 /// The CUDA storage of an `f32` tensor.
 pub type CudaVec = <Cuda as Storage<f32>>::Vec;
 
-/// True when `g` and each of `ts` hold exactly `n` values, densely laid out.
-fn dense_like<S: Shape>(n: usize, g: &CudaVec, ts: [&Tensor<S, f32, Cuda>; 3]) -> bool {
-    g.len() == n
-        && ts
-            .iter()
-            .all(|t| Tensorlike::len(*t) == n && t.strides() == t.shape().strides())
+/// The size of `p` and the device addresses of `p`, `g`, `m` and `v`, written in place by the
+/// update (a shared buffer is copied first, as for any in-place write); `None` unless `g`, `m`
+/// and `v` hold exactly `p`'s values and all three tensors are dense.
+fn pointers<S: Shape>(
+    p: &mut Tensor<S, f32, Cuda>,
+    g: &CudaVec,
+    m: &mut Tensor<S, f32, Cuda>,
+    v: &mut Tensor<S, f32, Cuda>,
+) -> Option<(usize, [u64; 4])> {
+    let n = p.shape().num_elements();
+    let dense =
+        |t: &Tensor<S, f32, Cuda>| Tensorlike::len(t) == n && t.strides() == t.shape().strides();
+    if g.len() != n || !dense(p) || !dense(m) || !dense(v) {
+        return None;
+    }
+    let ptr = |t: &mut Tensor<S, f32, Cuda>| *t.storage_mut().device_ptr();
+    Some((n, [ptr(p), *g.device_ptr(), ptr(m), ptr(v)]))
 }
 
 /// One Adam update of a dense `f32` CUDA parameter `p` in place, with its gradient `g` and
@@ -52,18 +63,13 @@ pub fn adam_step<S: Shape>(
     v: &mut Tensor<S, f32, Cuda>,
     k: AdamCoeffs,
 ) -> Option<()> {
-    let n = p.shape().num_elements();
-    if !dense_like(n, g, [p, m, v]) {
-        return None;
-    }
+    let (n, [pp, gp, mp, vp]) = pointers(p, g, m, v)?;
     let dev = p.device().clone();
-    let pp = *p.storage_mut().device_ptr();
-    let (mp, vp) = (*m.storage_mut().device_ptr(), *v.storage_mut().device_ptr());
     launch(
         &dev,
         "adam_step",
         linear_cfg(n),
-        (n as u64, k, pp, *g.device_ptr(), mp, vp),
+        (n as u64, k, pp, gp, mp, vp),
     );
     Some(())
 }
@@ -112,10 +118,7 @@ impl AdamBatch {
         v: &mut Tensor<S, f32, Cuda>,
         k: AdamCoeffs,
     ) -> Option<()> {
-        let n = p.shape().num_elements();
-        if !dense_like(n, g, [p, m, v]) {
-            return None;
-        }
+        let (n, [p_ptr, g_ptr, m_ptr, v_ptr]) = pointers(p, g, m, v)?;
         if n == 0 {
             return Some(());
         }
@@ -125,10 +128,10 @@ impl AdamBatch {
         self.rows.push(AdamTensor {
             n: n as u64,
             first_block: self.blocks,
-            p: *p.storage_mut().device_ptr(),
-            g: *g.device_ptr(),
-            m: *m.storage_mut().device_ptr(),
-            v: *v.storage_mut().device_ptr(),
+            p: p_ptr,
+            g: g_ptr,
+            m: m_ptr,
+            v: v_ptr,
             k,
         });
         self.blocks += (n as u64).div_ceil(ADAM_CHUNK);
