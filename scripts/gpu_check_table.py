@@ -90,6 +90,12 @@ def table(rows_path, card, rc, ok, bad, worst, result, pretrain_line, kernels, i
                   f"{num(t, 'peak_mem_mib', '{:.0f}')} / {num(t, 'peak_reserved_mib', '{:.0f}')} | "
                   f"{mem} | {num(g, 'gass_fraction', '{:.3f}')} / "
                   f"{num(t, 'gass_fraction', '{:.3f}')} |")
+    for r in rows:
+        if r.get("impl") == "gadms" and r.get("mode") == "bf16-fused-unverified":
+            note = (f"{r['pairs_per_s']:.1f} pairs/s, peak {r['peak_mem_mib']:.0f} MiB"
+                    if "pairs_per_s" in r else r.get("error", "no result"))
+            print(f"\nWith the fused kernels on although a parity test failed (unverified), "
+                  f"batch {r.get('batch')}, bf16: {note}")
     copies = [r for r in rows if r.get("impl") == "gadms" and "copies_to_host" in r]
     if copies:
         print("\nHost↔device copies per gadms step (dfdx's transfer counters):\n")
