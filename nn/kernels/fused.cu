@@ -610,15 +610,6 @@ __device__ __forceinline__ void adam_element(const AdamK &k, const unsigned long
     p[i] = pi - k.lr / k.bc1 * mi / denom;
 }
 
-// One parameter tensor in place: p, m, v updated from g.
-extern "C" __global__ void adam_step(const unsigned long long n, const AdamK k, float *p,
-                                     const float *g, float *m, float *v) {
-    for (unsigned long long i = blockIdx.x * (unsigned long long)blockDim.x + threadIdx.x; i < n;
-         i += (unsigned long long)blockDim.x * gridDim.x) {
-        adam_element(k, i, p, g, m, v);
-    }
-}
-
 // One tensor of `adam_multi` (gadms-nn's `AdamTensor`): its blocks are first_block,
 // first_block + 1, ..., each updating ADAM_CHUNK elements.
 struct AdamTensor {
@@ -633,7 +624,7 @@ struct AdamTensor {
 
 // Every parameter tensor of a model in one launch: block b finds its tensor (the last with
 // first_block <= b; `ts` is sorted by first_block) and updates its chunk of ADAM_CHUNK elements,
-// each element exactly as adam_step does.
+// each element with adam_element.
 extern "C" __global__ void adam_multi(const AdamTensor *ts, const int count) {
     int lo = 0, hi = count - 1;
     while (lo < hi) {

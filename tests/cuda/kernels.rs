@@ -396,13 +396,14 @@ fn reduced_precision_products_round_their_inputs() {
     r.finish("precision");
 }
 
-/// The single-launch Adam over several tensors (`AdamBatch`, kernel `adam_multi`) equals the
-/// per-tensor kernel (`adam_step`) bit for bit, across tensor sizes that end mid-chunk, with
-/// each tensor's own coefficients; and the one-launch gradient norm (`sum_squares`) equals the
-/// host's f64 sum of squares to 1e-12.
+/// The single-launch Adam over several tensors (`AdamBatch`, kernel `adam_multi`) against the
+/// host's update of `src/train/optim.rs` written out here (the same operations in the same
+/// order; the GPU may fuse a multiply and an add, so within 1e-6 of max |p|, not bit for bit),
+/// across tensor sizes that end mid-chunk, each with its own coefficients; and the one-launch
+/// gradient norm (`sum_squares`) against the host's f64 sum of squares, to 1e-12.
 #[test]
-fn adam_in_one_launch_equals_one_launch_per_tensor() {
-    use gadms_nn::fast::{AdamBatch, AdamCoeffs, adam_step, sum_squares};
+fn adam_in_one_launch_matches_the_host_update() {
+    use gadms_nn::fast::{AdamBatch, AdamCoeffs, sum_squares};
     let dev = cuda();
     let sizes = [1usize, 4095, 4096, 4097, 70_001];
     let coeffs = |i: usize| AdamCoeffs {
@@ -416,44 +417,45 @@ fn adam_in_one_launch_equals_one_launch_per_tensor() {
         decoupled: if i.is_multiple_of(2) { 0.0 } else { 0.05 },
         scale: 0.75,
     };
-    let make = |n: usize, seed: u64| dev.tensor_from_vec(values(n, seed), (n,));
+    // The host update of one element (src/train/optim.rs, `adam_chunk`).
+    let host = |k: &AdamCoeffs, p: &mut f32, g: f32, m: &mut f32, v: &mut f32| {
+        let gi = g * k.scale + k.l2 * *p;
+        let mut pi = *p;
+        if k.decoupled != 0.0 {
+            pi *= 1.0 - k.lr * k.decoupled;
+        }
+        *m = k.b1 * *m + (1.0 - k.b1) * gi;
+        *v = k.b2 * *v + (1.0 - k.b2) * gi * gi;
+        *p = pi - k.lr / k.bc1 * *m / ((*v).sqrt() / k.bc2_sqrt + k.eps);
+    };
     let mut batch = AdamBatch::default();
-    let mut worst_bits = 0usize;
-    let (mut tensors, mut grads) = (Vec::new(), Vec::new());
+    let (mut on_gpu, mut expected, mut grads) = (Vec::new(), Vec::new(), Vec::new());
     for (i, &n) in sizes.iter().enumerate() {
         let s = 10 * i as u64;
-        let (p, g, m, v) = (make(n, s), make(n, s + 1), make(n, s + 2), make(n, s + 3));
-        let v = v.square();
-        grads.push(g);
-        tensors.push(([p.clone(), m.clone(), v.clone()], [p, m, v]));
-    }
-    for (i, ((one, many), g)) in tensors.iter_mut().zip(&grads).enumerate() {
-        let [p, m, v] = one;
-        // Separate buffers for the two runs (the clones above share theirs).
-        let (mut p, mut m, mut v) = (p.clone() * 1.0, m.clone() * 1.0, v.clone() * 1.0);
-        adam_step(&mut p, data(g), &mut m, &mut v, coeffs(i)).expect("dense");
-        *one = [p, m, v];
-        let [p2, m2, v2] = many;
-        let (mut p2, mut m2, mut v2) = (p2.clone() * 1.0, m2.clone() * 1.0, v2.clone() * 1.0);
+        let (mut p, g, mut m) = (values(n, s), values(n, s + 1), values(n, s + 2));
+        let mut v: Vec<f32> = values(n, s + 3).iter().map(|x| x * x).collect();
+        let up = |x: &[f32]| dev.tensor_from_vec(x.to_vec(), (n,));
+        let (mut pg, mut mg, mut vg, gg) = (up(&p), up(&m), up(&v), up(&g));
         batch
-            .push(&mut p2, data(g), &mut m2, &mut v2, coeffs(i))
+            .push(&mut pg, data(&gg), &mut mg, &mut vg, coeffs(i))
             .expect("dense");
-        *many = [p2, m2, v2];
+        for j in 0..n {
+            host(&coeffs(i), &mut p[j], g[j], &mut m[j], &mut v[j]);
+        }
+        on_gpu.push([pg, mg, vg]);
+        expected.push([p, m, v]);
+        grads.push(gg);
     }
     batch.launch();
-    for (one, many) in &tensors {
-        for (a, b) in one.iter().zip(many) {
-            let (a, b) = (a.as_vec(), b.as_vec());
-            worst_bits += a
-                .iter()
-                .zip(&b)
-                .filter(|(x, y)| x.to_bits() != y.to_bits())
-                .count();
+    let mut worst = 0.0f64;
+    for (got, want) in on_gpu.iter().zip(&expected) {
+        for (a, b) in got.iter().zip(want) {
+            worst = worst.max(rel_err(&a.as_vec(), b));
         }
     }
-    assert_eq!(
-        worst_bits, 0,
-        "adam_multi differs from adam_step in {worst_bits} values"
+    assert!(
+        worst <= 1e-6,
+        "adam_multi against the host update: {worst:e}"
     );
     let refs: Vec<_> = grads.iter().map(data).collect();
     let sums = sum_squares(&dev, &refs);
@@ -464,5 +466,5 @@ fn adam_in_one_launch_equals_one_launch_per_tensor() {
             "Σg² {s} vs host {host}"
         );
     }
-    println!("[fused kernels] ok 0.000e0  adam_multi = adam_step bit for bit; sum_squares = host");
+    println!("[fused kernels] ok {worst:.3e}  adam_multi vs the host update; sum_squares = host");
 }

@@ -38,7 +38,7 @@ mod switch;
 
 pub use attn::attention;
 #[cfg(feature = "cuda")]
-pub use cuda::{AdamBatch, AdamCoeffs, CudaVec, adam_step, sum_squares};
+pub use cuda::{AdamBatch, AdamCoeffs, CudaVec, sum_squares};
 pub use elementwise::quick_gelu;
 pub use head_ce::linear_cross_entropy;
 pub use linear::{linear, linear_residual, linear_unbiased, linear2};

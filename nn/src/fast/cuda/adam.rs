@@ -3,7 +3,7 @@
 use super::*;
 use cudarc::driver::{DeviceRepr, DeviceSlice};
 
-/// Adam's scalars for [`adam_step`] (the `Coeffs` of gadms' `src/train/optim.rs`; the
+/// Adam's scalars of one tensor for [`AdamBatch`] (the `Coeffs` of gadms' `src/train/optim.rs`; the
 /// `AdamK` struct of `kernels/fused.cu`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -53,27 +53,6 @@ fn pointers<S: Shape>(
     Some((n, [ptr(p), *g.device_ptr(), ptr(m), ptr(v)]))
 }
 
-/// One Adam update of a dense `f32` CUDA parameter `p` in place, with its gradient `g` and
-/// moments `m`, `v` (dense, `p`'s size), as one kernel (`adam_step`): the operations of
-/// gadms' host update in the same order. `None` (nothing done) when a size differs.
-pub fn adam_step<S: Shape>(
-    p: &mut Tensor<S, f32, Cuda>,
-    g: &CudaVec,
-    m: &mut Tensor<S, f32, Cuda>,
-    v: &mut Tensor<S, f32, Cuda>,
-    k: AdamCoeffs,
-) -> Option<()> {
-    let (n, [pp, gp, mp, vp]) = pointers(p, g, m, v)?;
-    let dev = p.device().clone();
-    launch(
-        &dev,
-        "adam_step",
-        linear_cfg(n),
-        (n as u64, k, pp, gp, mp, vp),
-    );
-    Some(())
-}
-
 /// Elements per block of `adam_multi` (`ADAM_CHUNK` in `kernels/fused.cu`).
 const ADAM_CHUNK: u64 = 4096;
 
@@ -97,7 +76,8 @@ unsafe impl DeviceRepr for AdamTensor {}
 /// Adam updates of many tensors gathered for one kernel launch (`adam_multi`), the way
 /// PyTorch's multi-tensor (`foreach`) Adam updates every parameter at once: the table of
 /// tensors goes to the device in one copy, and each block updates one chunk of one tensor,
-/// every element exactly as [`adam_step`] does. Holds raw device pointers: [`AdamBatch::launch`]
+/// every element with the operations of gadms' host update in the same order. Holds raw
+/// device pointers: [`AdamBatch::launch`]
 /// must run while every pushed tensor and gradient is alive and unmoved on the device (the
 /// optimiser pushes during its walk over the model and launches right after it).
 #[derive(Default)]
@@ -108,8 +88,8 @@ pub struct AdamBatch {
 }
 
 impl AdamBatch {
-    /// Adds the update of `p` from `g` with moments `m`, `v` (dense, `p`'s size), as
-    /// [`adam_step`] takes them; `None` (nothing added) when a size differs.
+    /// Adds the in-place update of the dense `f32` parameter `p` from its gradient `g` with its
+    /// moments `m`, `v` (dense, `p`'s size); `None` (nothing added) when a size differs.
     pub fn push<S: Shape>(
         &mut self,
         p: &mut Tensor<S, f32, Cuda>,

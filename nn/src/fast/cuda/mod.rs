@@ -21,7 +21,7 @@ use std::sync::Mutex;
 /// The kernels' PTX (empty in a `ci-check` build, which never runs them).
 const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/fused.ptx"));
 const MODULE: &str = "gadms_fused";
-const NAMES: [&str; 26] = [
+const NAMES: [&str; 25] = [
     "quick_gelu_fwd",
     "bias_add_fwd",
     "bias_residual_fwd",
@@ -37,7 +37,6 @@ const NAMES: [&str; 26] = [
     "attn_bwd_q",
     "attn_bwd_kv",
     "gass_layer_map",
-    "adam_step",
     "adam_multi",
     "sum_squares_multi",
     "ce_fwd",
@@ -211,7 +210,7 @@ mod gass;
 mod layers;
 mod loss;
 
-pub use adam::{AdamBatch, AdamCoeffs, CudaVec, adam_step, sum_squares};
+pub use adam::{AdamBatch, AdamCoeffs, CudaVec, sum_squares};
 pub(crate) use attn::{attention, attention_fits};
 pub(crate) use gass::{GassLayerTensors, gass_maps, gass_on_device};
 pub(crate) use layers::{layer_norm, linear, linear_residual, quick_gelu};
