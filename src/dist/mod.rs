@@ -4,8 +4,9 @@
 //! `gadms` binary built with the `mpi` feature hands [`init`] its way of joining the job (MPI
 //! itself is in the binary, `src/mpi.rs`, so that the feature does not change this library);
 //! [`world`] is then the job's communicator, and a plain run (no launcher) has the one-process
-//! world [`Single`], whose collectives return their input. The training step ([`crate::train::accum`]) calls
-//! only these collectives, so every recipe runs data-parallel through the same code:
+//! world [`Single`], whose collectives return their input. The training step
+//! ([`crate::train::accum`]) calls only these collectives, so every recipe runs data-parallel
+//! through the same code:
 //!
 //! * each rank's loader builds its equal share of the global batch (one global order per
 //!   epoch, `gadms_data::loader::Part`);

@@ -16,8 +16,8 @@
 //!   parameter's shape, the parameter written in place (`axpy`, so its id and buffer stay).
 //!   Nothing crosses to the host but one scalar per tensor for the gradient norm. On CUDA
 //!   with the fused kernels on, one kernel launch for the norm of every gradient and one for
-//!   the update of every tensor instead (`optim_cuda.rs`), and one copy for the whole norm. The paths agree to rounding (`tests/optim.rs`, and CPU vs CUDA in
-//!   `tests/cuda.rs`).
+//!   the update of every tensor instead (`optim_cuda.rs`), and one copy for the whole norm.
+//!   The paths agree to rounding (`tests/optim.rs`, and CPU vs CUDA in `tests/cuda.rs`).
 //!   Checkpoints ([`Adam::save`]) copy device moments to the host; a loaded state moves to the
 //!   device on first use.
 
