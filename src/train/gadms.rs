@@ -355,8 +355,10 @@ impl<
                 let (l_mtp, masked) = mtp(tokens);
                 let (s, m) = (l_sdm.as_vec()[0], l_mtp.as_vec()[0]);
                 let loss = l_sdm + l_mtp * beta;
+                // The total for the log from the parts already read (the device's f32
+                // operations in its order; on CUDA one wait for the GPU fewer per step).
                 let parts = LossParts {
-                    loss: loss.as_vec()[0],
+                    loss: s + m * beta,
                     sdm: s,
                     mtp: m,
                     masked_tokens: masked,
@@ -379,7 +381,7 @@ impl<
                 let m = l_mtp.as_vec()[0];
                 let loss = l_mtp * beta;
                 let parts = LossParts {
-                    loss: loss.as_vec()[0],
+                    loss: m * beta,
                     sdm: nan,
                     mtp: m,
                     masked_tokens: masked,

@@ -146,7 +146,7 @@ impl<
         let (s, m) = (l_sdm.as_vec()[0], l_mtp.as_vec()[0]);
         let loss = l_sdm + l_mtp * cfg.beta as f32;
         let parts = LossParts {
-            loss: loss.as_vec()[0],
+            loss: s + m * cfg.beta as f32,
             sdm: s,
             mtp: m,
             masked_tokens: masked,

@@ -240,7 +240,8 @@ impl<
         let (l_mlm, masked) = mtp_loss(text, &self.mtp, batch, tokens, None);
         let (s, i, m) = (l_sdm.as_vec()[0], l_id.as_vec()[0], l_mlm.as_vec()[0]);
         let loss = l_sdm + l_id * (w.id as f32) + l_mlm * (w.mlm as f32);
-        let total = loss.as_vec()[0];
+        // The total for the log from the parts already read (the device's operations in order).
+        let total = s + i * (w.id as f32) + m * (w.mlm as f32);
         let mut report = FtReport {
             loss: total,
             loss_sdm: s,
