@@ -22,6 +22,9 @@ pub struct Gradients<E, D: Storage<E>> {
     gradient_by_id: BTreeMap<UniqueId, D::Vec>,
     /// Using BTreeSet for no-std support
     leaf_ids: Option<BTreeSet<UniqueId>>,
+    /// The earliest backward operation after which [Gradients::drop_non_leafs_after] freed
+    /// the gradients of later non-leaf tensors (gadms patch): none may be needed again.
+    freed_after: Option<UniqueId>,
 }
 
 impl<E, D: Storage<E>> Gradients<E, D> {
@@ -38,6 +41,7 @@ impl<E, D: Storage<E>> Gradients<E, D> {
         Self {
             gradient_by_id: Default::default(),
             leaf_ids: None,
+            freed_after: None,
         }
     }
 }
@@ -54,7 +58,15 @@ impl<E, D: Storage<E>> Gradients<E, D> {
 
     /// Inserts a gradient for `t`
     pub fn try_alloc_for<S: Shape>(&mut self, t: &impl Tensorlike<S, E, D>) -> Result<(), D::Err> {
-        if let std::collections::btree_map::Entry::Vacant(e) = self.gradient_by_id.entry(t.id()) {
+        let id = t.id();
+        if let std::collections::btree_map::Entry::Vacant(e) = self.gradient_by_id.entry(id) {
+            if let (Some(op), Some(leafs)) = (self.freed_after, &self.leaf_ids) {
+                assert!(
+                    id < op || leafs.contains(&id),
+                    "dfdx: the gradient of tensor {id:?} is asked for after the backward pass \
+                     freed it (an operation registered its backward before creating its output)"
+                );
+            }
             e.insert(t.try_alloc_grad()?);
         }
         Ok(())
@@ -74,6 +86,32 @@ impl<E, D: Storage<E>> Gradients<E, D> {
         if let Some(leafs) = &self.leaf_ids {
             self.gradient_by_id.retain(|k, _| leafs.contains(k));
         }
+    }
+
+    /// Drops the gradients of every non-leaf tensor made after the backward operation `op`
+    /// (gadms patch), when leaves are marked ([crate::nn::ZeroGrads::alloc_grads]); without
+    /// leaves ([Gradients::leaky]) it keeps everything.
+    ///
+    /// Run after `op`: a tensor is made before the operation that records its backward, and
+    /// before every operation that reads it, and operations run backward in reverse order
+    /// of their ids; so once `op` has run, nothing reads or adds to the gradient of a tensor
+    /// made after it. [Gradients::drop_non_leafs] would drop these gradients at the end of
+    /// the backward pass; dropping them as soon as they are dead keeps the pass's peak memory
+    /// near one layer's gradients, as PyTorch's autograd does.
+    pub(crate) fn drop_non_leafs_after(&mut self, op: UniqueId) {
+        let Some(leafs) = &self.leaf_ids else {
+            return;
+        };
+        let dead: Vec<UniqueId> = self
+            .gradient_by_id
+            .range(op..)
+            .map(|(k, _)| *k)
+            .filter(|k| !leafs.contains(k))
+            .collect();
+        for k in dead {
+            self.gradient_by_id.remove(&k);
+        }
+        self.freed_after = Some(self.freed_after.map_or(op, |f| f.min(op)));
     }
 
     /// Returns a reference to the underlying gradient if found.
@@ -208,8 +246,9 @@ impl<E, D: Storage<E>> OwnedTape<E, D> {
         // Otherwise an backward operation may not be executed in the right order
         // if multiple tapes were merged together.
         self.operations.sort_by_key(|(k, _)| *k);
-        for (_, operation) in self.operations.drain(..).rev() {
+        for (id, operation) in self.operations.drain(..).rev() {
             (operation)(&mut self.gradients)?;
+            self.gradients.drop_non_leafs_after(id);
         }
         Ok(self.gradients)
     }
