@@ -10,8 +10,9 @@
 //! * `bf16`: the products' inputs are rounded to bf16 on the tensor cores, the sums are `f32`
 //!   (`CUBLAS_COMPUTE_32F_FAST_16BF`): the arithmetic of a matrix product under PyTorch's
 //!   `torch.autocast(dtype=torch.bfloat16)`, which leaves LayerNorm, softmax and the losses in
-//!   `f32` as well. Unlike autocast, the products' outputs stay `f32`, so the activations kept
-//!   for the backward pass take as much memory as in `f32` (docs/gpu.md).
+//!   `f32` as well. As under autocast, the backward pass keeps bf16 copies of the linear
+//!   layers' and QuickGELU's inputs; the products' outputs, LayerNorm's inputs and the
+//!   attention core's tensors stay `f32` (docs/gpu.md).
 //!
 //! The CUDA default is `bf16`, as open_clip's training default is mixed precision (its
 //! `--precision amp`, in `open_clip_train/params.py`; its `precision.py` notes that bf16 is the

@@ -1,6 +1,7 @@
 // Fused CUDA kernels of gadms-nn (the CUDA arm of `src/fast`): QuickGELU, LayerNorm, a linear
 // layer's bias, the attention core and GASS's per-layer maps, each with its backward where it
-// has one; f32 (GASS's maps in f64). Compiled to PTX by build.rs
+// has one; f32 (GASS's maps in f64; bf16 copies of what the backward keeps under
+// --precision bf16). Compiled to PTX by build.rs
 // (nvcc --ptx) and launched from src/fast/cuda/; the CPU kernels of src/fast compute the
 // same functions and tests/cuda.rs compares the two.
 //
@@ -60,6 +61,50 @@ extern "C" __global__ void quick_gelu_bwd(const unsigned long long n, const floa
     for (unsigned long long i = blockIdx.x * (unsigned long long)blockDim.x + threadIdx.x; i < n;
          i += (unsigned long long)blockDim.x * gridDim.x) {
         const float v = x[i];
+        const float s = 1.0f / (1.0f + expf(-1.702f * v));
+        dx[i] += dy[i] * (s + 1.702f * v * s * (1.0f - s));
+    }
+}
+
+// ---- bf16 copies kept for the backward pass under --precision bf16 ------------------------
+// The bits of bf16(v) rounded to nearest even, as CUBLAS_COMPUTE_32F_FAST_16BF rounds the
+// inputs of a product and as PyTorch's `.to(torch.bfloat16)` does; a NaN stays a (quiet) NaN.
+__device__ __forceinline__ unsigned short bf16_bits(const float v) {
+    const unsigned int b = __float_as_uint(v);
+    if ((b & 0x7fffffffu) > 0x7f800000u) return (unsigned short)((b >> 16) | 0x40u);
+    return (unsigned short)((b + 0x7fffu + ((b >> 16) & 1u)) >> 16);
+}
+
+__device__ __forceinline__ float bf16_value(const unsigned short h) {
+    return __uint_as_float((unsigned int)h << 16);
+}
+
+// y[i] = bf16(x[i])
+extern "C" __global__ void to_bf16(const unsigned long long n, const float *x, unsigned short *y) {
+    for (unsigned long long i = blockIdx.x * (unsigned long long)blockDim.x + threadIdx.x; i < n;
+         i += (unsigned long long)blockDim.x * gridDim.x)
+        y[i] = bf16_bits(x[i]);
+}
+
+// QuickGELU from the f32 input, keeping bf16(x) for the backward (autocast keeps the bf16
+// output of the product before it): y = x·σ(1.702x), xb = bf16(x).
+extern "C" __global__ void quick_gelu_fwd_bf16(const unsigned long long n, const float *x,
+                                               float *y, unsigned short *xb) {
+    for (unsigned long long i = blockIdx.x * (unsigned long long)blockDim.x + threadIdx.x; i < n;
+         i += (unsigned long long)blockDim.x * gridDim.x) {
+        const float v = x[i];
+        y[i] = v / (1.0f + expf(-1.702f * v));
+        xb[i] = bf16_bits(v);
+    }
+}
+
+// quick_gelu_bwd at the kept bf16 input: dx += dy·(s + 1.702·x·s·(1 − s)), x = xb
+extern "C" __global__ void quick_gelu_bwd_bf16(const unsigned long long n,
+                                               const unsigned short *xb, const float *dy,
+                                               float *dx) {
+    for (unsigned long long i = blockIdx.x * (unsigned long long)blockDim.x + threadIdx.x; i < n;
+         i += (unsigned long long)blockDim.x * gridDim.x) {
+        const float v = bf16_value(xb[i]);
         const float s = 1.0f / (1.0f + expf(-1.702f * v));
         dx[i] += dy[i] * (s + 1.702f * v * s * (1.0f - s));
     }

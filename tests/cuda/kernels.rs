@@ -2,7 +2,8 @@
 //! masked-token cross entropy, the SDM loss, the attention core) against the CPU's fused kernels, and the
 //! CUDA composition (the switch off) against the CPU, outputs and every input gradient; and
 //! the reduced-precision matrix products (`--precision tf32|bf16`) against the CPU product
-//! of inputs rounded the way the tensor cores round them.
+//! of inputs rounded the way the tensor cores round them; and the bf16 copies that the
+//! backward keeps under `--precision bf16`.
 
 use super::{Report, TOL, cuda, rel_err};
 use dfdx::nn::ToDevice;
@@ -39,8 +40,13 @@ const ROWS: usize = 37;
 const WIDTH: usize = 768;
 
 fn gelu<D: Device<f32>>(dev: &D, fused: bool) -> Run {
+    gelu_of(dev, fused, values(ROWS * WIDTH, 1))
+}
+
+/// QuickGELU of `x` [ROWS, WIDTH]: output and the input gradient of `Σ y·w`.
+fn gelu_of<D: Device<f32>>(dev: &D, fused: bool, x: Vec<f32>) -> Run {
     with_fused(fused, || {
-        let x = dev.tensor_from_vec(values(ROWS * WIDTH, 1), (ROWS, Const::<WIDTH>));
+        let x = dev.tensor_from_vec(x, (ROWS, Const::<WIDTH>));
         let w = dev.tensor_from_vec(values(ROWS * WIDTH, 2), (ROWS, Const::<WIDTH>));
         let y = gadms_nn::quick_gelu(x.leaky_trace());
         let out = y.retaped::<NoneTape>().as_vec();
@@ -394,6 +400,91 @@ fn reduced_precision_products_round_their_inputs() {
     }
     gpu.set_matmul_precision(MatmulPrecision::F32);
     r.finish("precision");
+}
+
+/// A linear layer 768 → 512 on `x` [3, 13, 768] with the output gradient `dy` given (the
+/// weights of `Σ y·dy`): output and the gradients of x, W, b.
+fn linear_of<D: Device<f32>>(
+    dev: &D,
+    lin: &Linear<WIDTH, 512, f32, D>,
+    x: Vec<f32>,
+    dy: Vec<f32>,
+) -> Run {
+    let shape = (3usize, 13usize, Const::<WIDTH>);
+    let x = dev.tensor_from_vec(x, shape);
+    let dy = dev.tensor_from_vec(dy, (3usize, 13usize, Const::<512>));
+    let y = gadms_nn::fast::linear(lin, x.trace(lin.alloc_grads()));
+    let out = y.retaped::<NoneTape>().as_vec();
+    let g = (y * dy).sum().backward();
+    let (gx, gw, gb) = (g.get(&x), g.get(&lin.weight), g.get(&lin.bias));
+    (out, vec![gx.as_vec(), gw.as_vec(), gb.as_vec()])
+}
+
+/// Under `--precision bf16` a traced linear layer and QuickGELU keep bf16 copies of their
+/// inputs for the backward (`nn/src/fast/cuda/bf16.rs`), as PyTorch's autocast does.
+/// - The linear layer equals the CPU's on `x` and `W` rounded to bf16, every gradient
+///   included: `dW = bf16(dy)ᵀ·bf16(x)` (`dy` is bf16-exact here, so `db` needs no rounding).
+///   Its `dW` must differ from the exact `f32` one by more than the tolerance.
+/// - QuickGELU's output equals the CPU's on the `f32` input, its input gradient the CPU's
+///   derivative at `bf16(x)`; that gradient must differ from the one at `x` by more than the
+///   tolerance, which shows that the bf16 copy is what the backward read.
+#[test]
+fn bf16_copies_for_the_backward_match_the_host() {
+    let (cpu, gpu) = (Cpu::seed_from_u64(1), cuda());
+    gpu.set_matmul_precision(MatmulPrecision::Bf16);
+    let bf16 = |v: &[f32]| v.iter().map(|&x| round_mantissa(x, 7)).collect::<Vec<_>>();
+    let mut r = Report::default();
+
+    let (wv, bv) = (values(512 * WIDTH, 15), values(512, 16));
+    let wv: Vec<f32> = wv.iter().map(|w| w * 0.05).collect();
+    let layer = |w: Vec<f32>| {
+        let mut lin = Linear::<WIDTH, 512, f32, Cpu>::build(&cpu);
+        lin.weight = cpu.tensor_from_vec(w, (Const::<512>, Const::<WIDTH>));
+        lin.bias = cpu.tensor_from_vec(bv.clone(), (Const::<512>,));
+        lin
+    };
+    let (exact, rounded) = (layer(wv.clone()), layer(bf16(&wv)));
+    let (x, dy) = (values(3 * 13 * WIDTH, 13), bf16(&values(3 * 13 * 512, 14)));
+    let got = with_fused(true, || {
+        linear_of(&gpu, &exact.to_device(&gpu), x.clone(), dy.clone())
+    });
+    let want = linear_of(&cpu, &rounded, bf16(&x), dy.clone());
+    let far = linear_of(&cpu, &exact, x.clone(), dy);
+    compare(
+        &mut r,
+        "linear 768→512, bf16 copies",
+        &got,
+        &want,
+        &["x", "W", "b"],
+    );
+    let off = rel_err(&got.1[1], &far.1[1]);
+    println!("[bf16 copies] linear dW: {off:.3e} from the exact f32 dW");
+    assert!(
+        off > TOL,
+        "linear dW {off:.3e} from exact: no bf16 rounding"
+    );
+
+    let x = values(ROWS * WIDTH, 1);
+    let got = gelu_of(&gpu, true, x.clone());
+    let (at_x, at_bf16) = (
+        gelu_of(&cpu, true, x.clone()),
+        gelu_of(&cpu, true, bf16(&x)),
+    );
+    r.cmp("QuickGELU, bf16 copy: output", &got.0, &at_x.0);
+    r.cmp(
+        "QuickGELU, bf16 copy: dx at bf16(x)",
+        &got.1[0],
+        &at_bf16.1[0],
+    );
+    let off = rel_err(&got.1[0], &at_x.1[0]);
+    println!("[bf16 copies] QuickGELU dx: {off:.3e} from the derivative at x");
+    assert!(
+        off > TOL,
+        "QuickGELU dx {off:.3e} from exact: the f32 input was read"
+    );
+
+    gpu.set_matmul_precision(MatmulPrecision::F32);
+    r.finish("bf16 copies");
 }
 
 /// The single-launch Adam over several tensors (`AdamBatch`, kernel `adam_multi`) against the

@@ -1,11 +1,15 @@
 //! QuickGELU, LayerNorm and linear layers (bias, residual) on CUDA.
 
+use super::bf16::{keeps_bf16, quick_gelu_bf16, rows_product_bf16};
 use super::*;
 
 /// QuickGELU `x·σ(1.702x)` on CUDA (`x` contiguous `f32`).
 pub(crate) fn quick_gelu<S: Shape, E: Dtype, D: Device<E>, T: Tape<E, D>>(
     x: Tensor<S, E, D, T>,
 ) -> Tensor<S, E, D, T> {
+    if T::OWNS_TAPE && keeps_bf16(cuda(x.dev())) {
+        return quick_gelu_bf16(x);
+    }
     let shape = *x.shape();
     let n = shape.num_elements();
     let (x, mut tape) = x.split_tape();
@@ -56,7 +60,8 @@ where
     y.reshape_like(&out_shape)
 }
 
-/// `x·Wᵀ` for `x` [.., I] seen as [rows, I]: dfdx's product, one cuBLAS GEMM for all rows.
+/// `x·Wᵀ` for `x` [.., I] seen as [rows, I]: dfdx's product, one cuBLAS GEMM for all rows;
+/// when a traced product runs in bf16, the op that keeps `bf16(x)` for the backward.
 fn rows_product<S1: Shape, const I: usize, const O: usize, E, D, T>(
     x: Tensor<S1, E, D, T>,
     w: &Tensor<Rank2<O, I>, E, D>,
@@ -66,6 +71,9 @@ where
     D: Device<E>,
     T: Tape<E, D>,
 {
+    if T::OWNS_TAPE && keeps_bf16(cuda(x.dev())) {
+        return rows_product_bf16(x, w);
+    }
     let rows = x.shape().num_elements() / I;
     let x = x.reshape_like(&(rows, Const::<I>));
     x.matmul(w.retaped::<T>().permute::<_, Axes2<1, 0>>())

@@ -3,7 +3,8 @@
 //! all rows, the bias and the residual in one kernel) in [`layers`]; the attention core
 //! (flash-style: no `[B, H, S, S]` probabilities kept) in [`attn`]; the masked-token cross
 //! entropy and the SDM loss in [`loss`]; GASS's per-layer maps in [`gass`]; Adam and the
-//! gradient norm in [`adam`]. This module loads and launches them. The wrappers in [`super`]
+//! gradient norm in [`adam`]; the bf16 copies the backward keeps under `--precision bf16`
+//! (linear layers' and QuickGELU's inputs) in [`bf16`]. This module loads and launches them. The wrappers in [`super`]
 //! call these when the tensors are contiguous `f32` on CUDA and the switch is on
 //! ([`super::set_fused`], `GADMS_FUSED=0`); otherwise dfdx's composition runs, and
 //! `tests/cuda/kernels.rs` compares the two with the CPU.
@@ -21,8 +22,11 @@ use std::sync::Mutex;
 /// The kernels' PTX (empty in a `ci-check` build, which never runs them).
 const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/fused.ptx"));
 const MODULE: &str = "gadms_fused";
-const NAMES: [&str; 25] = [
+const NAMES: [&str; 28] = [
     "quick_gelu_fwd",
+    "quick_gelu_fwd_bf16",
+    "quick_gelu_bwd_bf16",
+    "to_bf16",
     "bias_add_fwd",
     "bias_residual_fwd",
     "add_assign",
@@ -206,6 +210,7 @@ fn to_host<T: cudarc::driver::DeviceRepr + Default + Clone>(
 
 mod adam;
 mod attn;
+mod bf16;
 mod gass;
 mod layers;
 mod loss;

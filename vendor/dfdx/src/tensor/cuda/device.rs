@@ -162,6 +162,12 @@ impl Cuda {
         &self.dev
     }
 
+    /// The cuBLAS handle of this device, on its stream (gadms patch: gadms-nn's linear layers
+    /// call `cublasGemmEx` on `bf16` copies of their inputs under [MatmulPrecision::Bf16]).
+    pub fn blas(&self) -> &Arc<CudaBlas> {
+        &self.blas
+    }
+
     /// cudarc's `htod_copy`, counted in [super::transfers] (gadms patch).
     pub(crate) fn htod_copy<T: DeviceRepr + Unpin>(
         &self,
