@@ -57,7 +57,7 @@ def table(rows_path, card, rc, ok, bad, worst, result, pretrain_line, kernels, i
     verdict = "PASS" if rc == "0" else f"FAIL (rc {rc})"
     print(f"(a) CPU vs CUDA parity: {verdict}: {ok} comparisons within 1e-4, {bad} over; worst "
           f"relative error {worst}; {result.strip()}\n")
-    print("Fused kernels and reduced-precision products (tests/cuda/kernels.rs):\n")
+    print("Fused kernels, reduced-precision products and bf16 copies (tests/cuda/kernels.rs):\n")
     print("```")
     print(open(kernels).read().rstrip() or "(no lines: see cuda-tests.log)")
     print("```\n")

@@ -23,9 +23,13 @@ use cudarc::cublas::sys::{
 use dfdx::tensor::{MatmulPrecision, UniqueId};
 use std::sync::{Arc, Weak};
 
-/// Whether the backward pass keeps bf16 copies on `dev` (its products run in bf16).
+/// Whether the backward pass keeps bf16 copies on `dev`: its products run in bf16, and the
+/// environment does not say `GADMS_BF16_COPIES=0` (which keeps `f32` inputs as under `f32`
+/// and `tf32`, for comparing the two on a GPU).
 pub(crate) fn keeps_bf16(dev: &Cuda) -> bool {
-    dev.matmul_precision() == MatmulPrecision::Bf16
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let on = *ON.get_or_init(|| std::env::var("GADMS_BF16_COPIES").map_or(true, |v| v != "0"));
+    on && dev.matmul_precision() == MatmulPrecision::Bf16
 }
 
 /// bf16 bits on the device (`u16`, as cuBLAS's `CUDA_R_16BF` reads them).
