@@ -35,12 +35,19 @@ pub(crate) fn keeps_bf16(dev: &Cuda) -> bool {
 /// bf16 bits on the device (`u16`, as cuBLAS's `CUDA_R_16BF` reads them).
 type Bf16Slice = cudarc::driver::CudaSlice<u16>;
 
-/// `bf16(src)` for the `n` floats at `src`, in a new buffer (and its device pointer).
-fn to_bf16(dev: &Cuda, src: u64, n: usize) -> (Bf16Slice, u64) {
-    // SAFETY: `to_bf16` writes all `n` elements before anything reads them.
+/// A new buffer of `n` bf16 values (and its device pointer), for a kernel that writes every
+/// element before anything reads it.
+fn empty_bf16(dev: &Cuda, n: usize) -> (Bf16Slice, u64) {
+    // SAFETY: the callers' kernels write all `n` elements before anything reads them.
     let s = unsafe { dev.cuda_device().alloc::<u16>(n.max(1)) }
         .unwrap_or_else(|e| panic!("CUDA allocation of {n} bf16 values: {}", code(&e)));
     let p = *s.device_ptr();
+    (s, p)
+}
+
+/// `bf16(src)` for the `n` floats at `src`, in a new buffer (and its device pointer).
+fn to_bf16(dev: &Cuda, src: u64, n: usize) -> (Bf16Slice, u64) {
+    let (s, p) = empty_bf16(dev, n);
     launch(dev, "to_bf16", linear_cfg(n), (n as u64, src, p));
     (s, p)
 }
@@ -207,10 +214,7 @@ pub(crate) fn quick_gelu_bf16<S: Shape, E: Dtype, D: Device<E>, T: Tape<E, D>>(
     let (x, mut tape) = x.split_tape();
     let dev = cuda(x.dev()).clone();
     let (out, yp) = empty::<S, E, D>(&dev, shape);
-    // SAFETY: `quick_gelu_fwd_bf16` writes all `n` elements before anything reads them.
-    let xb = unsafe { dev.cuda_device().alloc::<u16>(n.max(1)) }
-        .unwrap_or_else(|e| panic!("CUDA allocation of {n} bf16 values: {}", code(&e)));
-    let xbp = *xb.device_ptr();
+    let (xb, xbp) = empty_bf16(&dev, n);
     let params = (n as u64, ptr(&x), yp, xbp);
     launch(&dev, "quick_gelu_fwd_bf16", linear_cfg(n), params);
     let (ghost, x) = (out.ghost(), x.ghost());
