@@ -1,6 +1,7 @@
 //! The backward pass frees each intermediate gradient as soon as nothing can read it any more
 //! (the patch of the vendored dfdx, vendor/README.md) when the gradient store marks its
-//! leaves (`alloc_grads`), and keeps every gradient with a leaky store.
+//! leaves (`alloc_grads`), keeps every gradient with a leaky store, and lets one store take
+//! backward passes one after another (gradient accumulation).
 
 use dfdx::nn::builders::Linear;
 use dfdx::prelude::*;
@@ -67,4 +68,29 @@ fn a_leaky_store_keeps_every_gradient() {
     let (held, weight) = run(true);
     assert!(held, "Gradients::leaky keeps intermediate gradients");
     assert!(weight);
+}
+
+/// The weight gradient of `relu(lin(x)).sum()` for each `x` in turn, on one store.
+fn weight_grad(lin: &dfdx::nn::modules::Linear<8, 8, f32, Cpu>, xs: &[X]) -> Vec<f32> {
+    let mut grads = lin.alloc_grads();
+    for x in xs {
+        grads = lin.forward(x.trace(grads)).relu().sum().backward();
+    }
+    grads.get(&lin.weight).as_vec()
+}
+
+#[test]
+fn a_store_takes_one_backward_pass_after_another() {
+    let dev = Cpu::seed_from_u64(3);
+    let lin = dev.build_module::<Linear<8, 8>, f32>();
+    let (a, b): (X, X) = (dev.sample_normal(), dev.sample_normal());
+    let both = weight_grad(&lin, &[a.clone(), b.clone()]);
+    let (ga, gb) = (weight_grad(&lin, &[a]), weight_grad(&lin, &[b]));
+    for (i, g) in both.iter().enumerate() {
+        assert!(
+            (g - (ga[i] + gb[i])).abs() <= 1e-6 * (1.0 + g.abs()),
+            "accumulated gradient {i}: {g} against {}",
+            ga[i] + gb[i]
+        );
+    }
 }

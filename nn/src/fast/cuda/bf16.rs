@@ -205,7 +205,7 @@ where
 }
 
 /// QuickGELU keeping `bf16(x)` for the backward (see the module doc); `x` contiguous `f32`,
-/// traced (without a tape the plain kernel runs).
+/// traced ([`super::layers::quick_gelu`] sends untraced tensors to the plain kernel).
 pub(crate) fn quick_gelu_bf16<S: Shape, E: Dtype, D: Device<E>, T: Tape<E, D>>(
     x: Tensor<S, E, D, T>,
 ) -> Tensor<S, E, D, T> {

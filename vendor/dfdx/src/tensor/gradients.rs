@@ -22,8 +22,9 @@ pub struct Gradients<E, D: Storage<E>> {
     gradient_by_id: BTreeMap<UniqueId, D::Vec>,
     /// Using BTreeSet for no-std support
     leaf_ids: Option<BTreeSet<UniqueId>>,
-    /// The earliest backward operation after which [Gradients::drop_non_leafs_after] freed
-    /// the gradients of later non-leaf tensors (gadms patch): none may be needed again.
+    /// During a backward pass, the last operation after which [Gradients::drop_non_leafs_after]
+    /// freed the gradients of later non-leaf tensors (gadms patch): none may be needed again
+    /// in this pass. `None` between passes, so a store can take the next one (accumulation).
     freed_after: Option<UniqueId>,
 }
 
@@ -111,7 +112,7 @@ impl<E, D: Storage<E>> Gradients<E, D> {
         for k in dead {
             self.gradient_by_id.remove(&k);
         }
-        self.freed_after = Some(self.freed_after.map_or(op, |f| f.min(op)));
+        self.freed_after = Some(op);
     }
 
     /// Returns a reference to the underlying gradient if found.
@@ -250,6 +251,7 @@ impl<E, D: Storage<E>> OwnedTape<E, D> {
             (operation)(&mut self.gradients)?;
             self.gradients.drop_non_leafs_after(id);
         }
+        self.gradients.freed_after = None;
         Ok(self.gradients)
     }
 }
